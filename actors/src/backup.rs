@@ -1,0 +1,214 @@
+//! What one run does: resolve the target, record a `pending` row per app × persistent volume, then
+//! back each volume up in turn — find it, lock it, archive it, upload it — moving its row to
+//! `success` only once the target holds the whole object, or to `failed` with the reason.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::codec::Digest;
+use crate::docker::DockerError;
+use crate::engine::Engine;
+use crate::lock::{LockError, VolumeLock};
+use crate::messages::RunOutcome;
+use crate::model::{App, Job, Organization, RunReason, Target, Volume};
+use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
+use crate::store::{NewBackupRow, RunRef, StoreError};
+use crate::uploader::{self, UploadError};
+use crate::volume_runner::{self, VolumeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+}
+
+/// The whole run. Errors returned here are the run's own (database away); each volume's failure is
+/// recorded on its row and does not stop the others.
+#[tracing::instrument(skip(engine, scheduled_for))]
+pub async fn execute(
+    engine: Engine,
+    run_id: Uuid,
+    job_id: Uuid,
+    reason: RunReason,
+    scheduled_for: Option<DateTime<Utc>>,
+) -> Result<RunOutcome, BackupError> {
+    let store = engine.store();
+    let job = store.job(job_id).await?;
+    let org = store.organization(job.organization_id).await?;
+    let Some(target) = store.resolve_target(org.id, job.target_id).await? else {
+        let why = format!("job {} ({}) skipped: no backup target resolves for organization {}", job.name, job.id, org.slug);
+        tracing::warn!("{why}");
+        return Ok(RunOutcome::Skipped(why));
+    };
+    let work: Vec<(App, Volume)> = store
+        .job_apps(job_id)
+        .await?
+        .into_iter()
+        .flat_map(|app| {
+            let persistent: Vec<Volume> = app.volumes.iter().filter(|v| v.persistent).cloned().collect();
+            persistent.into_iter().map(move |v| (app.clone(), v))
+        })
+        .collect();
+    if work.is_empty() {
+        return Ok(RunOutcome::Skipped(format!(
+            "job {} ({}) covers no persistent volume",
+            job.name, job.id
+        )));
+    }
+    let rows: Vec<NewBackupRow> = work
+        .iter()
+        .map(|(app, v)| NewBackupRow {
+            app_id: app.id.clone(),
+            app_name: app.name.clone(),
+            volume_name: v.name.clone(),
+            volume_kind: v.kind,
+        })
+        .collect();
+    let ids = store
+        .insert_pending_backups(
+            RunRef {
+                run_id,
+                job_id,
+                organization_id: org.id,
+                target_id: target.id,
+                reason,
+            },
+            &rows,
+        )
+        .await?;
+    store.touch_job_last_run(job_id).await?;
+    let _ = scheduled_for;
+
+    let storage = match TargetStorage::open(&target.config, engine.settings().allow_local_backups) {
+        Ok(s) => s,
+        Err(e) => {
+            for id in &ids {
+                store
+                    .mark_backup_failed(*id, &format!("target {} cannot be used: {e}", target.name))
+                    .await?;
+            }
+            return Ok(RunOutcome::Finished);
+        }
+    };
+    let timestamp = archive_timestamp(Utc::now());
+    for (id, (app, volume)) in ids.into_iter().zip(work) {
+        let ctx = VolumeJob {
+            engine: &engine,
+            storage: &storage,
+            target: &target,
+            org: &org,
+            job: &job,
+            app: &app,
+            volume: &volume,
+            timestamp: &timestamp,
+            row: id,
+        };
+        ctx.run().await?;
+    }
+    Ok(RunOutcome::Finished)
+}
+
+/// One volume of one app in a run.
+struct VolumeJob<'a> {
+    engine: &'a Engine,
+    storage: &'a TargetStorage,
+    target: &'a Target,
+    org: &'a Organization,
+    job: &'a Job,
+    app: &'a App,
+    volume: &'a Volume,
+    timestamp: &'a str,
+    row: Uuid,
+}
+
+impl VolumeJob<'_> {
+    async fn log(&self, line: &str) -> Result<(), StoreError> {
+        self.engine.store().append_backup_log(self.row, line).await
+    }
+
+    /// Records the volume's outcome on its row; only a database failure is returned.
+    async fn run(&self) -> Result<(), StoreError> {
+        let store = self.engine.store();
+        store
+            .mark_backup_running(
+                self.row,
+                &format!(
+                    "backing up {}/{} ({}) to target {} ({})",
+                    self.app.name,
+                    self.volume.name,
+                    self.volume.kind.as_str(),
+                    self.target.name,
+                    self.target.kind.as_str()
+                ),
+            )
+            .await?;
+        match self.archive_and_upload().await {
+            Ok((key, digest)) => {
+                store
+                    .mark_backup_success(
+                        self.row,
+                        digest.size,
+                        &key,
+                        &digest.sha256_hex,
+                        &format!(
+                            "success: {} bytes stored at {key}, sha256:{}",
+                            digest.size, digest.sha256_hex
+                        ),
+                    )
+                    .await
+            }
+            Err(BackupError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(app = %self.app.name, volume = %self.volume.name, error = %e, "volume backup failed");
+                store
+                    .mark_backup_failed(self.row, &format!("failed: {e}"))
+                    .await
+            }
+        }
+    }
+
+    async fn archive_and_upload(&self) -> Result<(String, Digest), BackupError> {
+        let docker = self.engine.docker().await?;
+        let docker_volume =
+            volume_runner::find_volume(docker, &self.app.name, &self.volume.name).await?;
+        self.log(&format!("found Docker volume {docker_volume}")).await?;
+        let lock = VolumeLock::acquire(self.engine.redis(), &docker_volume).await?;
+        let result = async {
+            let archive = volume_runner::open_archive(docker, &docker_volume, self.volume).await?;
+            self.log(&archive.source).await?;
+            let extension = format!("{}.{}", archive.extension, self.job.compression.suffix());
+            let key = self.storage.object_key(&archive_relative_key(
+                &self.org.slug,
+                &self.app.name,
+                &self.volume.name,
+                self.timestamp,
+                &extension,
+            ));
+            self.log(&format!(
+                "uploading to {key} ({} compression)",
+                self.job.compression.as_str()
+            ))
+            .await?;
+            let digest = uploader::upload(
+                self.storage,
+                &key,
+                archive.stream,
+                self.job.compression,
+                self.job.compression_level,
+            )
+            .await?;
+            Ok((key, digest))
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+}

@@ -1,0 +1,224 @@
+//! Helper containers: throw-away containers of the helper image that mount one volume at
+//! `/volume`, labelled `vardo-backup=helper` and named `vardo-helper-<uuid>`, and the drop guard that
+//! removes them even when their owner forgets or fails.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+
+use super::error::{is_not_found, DockerError};
+use super::exec::ExecOutcome;
+use super::DockerClient;
+
+/// Label put on every container this adapter creates, so strays can be found and removed.
+pub const HELPER_LABEL_KEY: &str = "vardo-backup";
+/// Value of [`HELPER_LABEL_KEY`] on helper containers.
+pub const HELPER_LABEL_VALUE: &str = "helper";
+/// Where helper containers mount the volume they work on.
+pub const VOLUME_MOUNT: &str = "/volume";
+
+/// A started helper container. Remove it with [`HelperContainer::remove`]; dropping it removes it
+/// in the background (best effort).
+#[derive(Debug)]
+pub struct HelperContainer {
+    client: DockerClient,
+    guard: ContainerGuard,
+}
+
+impl DockerClient {
+    /// Starts a helper container (`sleep 86400`) with `volume` mounted at `/volume`, read-only when
+    /// asked. The volume must exist: Docker would otherwise create an empty one silently.
+    #[tracing::instrument(skip(self))]
+    pub async fn start_helper(
+        &self,
+        volume: &str,
+        read_only: bool,
+    ) -> Result<HelperContainer, DockerError> {
+        let guard = self.create_helper_container(volume, read_only).await?;
+        // On failure the guard removes the created container.
+        self.docker
+            .start_container(guard.id(), None)
+            .await
+            .map_err(|e| DockerError::api("start a helper container", e))?;
+        Ok(HelperContainer {
+            client: self.clone(),
+            guard,
+        })
+    }
+
+    /// Creates (does not start) a helper container mounting `volume` at `/volume`; pulls the helper
+    /// image first if Docker says it is missing.
+    pub(crate) async fn create_helper_container(
+        &self,
+        volume: &str,
+        read_only: bool,
+    ) -> Result<ContainerGuard, DockerError> {
+        if !self.volume_exists(volume).await? {
+            return Err(DockerError::VolumeNotFound {
+                volume: volume.to_owned(),
+            });
+        }
+        let name = format!("vardo-helper-{}", uuid::Uuid::new_v4());
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let body = helper_container_body(&self.helper_image, volume, read_only);
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(e) if is_not_found(&e) => {
+                // 404 on create means the image is missing (the volume was checked above).
+                self.ensure_helper_image().await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| DockerError::api("create a helper container", e))?;
+        for warning in &created.warnings {
+            tracing::warn!(container = %name, %warning, "Docker warned while creating a helper");
+        }
+        tracing::debug!(container = %name, id = %created.id, "helper container created");
+        Ok(ContainerGuard::new(self.docker.clone(), created.id))
+    }
+}
+
+fn helper_container_body(image: &str, volume: &str, read_only: bool) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(vec!["sleep".to_owned(), "86400".to_owned()]),
+        labels: Some(HashMap::from([(
+            HELPER_LABEL_KEY.to_owned(),
+            HELPER_LABEL_VALUE.to_owned(),
+        )])),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some(VOLUME_MOUNT.to_owned()),
+                source: Some(volume.to_owned()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(read_only),
+                // Never copy image content into the volume: it holds the app's data only.
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            network_mode: Some("none".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl HelperContainer {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        self.guard.id()
+    }
+
+    /// Runs `sh -c script` in the container and collects its output (each stream capped at 64 KiB)
+    /// and exit code. A non-zero exit is an `Ok` outcome: the caller judges it.
+    #[tracing::instrument(skip(self, script), fields(container = %self.id()))]
+    pub async fn sh(&self, script: &str) -> Result<ExecOutcome, DockerError> {
+        let cmd = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        self.client.exec_collect(self.id(), cmd, Vec::new()).await
+    }
+
+    /// Removes the container (force: it is running). A container already gone counts as removed.
+    #[tracing::instrument(skip(self), fields(container = %self.id()))]
+    pub async fn remove(mut self) -> Result<(), DockerError> {
+        self.guard.remove_now().await
+    }
+
+    pub(crate) fn client(&self) -> &DockerClient {
+        &self.client
+    }
+}
+
+/// Owns a container id and force-removes the container when dropped, unless removed already.
+/// The removal on drop is spawned on the current tokio runtime; without one it is only logged.
+#[derive(Debug)]
+pub(crate) struct ContainerGuard {
+    docker: Docker,
+    id: String,
+    armed: bool,
+}
+
+impl ContainerGuard {
+    pub(crate) fn new(docker: Docker, id: String) -> Self {
+        Self {
+            docker,
+            id,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Removes the container now and disarms the guard, whatever the outcome: a failed removal is
+    /// reported to the caller, not retried behind its back.
+    pub(crate) async fn remove_now(&mut self) -> Result<(), DockerError> {
+        self.armed = false;
+        remove_container(&self.docker, &self.id).await
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (docker, id) = (self.docker.clone(), std::mem::take(&mut self.id));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = remove_container(&docker, &id).await {
+                        tracing::warn!(container = %id, error = %e, "could not remove a helper container");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                container = %id,
+                "helper container left behind: dropped outside a tokio runtime"
+            ),
+        }
+    }
+}
+
+async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => {
+            tracing::debug!(container = %id, "helper container removed");
+            Ok(())
+        }
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(DockerError::api(
+            format!("remove the helper container {id}"),
+            e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_body_mounts_the_volume_read_only_without_copy_and_labelled() {
+        let body = helper_container_body("img:1", "app-blue_data", true);
+        let json = serde_json::to_value(&body).unwrap_or_default();
+        assert_eq!(json["Labels"]["vardo-backup"], "helper");
+        let mount = &json["HostConfig"]["Mounts"][0];
+        assert_eq!(mount["Target"], "/volume");
+        assert_eq!(mount["Source"], "app-blue_data");
+        assert_eq!(mount["Type"], "volume");
+        assert_eq!(mount["ReadOnly"], true);
+        assert_eq!(mount["VolumeOptions"]["NoCopy"], true);
+        assert_eq!(json["HostConfig"]["NetworkMode"], "none");
+    }
+}

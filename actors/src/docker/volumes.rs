@@ -1,0 +1,72 @@
+//! Volume lookup and creation, including the blue/green naming of app volumes
+//! (`{app}-blue_{volume}`, else `{app}-green_{volume}`).
+
+use bollard::models::VolumeCreateRequest;
+
+use super::error::{is_not_found, DockerError};
+use super::DockerClient;
+
+/// The Docker volume names an app's logical volume may have, in order of preference.
+pub fn app_volume_candidates(app_name: &str, volume_name: &str) -> [String; 2] {
+    [
+        format!("{app_name}-blue_{volume_name}"),
+        format!("{app_name}-green_{volume_name}"),
+    ]
+}
+
+impl DockerClient {
+    /// `{app}-blue_{volume}` if it exists, else `{app}-green_{volume}`, else `None`.
+    #[tracing::instrument(skip(self))]
+    pub async fn find_app_volume(
+        &self,
+        app_name: &str,
+        volume_name: &str,
+    ) -> Result<Option<String>, DockerError> {
+        for candidate in app_volume_candidates(app_name, volume_name) {
+            if self.volume_exists(&candidate).await? {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a volume of exactly this name exists.
+    #[tracing::instrument(skip(self))]
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(DockerError::api(format!("inspect the volume {name:?}"), e)),
+        }
+    }
+
+    /// Creates a local volume; creating one that exists already is a no-op (Docker's semantics).
+    #[tracing::instrument(skip(self))]
+    pub async fn create_volume(&self, name: &str) -> Result<(), DockerError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| DockerError::api(format!("create the volume {name:?}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blue_comes_before_green() {
+        assert_eq!(
+            app_volume_candidates("shop", "pgdata"),
+            [
+                "shop-blue_pgdata".to_owned(),
+                "shop-green_pgdata".to_owned()
+            ]
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The engine handle: the pools and clients every actor shares, built in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
+
+use crate::docker::{DockerClient, DockerError};
+use crate::secrets::SecretBox;
+use crate::store::Store;
+
+/// Settings the engine's actors read; built from the process configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub database_url: SecretString,
+    pub database_pool_size: usize,
+    pub redis_url: SecretString,
+    pub secret_key: SecretString,
+    pub docker_host: Option<String>,
+    pub helper_image: String,
+    pub allow_local_backups: bool,
+    /// How often a run refreshes `heartbeat_at` on its unfinished rows.
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(String),
+}
+
+/// Cheap to clone; shared by the HTTP handlers and every actor.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: EngineSettings,
+    store: Store,
+    redis: deadpool_redis::Pool,
+    /// Connected (and the API version negotiated) on first use, so that the engine starts, and
+    /// reports itself unready, while the Docker daemon is down.
+    docker: OnceCell<DockerClient>,
+}
+
+impl Engine {
+    pub fn build(settings: EngineSettings) -> Result<Self, EngineError> {
+        let secrets = SecretBox::from_base64(&settings.secret_key)?;
+        let store = Store::connect(
+            settings.database_url.expose_secret(),
+            settings.database_pool_size,
+            secrets,
+        )?;
+        let redis = deadpool_redis::Config::from_url(settings.redis_url.expose_secret())
+            .builder()
+            .map_err(|e| EngineError::Redis(e.to_string()))?
+            .max_size(16)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(3)))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| EngineError::Redis(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                redis,
+                docker: OnceCell::new(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn redis(&self) -> &deadpool_redis::Pool {
+        &self.inner.redis
+    }
+
+    pub async fn docker(&self) -> Result<&DockerClient, DockerError> {
+        let s = &self.inner.settings;
+        self.inner
+            .docker
+            .get_or_try_init(|| DockerClient::connect(s.docker_host.as_deref(), &s.helper_image))
+            .await
+    }
+
+    pub async fn ping_redis(&self) -> Result<(), String> {
+        let mut conn = self.inner.redis.get().await.map_err(|e| e.to_string())?;
+        deadpool_redis::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Each dependency's state: `None` when it answers, else why not.
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        let limit = Duration::from_secs(3);
+        let timed = |name: &'static str, r: Result<Result<(), String>, _>| match r {
+            Ok(Ok(())) => (name, None),
+            Ok(Err(e)) => (name, Some(e)),
+            Err(_) => (name, Some("no answer within 3 s".to_owned())),
+        };
+        let pg = tokio::time::timeout(limit, async {
+            self.store().ping().await.map_err(|e| e.to_string())
+        });
+        let redis = tokio::time::timeout(limit, self.ping_redis());
+        let docker = tokio::time::timeout(limit, async {
+            self.docker().await.map_err(|e| e.to_string())?.ping().await.map_err(|e| e.to_string())
+        });
+        let (pg, redis, docker) = tokio::join!(pg, redis, docker);
+        vec![
+            timed("postgres", pg),
+            timed("redis", redis),
+            timed("docker", docker),
+        ]
+    }
+}

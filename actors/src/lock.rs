@@ -1,0 +1,132 @@
+//! Redis locks: `SET key token NX PX ttl`, released only by their holder (compare-and-delete).
+//! Scheduler locks `lock:backup:{jobId}:{minute}` simply expire; a volume lock
+//! `lock:volume:{dockerVolume}` keeps a backup and a restore of the same volume apart and is renewed
+//! while its holder works.
+
+use std::time::Duration;
+
+use deadpool_redis::redis;
+use deadpool_redis::Pool;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("volume {0} is busy: a backup or restore of it is in progress")]
+    Busy(String),
+}
+
+fn redis_err(e: impl std::fmt::Display) -> LockError {
+    LockError::Redis(e.to_string())
+}
+
+/// Takes `key` for `ttl` unless someone holds it; true when taken.
+pub async fn try_acquire(
+    pool: &Pool,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<bool, LockError> {
+    let mut conn = pool.get().await.map_err(redis_err)?;
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ms)
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+    Ok(set.is_some())
+}
+
+const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
+
+pub async fn release(pool: &Pool, key: &str, token: &str) -> Result<(), LockError> {
+    let mut conn = pool.get().await.map_err(redis_err)?;
+    let _: i64 = redis::cmd("EVAL")
+        .arg(RELEASE)
+        .arg(1)
+        .arg(key)
+        .arg(token)
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+    Ok(())
+}
+
+async fn extend(pool: &Pool, key: &str, token: &str, ttl: Duration) -> Result<bool, LockError> {
+    let mut conn = pool.get().await.map_err(redis_err)?;
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let n: i64 = redis::cmd("EVAL")
+        .arg(EXTEND)
+        .arg(1)
+        .arg(key)
+        .arg(token)
+        .arg(ms)
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+    Ok(n == 1)
+}
+
+const VOLUME_TTL: Duration = Duration::from_secs(60);
+
+/// Held while a backup or restore works on one Docker volume; renewed in the background, released
+/// by `release` (or left to expire within a minute if the process dies).
+pub struct VolumeLock {
+    pool: Pool,
+    key: String,
+    token: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl VolumeLock {
+    pub async fn acquire(pool: &Pool, volume: &str) -> Result<Self, LockError> {
+        let key = format!("lock:volume:{volume}");
+        let token = Uuid::new_v4().to_string();
+        if !try_acquire(pool, &key, &token, VOLUME_TTL).await? {
+            return Err(LockError::Busy(volume.to_owned()));
+        }
+        let renew = {
+            let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(VOLUME_TTL / 3);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match extend(&pool, &key, &token, VOLUME_TTL).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(%key, "volume lock lost");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%key, error = %e, "volume lock renewal failed"),
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            pool: pool.clone(),
+            key,
+            token,
+            renew,
+        })
+    }
+
+    pub async fn release(self) {
+        self.renew.abort();
+        if let Err(e) = release(&self.pool, &self.key, &self.token).await {
+            tracing::warn!(key = %self.key, error = %e, "volume lock release failed; it expires by itself");
+        }
+    }
+}
+
+impl Drop for VolumeLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}

@@ -1,0 +1,64 @@
+//! Every message between the engine's actors, one struct each.
+
+use actix::Message;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::model::{Backup, Restore, RunReason};
+
+/// Start a run of a job now (scheduler, HTTP `run`, deploy pipeline, CLI). Answers the run's id.
+#[derive(Message)]
+#[rtype(result = "Uuid")]
+pub struct StartRun {
+    pub job_id: Uuid,
+    pub reason: RunReason,
+    /// The scheduled minute, for scheduled runs.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Told the run's summary when it has ended, however it ended.
+    pub on_finish: Option<oneshot::Sender<RunFinished>>,
+}
+
+/// A run's end, as its actor reports it to the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunEnded {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    /// `Err` carries why the run stopped before finishing its rows (error or crash).
+    pub outcome: Result<RunOutcome, String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    /// Every volume has its row, each `success` or `failed`.
+    Finished,
+    /// Nothing was attempted, and why (no target resolves, no persistent volumes).
+    Skipped(String),
+}
+
+/// The summary of an ended run, for waiters and notifications.
+#[derive(Debug, Clone)]
+pub struct RunFinished {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub rows: Vec<Backup>,
+    pub skipped: Option<String>,
+}
+
+/// Restore a backup into its volume now. Answers the restore's id.
+#[derive(Message)]
+#[rtype(result = "Result<Uuid, String>")]
+pub struct StartRestore {
+    pub backup_id: Uuid,
+    pub on_finish: Option<oneshot::Sender<Restore>>,
+}
+
+/// A restore's end, as its actor reports it to the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestoreEnded {
+    pub restore_id: Uuid,
+    pub outcome: Result<(), String>,
+}

@@ -1,0 +1,93 @@
+//! A backup row: one attempt to back up one volume of one app in one run.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::VolumeKind;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Pruned,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Pruned => "pruned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "success" => Self::Success,
+            "failed" => Self::Failed,
+            "pruned" => Self::Pruned,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunReason {
+    Schedule,
+    Manual,
+    Deploy,
+}
+
+impl RunReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Deploy => "deploy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub organization_id: Uuid,
+    pub app_id: String,
+    pub app_name: String,
+    pub target_id: Option<Uuid>,
+    pub volume_name: String,
+    pub volume_kind: VolumeKind,
+    pub status: Status,
+    pub size_bytes: Option<i64>,
+    pub storage_path: Option<String>,
+    pub checksum: Option<String>,
+    pub log: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Restore status: a restore is never `pruned`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restore {
+    pub id: Uuid,
+    pub backup_id: Uuid,
+    pub status: Status,
+    pub log: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,11 @@
+//! Plain domain types, free of I/O.
+
+pub mod app;
+pub mod backup;
+pub mod job;
+pub mod target;
+
+pub use app::{App, Organization, Volume, VolumeKind};
+pub use backup::{Backup, Restore, RunReason, Status};
+pub use job::{Compression, Job, RetentionPolicy};
+pub use target::{Target, TargetConfig, TargetKind};

@@ -1,0 +1,254 @@
+//! BackupRun (one actor per run) and RunSupervisor, which starts runs and restores and records the
+//! outcome in the database whatever happened: an error or a panic inside a run marks its unfinished
+//! rows `failed` with the reason, so no row is left `running`.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::engine::Engine;
+use crate::messages::{RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun};
+use crate::model::{Restore, RunReason};
+
+pub use crate::backup::BackupError;
+
+/// Starts runs and restores, and settles their rows when they end.
+pub struct RunSupervisor {
+    engine: Engine,
+    run_waiters: HashMap<Uuid, oneshot::Sender<RunFinished>>,
+    restore_waiters: HashMap<Uuid, oneshot::Sender<Restore>>,
+}
+
+impl RunSupervisor {
+    pub fn start(engine: Engine) -> Addr<Self> {
+        Actor::start(Self {
+            engine,
+            run_waiters: HashMap::new(),
+            restore_waiters: HashMap::new(),
+        })
+    }
+}
+
+impl Actor for RunSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartRun> for RunSupervisor {
+    type Result = MessageResult<StartRun>;
+
+    fn handle(&mut self, msg: StartRun, ctx: &mut Context<Self>) -> Self::Result {
+        let run_id = Uuid::new_v4();
+        if let Some(tx) = msg.on_finish {
+            self.run_waiters.insert(run_id, tx);
+        }
+        BackupRun {
+            engine: self.engine.clone(),
+            run_id,
+            job_id: msg.job_id,
+            reason: msg.reason,
+            scheduled_for: msg.scheduled_for,
+            supervisor: ctx.address(),
+        }
+        .start();
+        MessageResult(run_id)
+    }
+}
+
+impl Handler<RunEnded> for RunSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: RunEnded, _: &mut Context<Self>) -> Self::Result {
+        let engine = self.engine.clone();
+        let settle = async move {
+            let store = engine.store();
+            let skipped = match &msg.outcome {
+                Ok(RunOutcome::Finished) => None,
+                Ok(RunOutcome::Skipped(why)) => Some(why.clone()),
+                Err(why) => {
+                    tracing::error!(run_id = %msg.run_id, job_id = %msg.job_id, %why, "run stopped early");
+                    if let Err(e) = store.fail_unfinished_run(msg.run_id, why).await {
+                        // The janitor's lease sweep settles these rows if the database is away now.
+                        tracing::error!(run_id = %msg.run_id, error = %e, "could not settle the run's rows");
+                    }
+                    None
+                }
+            };
+            let rows = store.run_backups(msg.run_id).await.unwrap_or_default();
+            RunFinished {
+                run_id: msg.run_id,
+                job_id: msg.job_id,
+                rows,
+                skipped,
+            }
+        };
+        Box::pin(settle.into_actor(self).map(|finished, act, _| {
+            if let Some(tx) = act.run_waiters.remove(&finished.run_id) {
+                let _ = tx.send(finished);
+            }
+        }))
+    }
+}
+
+impl Handler<StartRestore> for RunSupervisor {
+    type Result = ResponseActFuture<Self, Result<Uuid, String>>;
+
+    fn handle(&mut self, msg: StartRestore, ctx: &mut Context<Self>) -> Self::Result {
+        let engine = self.engine.clone();
+        let me = ctx.address();
+        let create = async move {
+            let backup = engine
+                .store()
+                .backup(msg.backup_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            engine
+                .store()
+                .insert_restore(backup.organization_id, backup.id)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        Box::pin(create.into_actor(self).map(move |created, act, _| {
+            let restore_id = created?;
+            if let Some(tx) = msg.on_finish {
+                act.restore_waiters.insert(restore_id, tx);
+            }
+            crate::restore::RestoreRun::new(act.engine.clone(), restore_id, me).start();
+            Ok(restore_id)
+        }))
+    }
+}
+
+impl Handler<RestoreEnded> for RunSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: RestoreEnded, _: &mut Context<Self>) -> Self::Result {
+        let engine = self.engine.clone();
+        let settle = async move {
+            let store = engine.store();
+            let outcome = match &msg.outcome {
+                Ok(()) => store
+                    .finish_restore(msg.restore_id, crate::model::Status::Success, "restore complete")
+                    .await,
+                Err(why) => store
+                    .finish_restore(msg.restore_id, crate::model::Status::Failed, why)
+                    .await,
+            };
+            if let Err(e) = outcome {
+                tracing::error!(restore_id = %msg.restore_id, error = %e, "could not record the restore's end");
+            }
+            store.restore(msg.restore_id).await.ok()
+        };
+        Box::pin(settle.into_actor(self).map(move |restore, act, _| {
+            if let (Some(restore), Some(tx)) = (restore, act.restore_waiters.remove(&msg.restore_id)) {
+                let _ = tx.send(restore);
+            }
+        }))
+    }
+}
+
+/// One run of one job. Its work runs as a separate task so that a panic is caught and reported,
+/// and it refreshes the heartbeat of its rows while it works.
+pub struct BackupRun {
+    engine: Engine,
+    run_id: Uuid,
+    job_id: Uuid,
+    reason: RunReason,
+    scheduled_for: Option<DateTime<Utc>>,
+    supervisor: Addr<RunSupervisor>,
+}
+
+impl Actor for BackupRun {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let work = actix::spawn(crate::backup::execute(
+            self.engine.clone(),
+            self.run_id,
+            self.job_id,
+            self.reason,
+            self.scheduled_for,
+        ));
+        let every = self.engine.settings().heartbeat_interval;
+        ctx.run_interval(every, |act, _| {
+            let (engine, run_id) = (act.engine.clone(), act.run_id);
+            actix::spawn(async move {
+                if let Err(e) = engine.store().heartbeat_run(run_id).await {
+                    tracing::warn!(%run_id, error = %e, "heartbeat failed");
+                }
+            });
+        });
+        let watch = async move {
+            match work.await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(e)) => Err(format!("run failed: {e}")),
+                Err(join) if join.is_panic() => Err(format!(
+                    "run crashed: {}",
+                    panic_message(join.into_panic())
+                )),
+                Err(_) => Err("run was cancelled (engine shutting down)".to_owned()),
+            }
+        };
+        ctx.spawn(watch.into_actor(self).map(|outcome, act, ctx| {
+            act.supervisor.do_send(RunEnded {
+                run_id: act.run_id,
+                job_id: act.job_id,
+                outcome,
+            });
+            ctx.stop();
+        }));
+    }
+}
+
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("the engine stopped before the run ended")]
+    Lost,
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Starts a manual run and waits for its end; returns its rows.
+pub async fn run_and_wait(
+    supervisor: &Addr<RunSupervisor>,
+    job_id: Uuid,
+) -> Result<RunFinished, WaitError> {
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(StartRun {
+            job_id,
+            reason: RunReason::Manual,
+            scheduled_for: None,
+            on_finish: Some(tx),
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}
+
+/// Starts a restore and waits for its end.
+pub async fn restore_and_wait(
+    supervisor: &Addr<RunSupervisor>,
+    backup_id: Uuid,
+) -> Result<Restore, WaitError> {
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(StartRestore {
+            backup_id,
+            on_finish: Some(tx),
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?
+        .map_err(WaitError::Refused)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}

@@ -1,0 +1,222 @@
+//! The backup table: rows move pending → running → success | failed (later pruned), each change
+//! with a timestamped log line, and `heartbeat_at` refreshed while a run works on them.
+
+use chrono::Utc;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::model::{Backup, RunReason, Status, VolumeKind};
+
+/// One volume a run is about to back up.
+#[derive(Debug, Clone)]
+pub struct NewBackupRow {
+    pub app_id: String,
+    pub app_name: String,
+    pub volume_name: String,
+    pub volume_kind: VolumeKind,
+}
+
+const COLUMNS: &str = "id, run_id, job_id, organization_id, app_id, app_name, target_id, volume_name, \
+    volume_kind, status, size_bytes, storage_path, checksum, log, started_at, finished_at, created_at";
+
+/// A log line as stored: `2024-01-15T02:00:00.123Z message`.
+pub fn log_line(message: &str) -> String {
+    format!(
+        "{} {}\n",
+        Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        message.trim_end()
+    )
+}
+
+pub(super) fn backup_row(row: &Row) -> Result<Backup, StoreError> {
+    let status: String = row.get("status");
+    let kind: String = row.get("volume_kind");
+    Ok(Backup {
+        id: row.get("id"),
+        run_id: row.get("run_id"),
+        job_id: row.get("job_id"),
+        organization_id: row.get("organization_id"),
+        app_id: row.get("app_id"),
+        app_name: row.get("app_name"),
+        target_id: row.get("target_id"),
+        volume_name: row.get("volume_name"),
+        volume_kind: VolumeKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("volume kind {kind}")))?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        size_bytes: row.get("size_bytes"),
+        storage_path: row.get("storage_path"),
+        checksum: row.get("checksum"),
+        log: row.get("log"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        created_at: row.get("created_at"),
+    })
+}
+
+/// Identifies the run the rows belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRef {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub organization_id: Uuid,
+    pub target_id: Uuid,
+    pub reason: RunReason,
+}
+
+impl Store {
+    /// Inserts one `pending` row per volume, in one transaction; returns their ids in order.
+    pub async fn insert_pending_backups(
+        &self,
+        run: RunRef,
+        volumes: &[NewBackupRow],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        let mut ids = Vec::with_capacity(volumes.len());
+        let line = log_line(&format!("queued ({})", run.reason.as_str()));
+        for v in volumes {
+            let row = tx
+                .query_one(
+                    "INSERT INTO backup (run_id, job_id, organization_id, app_id, app_name, target_id,
+                        volume_name, volume_kind, reason, log, heartbeat_at)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, now()) RETURNING id",
+                    &[
+                        &run.run_id,
+                        &run.job_id,
+                        &run.organization_id,
+                        &v.app_id,
+                        &v.app_name,
+                        &run.target_id,
+                        &v.volume_name,
+                        &v.volume_kind.as_str(),
+                        &run.reason.as_str(),
+                        &line,
+                    ],
+                )
+                .await?;
+            ids.push(row.get(0));
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub async fn mark_backup_running(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET status = 'running', started_at = now(), heartbeat_at = now(),
+                    log = log || $2 WHERE id = $1 AND status = 'pending'",
+                &[&id, &log_line(message)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Appends a line to the row's log and refreshes its heartbeat.
+    pub async fn append_backup_log(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET log = log || $2, heartbeat_at = now() WHERE id = $1",
+                &[&id, &log_line(message)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes the heartbeat of the run's unfinished rows.
+    pub async fn heartbeat_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET heartbeat_at = now()
+                 WHERE run_id = $1 AND status IN ('pending', 'running')",
+                &[&run_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `success`, only ever called after the target confirmed the whole object.
+    pub async fn mark_backup_success(
+        &self,
+        id: Uuid,
+        size_bytes: u64,
+        storage_path: &str,
+        sha256_hex: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        let size = i64::try_from(size_bytes).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "UPDATE backup SET status = 'success', size_bytes = $2, storage_path = $3,
+                    checksum = $4, finished_at = now(), heartbeat_at = now(), log = log || $5
+                 WHERE id = $1",
+                &[
+                    &id,
+                    &size,
+                    &storage_path,
+                    &format!("sha256:{sha256_hex}"),
+                    &log_line(message),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_backup_failed(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET status = 'failed', finished_at = now(), heartbeat_at = now(),
+                    log = log || $2
+                 WHERE id = $1 AND status IN ('pending', 'running')",
+                &[&id, &log_line(message)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks every unfinished row of a run `failed` with the reason; returns how many.
+    pub async fn fail_unfinished_run(&self, run_id: Uuid, reason: &str) -> Result<u64, StoreError> {
+        let client = self.pool().get().await?;
+        Ok(client
+            .execute(
+                "UPDATE backup SET status = 'failed', finished_at = now(), log = log || $2
+                 WHERE run_id = $1 AND status IN ('pending', 'running')",
+                &[&run_id, &log_line(reason)],
+            )
+            .await?)
+    }
+
+    pub async fn backup(&self, id: Uuid) -> Result<Backup, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM backup WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound {
+                what: "backup",
+                id: id.to_string(),
+            })?;
+        backup_row(&row)
+    }
+
+    pub async fn run_backups(&self, run_id: Uuid) -> Result<Vec<Backup>, StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .query(
+                &format!("SELECT {COLUMNS} FROM backup WHERE run_id = $1 ORDER BY created_at, id"),
+                &[&run_id],
+            )
+            .await?
+            .iter()
+            .map(backup_row)
+            .collect()
+    }
+}

@@ -1,0 +1,94 @@
+//! Postgres repositories (deadpool-postgres), one file per table group, and the schema migration.
+
+mod apps;
+mod backups;
+mod jobs;
+mod restores;
+mod targets;
+
+pub use backups::{log_line, NewBackupRow, RunRef};
+pub use jobs::NewJob;
+pub use targets::TargetRow;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::secrets::{SecretBox, SecretError};
+
+/// The whole schema; applying it twice changes nothing.
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
+/// Serializes concurrent migrations from several starting instances.
+const MIGRATION_LOCK: i64 = 0x7661_7264_6f00_0001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Handle to the database: a connection pool and the secret box for encrypted columns.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+    secrets: SecretBox,
+}
+
+impl Store {
+    pub fn connect(url: &str, max_size: usize, secrets: SecretBox) -> Result<Self, StoreError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Url(e.to_string())
+        })?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Url(e.to_string()))?;
+        Ok(Self { pool, secrets })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Applies `schema.sql` in one transaction under an advisory lock.
+    #[tracing::instrument(skip(self))]
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! VolumeRunner: finds an app's Docker volume and yields its archive as a byte stream — a tar of its
+//! files for generic volumes, a `pg_dump` from the database container for Postgres volumes.
+
+use std::io;
+
+use futures::StreamExt as _;
+
+use crate::docker::{app_volume_candidates, DockerClient, DockerError};
+use crate::model::{Volume, VolumeKind};
+use crate::stream::ByteStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume not found: neither {blue} nor {green} exists")]
+    NotFound { blue: String, green: String },
+    #[error(
+        "no running container mounts {volume}: a Postgres volume is dumped with pg_dump inside its running database container"
+    )]
+    NoDatabaseContainer { volume: String },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+/// An archive being produced, and where it comes from.
+pub struct VolumeArchive {
+    pub docker_volume: String,
+    /// `tar` or `sql`, before the compression suffix.
+    pub extension: &'static str,
+    pub stream: ByteStream,
+    /// What the log should say about the source.
+    pub source: String,
+}
+
+/// `{app}-blue_{volume}`, else `{app}-green_{volume}`.
+pub async fn find_volume(
+    docker: &DockerClient,
+    app_name: &str,
+    volume_name: &str,
+) -> Result<String, VolumeError> {
+    match docker.find_app_volume(app_name, volume_name).await? {
+        Some(v) => Ok(v),
+        None => {
+            let [blue, green] = app_volume_candidates(app_name, volume_name);
+            Err(VolumeError::NotFound { blue, green })
+        }
+    }
+}
+
+/// Opens the archive stream of a volume already found.
+#[tracing::instrument(skip(docker))]
+pub async fn open_archive(
+    docker: &DockerClient,
+    docker_volume: &str,
+    volume: &Volume,
+) -> Result<VolumeArchive, VolumeError> {
+    match volume.kind {
+        VolumeKind::Generic => Ok(VolumeArchive {
+            docker_volume: docker_volume.to_owned(),
+            extension: "tar",
+            stream: docker.export_volume(docker_volume).await?,
+            source: format!("reading {docker_volume} through the Docker archive API"),
+        }),
+        VolumeKind::Postgres => pg_dump(docker, docker_volume).await,
+    }
+}
+
+async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArchive, VolumeError> {
+    let container = docker
+        .container_using_volume(docker_volume)
+        .await?
+        .ok_or_else(|| VolumeError::NoDatabaseContainer {
+            volume: docker_volume.to_owned(),
+        })?;
+    let user = container
+        .env
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_else(|| "postgres".to_owned());
+    let db = container
+        .env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
+    let mut env = Vec::new();
+    if let Some(pw) = container.env.get("POSTGRES_PASSWORD") {
+        env.push(format!("PGPASSWORD={pw}"));
+    }
+    let cmd = vec![
+        "pg_dump".to_owned(),
+        "--clean".to_owned(),
+        "--if-exists".to_owned(),
+        "--no-password".to_owned(),
+        "-U".to_owned(),
+        user.clone(),
+        "-d".to_owned(),
+        db.clone(),
+    ];
+    let (stdout, handle) = docker.exec_read(&container.id, cmd, env).await?;
+    // The dump is only whole if pg_dump says so: its exit status ends the stream, and a failure
+    // becomes the stream's error, which aborts the upload.
+    let stream = async_stream::stream! {
+        let mut stdout = stdout;
+        while let Some(chunk) = stdout.next().await {
+            let failed = chunk.is_err();
+            yield chunk;
+            if failed {
+                return;
+            }
+        }
+        match handle.finish().await {
+            Ok(outcome) if outcome.exit_code == 0 => {}
+            Ok(outcome) => yield Err(io::Error::other(format!(
+                "pg_dump exited with status {}: {}",
+                outcome.exit_code,
+                outcome.stderr.trim()
+            ))),
+            Err(e) => yield Err(io::Error::other(format!("pg_dump: {e}"))),
+        }
+    };
+    Ok(VolumeArchive {
+        docker_volume: docker_volume.to_owned(),
+        extension: "sql",
+        stream: Box::pin(stream),
+        source: format!(
+            "pg_dump of database {db} as {user} in container {}",
+            container.name
+        ),
+    })
+}

@@ -1,0 +1,142 @@
+//! Test harness for vardo-backup's end-to-end tests: every test gets its own database, bucket,
+//! Docker volumes and containers, against the real services that `scripts/services` starts.
+
+pub mod db;
+pub mod env;
+pub mod fixtures;
+pub mod process;
+pub mod s3;
+pub mod volumes;
+
+pub use env::{repo_root, setting};
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use uuid::Uuid;
+use vardo_actors::docker::DockerClient;
+use vardo_actors::secrets::SecretBox;
+use vardo_actors::store::Store;
+
+/// One test's private world: a migrated database, a bucket, a name prefix for its volumes and
+/// containers; `cleanup` removes all of it.
+pub struct TestBed {
+    /// Short unique id; prefix of every app name the test makes, so Docker names never collide.
+    pub id: String,
+    pub db: db::TestDatabase,
+    pub store: Store,
+    pub secret_key: String,
+    pub bucket: s3::TestBucket,
+    pub docker: DockerClient,
+    volumes: std::sync::Mutex<Vec<String>>,
+    containers: std::sync::Mutex<Vec<String>>,
+    /// Folder for local targets and SFTP paths of this test.
+    pub scratch: String,
+}
+
+impl TestBed {
+    pub async fn new() -> Self {
+        Self::try_new().await.expect("the test bed starts (run scripts/services)")
+    }
+
+    async fn try_new() -> anyhow::Result<Self> {
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let db = db::TestDatabase::create().await?;
+        let secret_key = SecretBox::generate_key();
+        let secrets = SecretBox::from_base64(&SecretString::from(secret_key.clone()))?;
+        let store = Store::connect(&db.url, 4, secrets)?;
+        store.migrate().await?;
+        let bucket = s3::TestBucket::create().await?;
+        let docker = volumes::docker().await?;
+        Ok(Self {
+            scratch: format!("t-{id}"),
+            id,
+            db,
+            store,
+            secret_key,
+            bucket,
+            docker,
+            volumes: Default::default(),
+            containers: Default::default(),
+        })
+    }
+
+    /// The environment the engine runs with for this test.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", self.db.url.clone()),
+            ("REDIS_URL", setting("REDIS_URL")),
+            ("VARDO_SECRET_KEY", self.secret_key.clone()),
+            ("VARDO_HELPER_IMAGE", setting("VARDO_HELPER_IMAGE")),
+            ("ALLOW_LOCAL_BACKUPS", "true".to_owned()),
+            ("VARDO_LOG", "info,vardo_actors=debug".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        process::run(args, &self.env())
+    }
+
+    /// A local-target folder private to this test (under the repository's git-ignored dev folder).
+    pub fn local_dir(&self) -> String {
+        repo_root()
+            .join(".vardo-dev/local-targets")
+            .join(&self.scratch)
+            .display()
+            .to_string()
+    }
+
+    /// Remembers a Docker volume to remove at cleanup, and returns its name.
+    pub fn track_volume(&self, name: &str) -> String {
+        self.volumes.lock().expect("not poisoned").push(name.to_owned());
+        name.to_owned()
+    }
+
+    pub fn track_container(&self, id: &str) {
+        self.containers.lock().expect("not poisoned").push(id.to_owned());
+    }
+
+    pub async fn cleanup(self) {
+        for c in self.containers.lock().expect("not poisoned").drain(..) {
+            let opts = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                v: false,
+                link: false,
+            };
+            let _ = self.docker.raw().remove_container(&c, Some(opts)).await;
+        }
+        for v in self.volumes.lock().expect("not poisoned").drain(..) {
+            volumes::remove(&self.docker, &v).await;
+        }
+        let _ = std::fs::remove_dir_all(self.local_dir());
+        let _ = std::fs::remove_dir_all(
+            std::path::Path::new(&setting("VARDO_TEST_SSH_ROOT")).join(&self.scratch),
+        );
+        if let Err(e) = self.bucket.remove().await {
+            eprintln!("bucket cleanup: {e}");
+        }
+        drop(self.store);
+        if let Err(e) = self.db.drop_database().await {
+            eprintln!("database cleanup: {e}");
+        }
+    }
+}
+
+/// Polls `check` until it yields `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,84 @@
+//! A bucket per test on the S3 server, created and removed with signed requests.
+
+use std::time::Duration;
+
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use secrecy::SecretString;
+use uuid::Uuid;
+use vardo_actors::model::target::S3Config;
+
+use crate::setting;
+
+pub struct TestBucket {
+    pub name: String,
+    bucket: Bucket,
+    credentials: Credentials,
+}
+
+impl TestBucket {
+    pub async fn create() -> anyhow::Result<Self> {
+        let name = format!("vardo-{}", Uuid::new_v4().simple());
+        let bucket = Bucket::new(
+            setting("VARDO_TEST_S3_ENDPOINT").parse()?,
+            UrlStyle::Path,
+            name.clone(),
+            setting("VARDO_TEST_S3_REGION"),
+        )?;
+        let credentials = Credentials::new(
+            setting("VARDO_TEST_S3_ACCESS_KEY"),
+            setting("VARDO_TEST_S3_SECRET_KEY"),
+        );
+        let url = bucket.create_bucket(&credentials).sign(Duration::from_secs(60));
+        let resp = reqwest::Client::new().put(url).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "CreateBucket {name}: {}", resp.status());
+        Ok(Self {
+            name,
+            bucket,
+            credentials,
+        })
+    }
+
+    /// The target config (the API's JSON shape) for this bucket, with the real credentials.
+    pub fn target_json(&self, prefix: Option<&str>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "bucket": self.name,
+            "region": setting("VARDO_TEST_S3_REGION"),
+            "accessKeyId": setting("VARDO_TEST_S3_ACCESS_KEY"),
+            "secretAccessKey": setting("VARDO_TEST_S3_SECRET_KEY"),
+            "endpoint": setting("VARDO_TEST_S3_ENDPOINT"),
+        });
+        if let Some(p) = prefix {
+            v["prefix"] = p.into();
+        }
+        v
+    }
+
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            bucket: self.name.clone(),
+            region: setting("VARDO_TEST_S3_REGION"),
+            access_key_id: setting("VARDO_TEST_S3_ACCESS_KEY"),
+            secret_access_key: SecretString::from(setting("VARDO_TEST_S3_SECRET_KEY")),
+            endpoint: Some(setting("VARDO_TEST_S3_ENDPOINT")),
+            prefix: None,
+        }
+    }
+
+    /// Empties and removes the bucket.
+    pub async fn remove(self) -> anyhow::Result<()> {
+        let storage = vardo_actors::storage::TargetStorage::open(
+            &vardo_actors::model::TargetConfig::S3(self.config()),
+            false,
+        )?;
+        for key in storage.list("").await? {
+            storage.delete(&key).await?;
+        }
+        let url = self
+            .bucket
+            .delete_bucket(&self.credentials)
+            .sign(Duration::from_secs(60));
+        let resp = reqwest::Client::new().delete(url).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "DeleteBucket {}: {}", self.name, resp.status());
+        Ok(())
+    }
+}

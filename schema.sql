@@ -1,0 +1,171 @@
+-- vardo-backup: the whole database schema.
+-- Idempotent: `vardo-backup migrate` (and `serve` at start-up) applies it as a whole, under an advisory
+-- lock, as often as it likes. Changes are additive (`ADD COLUMN IF NOT EXISTS`, new indexes), never a
+-- rewrite of what is there.
+
+CREATE TABLE IF NOT EXISTS organization (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    slug        text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Organization API tokens. Only a SHA-256 of the token is stored; the token is shown once.
+CREATE TABLE IF NOT EXISTS api_token (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    token_hash       text NOT NULL UNIQUE,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    last_used_at     timestamptz
+);
+
+-- Apps are named by the deploy pipeline, so their ids are the pipeline's strings.
+CREATE TABLE IF NOT EXISTS app (
+    id               text PRIMARY KEY,
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    name             text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS app_organization ON app (organization_id);
+
+CREATE TABLE IF NOT EXISTS volume (
+    app_id      text NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    persistent  boolean NOT NULL DEFAULT true,
+    kind        text NOT NULL DEFAULT 'generic' CHECK (kind IN ('generic', 'postgres')),
+    PRIMARY KEY (app_id, name)
+);
+
+-- organization_id NULL = a system-level target, the fallback for every organization.
+-- Secret fields inside `config` are encrypted (XChaCha20-Poly1305, key from VARDO_SECRET_KEY).
+CREATE TABLE IF NOT EXISTS backup_target (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid REFERENCES organization (id) ON DELETE CASCADE,
+    name             text NOT NULL,
+    type             text NOT NULL CHECK (type IN ('s3', 'r2', 'b2', 'ssh', 'local')),
+    config           jsonb NOT NULL,
+    is_default       boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backup_target_system_name
+    ON backup_target (name) WHERE organization_id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS backup_target_org_name
+    ON backup_target (organization_id, name) WHERE organization_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS backup_target_one_default
+    ON backup_target (organization_id) WHERE is_default AND organization_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS backup_job (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id    uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    name               text NOT NULL,
+    schedule           text NOT NULL,
+    timezone           text NOT NULL DEFAULT 'UTC',
+    enabled            boolean NOT NULL DEFAULT true,
+    -- NULL (or a deleted target) falls back to the resolution order: org default, any org, system.
+    target_id          uuid REFERENCES backup_target (id) ON DELETE SET NULL,
+    keep_all           boolean NOT NULL DEFAULT false,
+    keep_last          integer CHECK (keep_last >= 0),
+    keep_hourly        integer CHECK (keep_hourly >= 0),
+    keep_daily         integer CHECK (keep_daily >= 0),
+    keep_weekly        integer CHECK (keep_weekly >= 0),
+    keep_monthly       integer CHECK (keep_monthly >= 0),
+    keep_yearly        integer CHECK (keep_yearly >= 0),
+    notify_on_success  boolean NOT NULL DEFAULT false,
+    notify_on_failure  boolean NOT NULL DEFAULT true,
+    compression        text NOT NULL DEFAULT 'gzip' CHECK (compression IN ('gzip', 'zstd')),
+    compression_level  integer,
+    -- Set on auto-created jobs: the database, not the code, guarantees one auto job per app.
+    auto_for_app_id    text UNIQUE REFERENCES app (id) ON DELETE SET NULL,
+    last_run_at        timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS backup_job_organization ON backup_job (organization_id);
+CREATE INDEX IF NOT EXISTS backup_job_enabled ON backup_job (enabled) WHERE enabled;
+
+CREATE TABLE IF NOT EXISTS backup_job_app (
+    job_id  uuid NOT NULL REFERENCES backup_job (id) ON DELETE CASCADE,
+    app_id  text NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    PRIMARY KEY (job_id, app_id)
+);
+CREATE INDEX IF NOT EXISTS backup_job_app_app ON backup_job_app (app_id);
+
+-- The backup table: one row per attempt to back up one volume of one app in one run.
+CREATE TABLE IF NOT EXISTS backup (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    run_id           uuid NOT NULL,
+    job_id           uuid REFERENCES backup_job (id) ON DELETE SET NULL,
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    app_id           text NOT NULL,
+    app_name         text NOT NULL,
+    target_id        uuid REFERENCES backup_target (id) ON DELETE SET NULL,
+    volume_name      text NOT NULL,
+    volume_kind      text NOT NULL DEFAULT 'generic' CHECK (volume_kind IN ('generic', 'postgres')),
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'success', 'failed', 'pruned')),
+    reason           text NOT NULL DEFAULT 'manual',
+    size_bytes       bigint,
+    storage_path     text,
+    checksum         text CHECK (checksum IS NULL OR checksum ~ '^sha256:[0-9a-f]{64}$'),
+    log              text NOT NULL DEFAULT '',
+    scheduled_for    timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    heartbeat_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS backup_job_time ON backup (job_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS backup_org_time ON backup (organization_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backup_status ON backup (status);
+CREATE INDEX IF NOT EXISTS backup_unfinished ON backup (heartbeat_at) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS backup_series
+    ON backup (job_id, app_id, volume_name, finished_at DESC) WHERE status = 'success';
+
+CREATE TABLE IF NOT EXISTS restore (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    backup_id        uuid NOT NULL REFERENCES backup (id) ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'success', 'failed')),
+    log              text NOT NULL DEFAULT '',
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    heartbeat_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS restore_backup ON restore (backup_id);
+
+-- Secret parts of `config` (webhook secrets, URLs with tokens) are encrypted like target secrets.
+CREATE TABLE IF NOT EXISTS notification_channel (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    kind             text NOT NULL CHECK (kind IN ('email', 'webhook', 'slack')),
+    config           jsonb NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS notification_channel_organization ON notification_channel (organization_id);
+
+-- Durable delivery: a notice is written in the transaction that finishes a run, then delivered.
+CREATE TABLE IF NOT EXISTS notification_outbox (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    channel_id       uuid NOT NULL REFERENCES notification_channel (id) ON DELETE CASCADE,
+    run_id           uuid,
+    event            text NOT NULL,
+    payload          jsonb NOT NULL,
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    delivered_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS notification_outbox_due ON notification_outbox (next_attempt_at) WHERE status = 'pending';
+
+-- The scheduler's memory of the last minute it evaluated, for catching up missed minutes.
+CREATE TABLE IF NOT EXISTS scheduler_state (
+    key          text PRIMARY KEY,
+    minute       bigint NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,22 @@
+//! vardo-backup: backs up Docker volumes and restores them.
+
+mod cli;
+mod config;
+mod http;
+mod startup;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    startup::init_tracing();
+    let system = actix::System::new();
+    match system.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole cause chain for the operator; no secret is ever part of an error message.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
