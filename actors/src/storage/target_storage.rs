@@ -210,7 +210,7 @@ impl TargetStorage {
             op,
             key: key.to_owned(),
             message: self.redactor.redact(e.to_string()),
-            retryable: !e.is_permanent(),
+            retryable: is_retryable(&e),
         }
     }
 
@@ -246,6 +246,25 @@ impl TargetStorage {
                 retryable: true,
             },
         }
+    }
+}
+
+/// Whether trying again later may help. By kind first: opendal's `RetryLayer` (on S3 operators) marks
+/// every error that leaves it "persistent", a refusal included, so the status alone cannot tell.
+fn is_retryable(e: &opendal::Error) -> bool {
+    match e.kind() {
+        ErrorKind::RateLimited => true,
+        ErrorKind::PermissionDenied
+        | ErrorKind::NotFound
+        | ErrorKind::ConfigInvalid
+        | ErrorKind::Unsupported
+        | ErrorKind::IsADirectory
+        | ErrorKind::NotADirectory
+        | ErrorKind::AlreadyExists
+        | ErrorKind::IsSameFile
+        | ErrorKind::RangeNotSatisfied => false,
+        // Network trouble, 5xx, timeouts, ssh connection failures, and unclassified S3 errors.
+        _ => !e.is_permanent(),
     }
 }
 
