@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
-            app.prepare(&config).await?;
+            app.prepare_in_background(config.backup.as_ref().map(|b| (b.kind, b.target_json())));
             app.serve(role, listen.as_deref().unwrap_or(&config.listen))
                 .await?;
             Ok(ExitCode::SUCCESS)

@@ -7,13 +7,32 @@ use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::messages::RunFinished;
-use vardo_actors::model::Restore;
+use vardo_actors::model::{Restore, TargetKind};
 
 use crate::cli::Role;
 use crate::config::Config;
 
+async fn prepare(
+    engine: &Engine,
+    system_target: Option<(TargetKind, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    engine.store().migrate().await.context("migrate")?;
+    if let Some((kind, config)) = system_target {
+        let id = engine
+            .store()
+            .upsert_system_target(SYSTEM_TARGET, kind, config)
+            .await
+            .context("create the system target from the backup: section")?;
+        tracing::info!(target_id = %id, "system target \"{SYSTEM_TARGET}\" is configured");
+    }
+    Ok(())
+}
+
+/// The name of the system-level target that the `backup:` section of vardo.yml defines.
+pub const SYSTEM_TARGET: &str = "System default";
+
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_env("VARDO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("VARDO_LOG").unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -46,17 +65,30 @@ impl Application {
 
     /// Applies the schema and the `backup:` section's system target.
     pub async fn prepare(&self, config: &Config) -> anyhow::Result<()> {
-        self.engine.store().migrate().await.context("migrate")?;
-        if let Some(backup) = &config.backup {
-            let id = self
-                .engine
-                .store()
-                .upsert_system_target("System default", backup.kind, backup.target_json())
-                .await
-                .context("create the system target from the backup: section")?;
-            tracing::info!(target_id = %id, "system target \"System default\" is configured");
-        }
-        Ok(())
+        prepare(
+            &self.engine,
+            config.backup.as_ref().map(|b| (b.kind, b.target_json())),
+        )
+        .await
+    }
+
+    /// `prepare` for a server: it keeps trying while the database is away (the server answers
+    /// `/readyz` with 503 meanwhile), so start-up order does not matter.
+    pub fn prepare_in_background(&self, system_target: Option<(TargetKind, serde_json::Value)>) {
+        let engine = self.engine.clone();
+        actix::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match prepare(&engine, system_target.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "start-up preparation failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
     }
 
     pub async fn serve(&self, role: Role, listen: &str) -> anyhow::Result<()> {

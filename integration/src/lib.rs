@@ -4,6 +4,7 @@
 pub mod db;
 pub mod env;
 pub mod fixtures;
+pub mod postgres;
 pub mod process;
 pub mod s3;
 pub mod volumes;
@@ -69,7 +70,7 @@ impl TestBed {
             ("VARDO_SECRET_KEY", self.secret_key.clone()),
             ("VARDO_HELPER_IMAGE", setting("VARDO_HELPER_IMAGE")),
             ("ALLOW_LOCAL_BACKUPS", "true".to_owned()),
-            ("VARDO_LOG", "info,vardo_actors=debug".to_owned()),
+            ("VARDO_LOG", "warn,vardo_actors=info".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

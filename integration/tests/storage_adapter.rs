@@ -336,6 +336,42 @@ async fn failed_upload_leaves_nothing(
     Ok(())
 }
 
+/// Waits until `check` holds, polling every 20 ms, for at most 30 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `total` bytes, then a source that never yields again (a stalled archive).
+fn stalling_stream(total: usize) -> ByteStream {
+    noise_stream(11, total, CHUNK, None)
+        .chain(stream::pending())
+        .boxed()
+}
+
+/// Starts an upload, drops it once `started` holds (the backend holds a partial upload), then
+/// waits until `cleaned` holds: the background cleanup of a cancelled upload.
+async fn cancel_upload_when(
+    storage: &TargetStorage,
+    key: &str,
+    started: impl FnMut() -> bool,
+    cleaned: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = storage.upload(key, stalling_stream(18 * MIB)) => panic!("a stalled upload ended: {r:?}"),
+        () = eventually("the upload is under way", started) => {}
+    }
+    eventually("the cancelled upload is cleaned up", cleaned).await;
+    assert_eq!(storage.stat(key).await?, None);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // S3
 
@@ -402,6 +438,22 @@ async fn s3_failed_body_aborts_the_multipart_upload() -> anyhow::Result<()> {
         "aborted"
     );
     assert!(storage.list("").await?.is_empty(), "the bucket is empty");
+    bucket.remove().await
+}
+
+#[tokio::test]
+async fn s3_cancelled_upload_aborts_the_multipart_upload() -> anyhow::Result<()> {
+    let bucket = TestBucket::create().await?;
+    let storage = TargetStorage::open(&bucket.config(None), false)?;
+    let key = storage.object_key(&relative_key("data"));
+    cancel_upload_when(
+        &storage,
+        &key,
+        || !bucket.open_multipart_uploads(&key).is_empty(),
+        || bucket.open_multipart_uploads(&key).is_empty(),
+    )
+    .await?;
+    assert!(storage.list("").await?.is_empty());
     bucket.remove().await
 }
 
@@ -586,6 +638,24 @@ async fn local_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
     );
     assert!(!on_disk.exists());
     Ok(())
+}
+
+#[tokio::test]
+async fn local_cancelled_upload_removes_the_partial_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = TargetConfig::Local(LocalConfig {
+        path: dir.path().to_string_lossy().into_owned(),
+    });
+    let storage = TargetStorage::open(&config, true)?;
+    let key = storage.object_key(&relative_key("data"));
+    let on_disk = dir.path().join(&key);
+    cancel_upload_when(
+        &storage,
+        &key,
+        || std::fs::metadata(&on_disk).is_ok_and(|m| m.len() > 0),
+        || !on_disk.exists(),
+    )
+    .await
 }
 
 #[tokio::test]
