@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
-#[command(name = "vardo-backup", version, about = "Backs up Docker volumes and restores them")]
+#[command(
+    name = "vardo-backup",
+    version,
+    about = "Backs up Docker volumes and restores them"
+)]
 pub struct Cli {
     /// The YAML config file (default: $VARDO_CONFIG, else config/vardo.yml when present).
     #[arg(long, global = true)]
@@ -89,14 +93,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     row.app_name,
                     row.volume_name,
                     row.status.as_str(),
-                    row.size_bytes.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    row.size_bytes
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     row.storage_path.as_deref().unwrap_or("-"),
                 );
             }
             if let Some(why) = &finished.skipped {
                 println!("{why}");
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Restore { backup } => {
             let app = Application::build(&config).await?;

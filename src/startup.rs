@@ -32,7 +32,8 @@ async fn prepare(
 pub const SYSTEM_TARGET: &str = "System default";
 
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_env("VARDO_LOG").unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter = EnvFilter::try_from_env("VARDO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -82,7 +83,10 @@ impl Application {
                 match prepare(&engine, system_target.clone()).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "start-up preparation failed; retrying");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "start-up preparation failed; retrying"
+                        );
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(10));
                     }

@@ -44,7 +44,10 @@ pub async fn execute(
     let job = store.job(job_id).await?;
     let org = store.organization(job.organization_id).await?;
     let Some(target) = store.resolve_target(org.id, job.target_id).await? else {
-        let why = format!("job {} ({}) skipped: no backup target resolves for organization {}", job.name, job.id, org.slug);
+        let why = format!(
+            "job {} ({}) skipped: no backup target resolves for organization {}",
+            job.name, job.id, org.slug
+        );
         tracing::warn!("{why}");
         return Ok(RunOutcome::Skipped(why));
     };
@@ -53,7 +56,12 @@ pub async fn execute(
         .await?
         .into_iter()
         .flat_map(|app| {
-            let persistent: Vec<Volume> = app.volumes.iter().filter(|v| v.persistent).cloned().collect();
+            let persistent: Vec<Volume> = app
+                .volumes
+                .iter()
+                .filter(|v| v.persistent)
+                .cloned()
+                .collect();
             persistent.into_iter().map(move |v| (app.clone(), v))
         })
         .collect();
@@ -179,7 +187,8 @@ impl VolumeJob<'_> {
         let docker = self.engine.docker().await?;
         let docker_volume =
             volume_runner::find_volume(docker, &self.app.name, &self.volume.name).await?;
-        self.log(&format!("found Docker volume {docker_volume}")).await?;
+        self.log(&format!("found Docker volume {docker_volume}"))
+            .await?;
         let lock = VolumeLock::acquire(self.engine.redis(), &docker_volume).await?;
         let result = async {
             let archive = volume_runner::open_archive(docker, &docker_volume, self.volume).await?;

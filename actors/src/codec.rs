@@ -86,7 +86,11 @@ impl Write for ChannelWriter {
 
 /// Runs `work` on a blocking thread, feeding it `input` as a `Read` and collecting its output as a
 /// stream; an error from `work` ends the stream with that error.
-fn blocking_stage<T, F>(input: ByteStream, hash: bool, work: F) -> (ByteStream, oneshot::Receiver<T>)
+fn blocking_stage<T, F>(
+    input: ByteStream,
+    hash: bool,
+    work: F,
+) -> (ByteStream, oneshot::Receiver<T>)
 where
     T: Send + 'static,
     F: FnOnce(&mut dyn Read, &mut ChannelWriter) -> io::Result<T> + Send + 'static,
@@ -119,7 +123,8 @@ pub fn compress(
         match compression {
             Compression::Gzip => {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
-                let mut enc = flate2::write::GzEncoder::new(&mut *writer, flate2::Compression::new(level));
+                let mut enc =
+                    flate2::write::GzEncoder::new(&mut *writer, flate2::Compression::new(level));
                 io::copy(reader, &mut enc)?;
                 enc.finish()?;
             }
@@ -255,7 +260,9 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
+        (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
     }
 
     #[tokio::test]

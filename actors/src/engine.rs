@@ -118,7 +118,12 @@ impl Engine {
         });
         let redis = tokio::time::timeout(limit, self.ping_redis());
         let docker = tokio::time::timeout(limit, async {
-            self.docker().await.map_err(|e| e.to_string())?.ping().await.map_err(|e| e.to_string())
+            self.docker()
+                .await
+                .map_err(|e| e.to_string())?
+                .ping()
+                .await
+                .map_err(|e| e.to_string())
         });
         let (pg, redis, docker) = tokio::join!(pg, redis, docker);
         vec![

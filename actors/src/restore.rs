@@ -86,7 +86,11 @@ fn compression_of(key: &str) -> Option<Compression> {
 fn expected_digest(backup: &Backup) -> Option<Digest> {
     Some(Digest {
         size: u64::try_from(backup.size_bytes?).ok()?,
-        sha256_hex: backup.checksum.as_deref()?.strip_prefix("sha256:")?.to_owned(),
+        sha256_hex: backup
+            .checksum
+            .as_deref()?
+            .strip_prefix("sha256:")?
+            .to_owned(),
     })
 }
 
@@ -111,7 +115,8 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
         .storage_path
         .clone()
         .ok_or_else(|| not_restorable("no storage path recorded"))?;
-    let expected = expected_digest(&backup).ok_or_else(|| not_restorable("no checksum recorded"))?;
+    let expected =
+        expected_digest(&backup).ok_or_else(|| not_restorable("no checksum recorded"))?;
     let compression =
         compression_of(&key).ok_or_else(|| not_restorable("unknown archive format"))?;
     let target_id = backup
@@ -141,7 +146,17 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
     let lock = VolumeLock::acquire(engine.redis(), &volume).await?;
     let result = match backup.volume_kind {
         VolumeKind::Generic => {
-            restore_files(docker, &storage, &key, compression, expected, &volume, restore_id, &log).await
+            restore_files(
+                docker,
+                &storage,
+                &key,
+                compression,
+                expected,
+                &volume,
+                restore_id,
+                &log,
+            )
+            .await
         }
         VolumeKind::Postgres => {
             restore_dump(docker, &storage, &key, compression, expected, &volume, &log).await
@@ -169,7 +184,17 @@ where
     let helper = docker.start_helper(volume, false).await?;
     let staging = format!(".vardo-restore-{restore_id}");
     let old = format!(".vardo-old-{restore_id}");
-    let result = stage_and_swap(&helper, storage, key, compression, expected, &staging, &old, log).await;
+    let result = stage_and_swap(
+        &helper,
+        storage,
+        key,
+        compression,
+        expected,
+        &staging,
+        &old,
+        log,
+    )
+    .await;
     if result.is_err() {
         let cleanup = helper.sh(&format!("rm -rf /volume/{staging}")).await;
         if let Err(e) = cleanup {
@@ -197,14 +222,23 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
-    sh_ok(helper, &format!("mkdir /volume/{staging}"), "create the staging folder").await?;
+    sh_ok(
+        helper,
+        &format!("mkdir /volume/{staging}"),
+        "create the staging folder",
+    )
+    .await?;
     let download = storage.download(key).await?;
     let (tar, verified) = codec::unpack(download, compression, Payload::Tar, expected);
     let put = helper.put_archive(&format!("/volume/{staging}"), tar).await;
     let verified = verified.await;
     match (put, verified) {
         (Ok(()), Ok(())) => {}
-        (Err(e), _) => return Err(RestoreError::Failed(format!("extracting the archive failed: {e}"))),
+        (Err(e), _) => {
+            return Err(RestoreError::Failed(format!(
+                "extracting the archive failed: {e}"
+            )))
+        }
         (Ok(()), Err(_)) => {
             return Err(RestoreError::Failed(
                 "the archive could not be verified to its end (see the checksum above)".into(),
@@ -213,7 +247,12 @@ where
     }
     log("archive downloaded, sha256 verified and staged; replacing the volume's contents".into())
         .await?;
-    sh_ok(helper, &swap_script(staging, old), "replace the volume's contents").await?;
+    sh_ok(
+        helper,
+        &swap_script(staging, old),
+        "replace the volume's contents",
+    )
+    .await?;
     Ok(())
 }
 
@@ -269,11 +308,14 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
-    let container = docker.container_using_volume(volume).await?.ok_or_else(|| {
-        RestoreError::Failed(format!(
-            "no running container mounts {volume}: start the database container, then restore"
-        ))
-    })?;
+    let container = docker
+        .container_using_volume(volume)
+        .await?
+        .ok_or_else(|| {
+            RestoreError::Failed(format!(
+                "no running container mounts {volume}: start the database container, then restore"
+            ))
+        })?;
     // psql commits what it has read when its input ends, so the archive is verified whole first.
     let digest = codec::digest(storage.download(key).await?)
         .await
@@ -313,7 +355,12 @@ where
     ]
     .map(str::to_owned)
     .to_vec();
-    let (sql, verified) = codec::unpack(storage.download(key).await?, compression, Payload::Sql, expected);
+    let (sql, verified) = codec::unpack(
+        storage.download(key).await?,
+        compression,
+        Payload::Sql,
+        expected,
+    );
     let outcome = docker.exec_write(&container.id, cmd, env, sql).await?;
     if verified.await.is_err() {
         return Err(RestoreError::Failed(

@@ -129,12 +129,20 @@ impl Handler<RestoreEnded> for RunSupervisor {
         let settle = async move {
             let store = engine.store();
             let outcome = match &msg.outcome {
-                Ok(()) => store
-                    .finish_restore(msg.restore_id, crate::model::Status::Success, "restore complete")
-                    .await,
-                Err(why) => store
-                    .finish_restore(msg.restore_id, crate::model::Status::Failed, why)
-                    .await,
+                Ok(()) => {
+                    store
+                        .finish_restore(
+                            msg.restore_id,
+                            crate::model::Status::Success,
+                            "restore complete",
+                        )
+                        .await
+                }
+                Err(why) => {
+                    store
+                        .finish_restore(msg.restore_id, crate::model::Status::Failed, why)
+                        .await
+                }
             };
             if let Err(e) = outcome {
                 tracing::error!(restore_id = %msg.restore_id, error = %e, "could not record the restore's end");
@@ -142,7 +150,9 @@ impl Handler<RestoreEnded> for RunSupervisor {
             store.restore(msg.restore_id).await.ok()
         };
         Box::pin(settle.into_actor(self).map(move |restore, act, _| {
-            if let (Some(restore), Some(tx)) = (restore, act.restore_waiters.remove(&msg.restore_id)) {
+            if let (Some(restore), Some(tx)) =
+                (restore, act.restore_waiters.remove(&msg.restore_id))
+            {
                 let _ = tx.send(restore);
             }
         }))
@@ -184,10 +194,9 @@ impl Actor for BackupRun {
             match work.await {
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(e)) => Err(format!("run failed: {e}")),
-                Err(join) if join.is_panic() => Err(format!(
-                    "run crashed: {}",
-                    panic_message(join.into_panic())
-                )),
+                Err(join) if join.is_panic() => {
+                    Err(format!("run crashed: {}", panic_message(join.into_panic())))
+                }
                 Err(_) => Err("run was cancelled (engine shutting down)".to_owned()),
             }
         };

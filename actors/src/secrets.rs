@@ -63,7 +63,9 @@ impl SecretBox {
     }
 
     pub fn decrypt(&self, stored: &str) -> Result<SecretString, SecretError> {
-        let body = stored.strip_prefix(PREFIX).ok_or(SecretError::Undecryptable)?;
+        let body = stored
+            .strip_prefix(PREFIX)
+            .ok_or(SecretError::Undecryptable)?;
         let raw = B64.decode(body).map_err(|_| SecretError::Undecryptable)?;
         if raw.len() < NONCE_LEN {
             return Err(SecretError::Undecryptable);
@@ -121,20 +123,29 @@ mod tests {
         let sealed = sb.encrypt("hunter2-secret");
         assert!(sealed.starts_with("v1:"));
         assert!(!sealed.contains("hunter2"));
-        assert_eq!(sb.decrypt(&sealed).expect("decrypts").expose_secret(), "hunter2-secret");
+        assert_eq!(
+            sb.decrypt(&sealed).expect("decrypts").expose_secret(),
+            "hunter2-secret"
+        );
         assert_ne!(sealed, sb.encrypt("hunter2-secret"), "nonces are random");
     }
 
     #[test]
     fn another_key_cannot_decrypt() {
         let sealed = boxed().encrypt("x");
-        assert!(matches!(boxed().decrypt(&sealed), Err(SecretError::Undecryptable)));
+        assert!(matches!(
+            boxed().decrypt(&sealed),
+            Err(SecretError::Undecryptable)
+        ));
     }
 
     #[test]
     fn rejects_short_keys() {
         let key = SecretString::from(B64.encode([0u8; 16]));
-        assert!(matches!(SecretBox::from_base64(&key), Err(SecretError::BadKey)));
+        assert!(matches!(
+            SecretBox::from_base64(&key),
+            Err(SecretError::BadKey)
+        ));
     }
 
     #[test]

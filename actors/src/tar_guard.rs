@@ -27,7 +27,10 @@ impl Read for Recorder<'_> {
 fn refused(path: &Path, why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("unsafe archive entry {:?}: {why}; nothing was restored", path),
+        format!(
+            "unsafe archive entry {:?}: {why}; nothing was restored",
+            path
+        ),
     )
 }
 
@@ -152,7 +155,11 @@ mod tests {
 
     #[test]
     fn parent_and_absolute_paths_are_refused_before_any_byte_is_written() {
-        for (name, why) in [("../evil", ".."), ("/etc/evil", "absolute"), ("a/../../x", "..")] {
+        for (name, why) in [
+            ("../evil", ".."),
+            ("/etc/evil", "absolute"),
+            ("a/../../x", ".."),
+        ] {
             let mut data = raw_entry(name, tar::EntryType::Regular, "");
             data.extend_from_slice(&[0u8; 1024]);
             let mut out = Vec::new();

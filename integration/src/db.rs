@@ -40,7 +40,10 @@ impl TestDatabase {
     pub async fn drop_database(self) -> anyhow::Result<()> {
         admin()
             .await?
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await?;
         Ok(())
     }

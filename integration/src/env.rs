@@ -33,8 +33,7 @@ fn settings() -> &'static HashMap<String, String> {
 
 /// One setting of the test bed, e.g. `setting("VARDO_TEST_S3_ENDPOINT")`; panics if absent.
 pub fn setting(key: &str) -> String {
-    settings()
-        .get(key)
-        .cloned()
-        .unwrap_or_else(|| panic!("{key} is missing from .vardo-dev/services.env; rerun scripts/services"))
+    settings().get(key).cloned().unwrap_or_else(|| {
+        panic!("{key} is missing from .vardo-dev/services.env; rerun scripts/services")
+    })
 }

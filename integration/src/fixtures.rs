@@ -2,7 +2,9 @@
 //! target configurations of the test bed's real services.
 
 use uuid::Uuid;
-use vardo_actors::model::{App, Compression, Organization, RetentionPolicy, TargetKind, Volume, VolumeKind};
+use vardo_actors::model::{
+    App, Compression, Organization, RetentionPolicy, TargetKind, Volume, VolumeKind,
+};
 use vardo_actors::store::NewJob;
 
 use crate::{setting, TestBed};
@@ -39,9 +41,20 @@ impl TestBed {
         self.track_volume(&format!("{}-blue_{volume}", app.name))
     }
 
-    pub async fn target(&self, org: Option<Uuid>, kind: TargetKind, config: serde_json::Value) -> Uuid {
+    pub async fn target(
+        &self,
+        org: Option<Uuid>,
+        kind: TargetKind,
+        config: serde_json::Value,
+    ) -> Uuid {
         self.store
-            .insert_target(org, &format!("{}-{}", kind.as_str(), Uuid::new_v4()), kind, config, false)
+            .insert_target(
+                org,
+                &format!("{}-{}", kind.as_str(), Uuid::new_v4()),
+                kind,
+                config,
+                false,
+            )
             .await
             .expect("target")
     }
@@ -61,7 +74,13 @@ impl TestBed {
         serde_json::json!({ "path": self.local_dir() })
     }
 
-    pub async fn job(&self, org: &Organization, target: Option<Uuid>, apps: &[&App], compression: Compression) -> Uuid {
+    pub async fn job(
+        &self,
+        org: &Organization,
+        target: Option<Uuid>,
+        apps: &[&App],
+        compression: Compression,
+    ) -> Uuid {
         self.store
             .insert_job(&NewJob {
                 organization_id: org.id,

@@ -37,7 +37,9 @@ pub struct TestBed {
 
 impl TestBed {
     pub async fn new() -> Self {
-        Self::try_new().await.expect("the test bed starts (run scripts/services)")
+        Self::try_new()
+            .await
+            .expect("the test bed starts (run scripts/services)")
     }
 
     async fn try_new() -> anyhow::Result<Self> {
@@ -92,16 +94,23 @@ impl TestBed {
 
     /// Remembers a Docker volume to remove at cleanup, and returns its name.
     pub fn track_volume(&self, name: &str) -> String {
-        self.volumes.lock().expect("not poisoned").push(name.to_owned());
+        self.volumes
+            .lock()
+            .expect("not poisoned")
+            .push(name.to_owned());
         name.to_owned()
     }
 
     pub fn track_container(&self, id: &str) {
-        self.containers.lock().expect("not poisoned").push(id.to_owned());
+        self.containers
+            .lock()
+            .expect("not poisoned")
+            .push(id.to_owned());
     }
 
     pub async fn cleanup(self) {
-        for c in self.containers.lock().expect("not poisoned").drain(..) {
+        let containers = std::mem::take(&mut *self.containers.lock().expect("not poisoned"));
+        for c in containers {
             let opts = bollard::query_parameters::RemoveContainerOptions {
                 force: true,
                 v: false,
@@ -109,7 +118,8 @@ impl TestBed {
             };
             let _ = self.docker.raw().remove_container(&c, Some(opts)).await;
         }
-        for v in self.volumes.lock().expect("not poisoned").drain(..) {
+        let volumes = std::mem::take(&mut *self.volumes.lock().expect("not poisoned"));
+        for v in volumes {
             volumes::remove(&self.docker, &v).await;
         }
         let _ = std::fs::remove_dir_all(self.local_dir());
@@ -137,7 +147,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -37,7 +37,11 @@ pub async fn start(bed: &TestBed, volume: &str) -> anyhow::Result<String> {
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    let created = bed.docker.raw().create_container(Some(options), body).await?;
+    let created = bed
+        .docker
+        .raw()
+        .create_container(Some(options), body)
+        .await?;
     bed.track_container(&created.id);
     bed.docker.raw().start_container(&created.id, None).await?;
     wait_ready(&bed.docker, &created.id).await;
@@ -45,17 +49,35 @@ pub async fn start(bed: &TestBed, volume: &str) -> anyhow::Result<String> {
 }
 
 pub async fn wait_ready(docker: &DockerClient, id: &str) {
-    eventually(Duration::from_secs(60), "postgres to accept queries", || async {
-        psql(docker, id, "SELECT 1").await.ok().filter(|o| o.trim() == "1")
-    })
+    eventually(
+        Duration::from_secs(60),
+        "postgres to accept queries",
+        || async {
+            psql(docker, id, "SELECT 1")
+                .await
+                .ok()
+                .filter(|o| o.trim() == "1")
+        },
+    )
     .await;
 }
 
 /// Runs one SQL command with `psql -tA` in the container; its output, or its error.
 pub async fn psql(docker: &DockerClient, id: &str, sql: &str) -> anyhow::Result<String> {
-    let cmd = ["psql", "-v", "ON_ERROR_STOP=1", "-tA", "-U", USER, "-d", DB, "-c", sql]
-        .map(str::to_owned)
-        .to_vec();
+    let cmd = [
+        "psql",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-tA",
+        "-U",
+        USER,
+        "-d",
+        DB,
+        "-c",
+        sql,
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let empty: vardo_actors::stream::ByteStream = Box::pin(futures::stream::empty());
     let out = docker.exec_write(id, cmd, vec![], empty).await?;
     anyhow::ensure!(out.exit_code == 0, "psql: {}", out.stderr);

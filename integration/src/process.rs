@@ -33,7 +33,11 @@ fn command(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.args(args)
         .env_clear()
-        .envs(["PATH", "HOME"].iter().filter_map(|k| Some((*k, std::env::var(k).ok()?))))
+        .envs(
+            ["PATH", "HOME"]
+                .iter()
+                .filter_map(|k| Some((*k, std::env::var(k).ok()?))),
+        )
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(crate::repo_root().join("integration"));
     cmd
@@ -54,7 +58,10 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -74,7 +81,10 @@ impl Server {
             if let Some(status) = child.try_wait()? {
                 anyhow::bail!("vardo-backup serve exited with {status} before listening");
             }
-            anyhow::ensure!(Instant::now() < deadline, "vardo-backup serve did not listen within 60 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "vardo-backup serve did not listen within 60 s"
+            );
         }
     }
 

@@ -28,9 +28,15 @@ impl TestBucket {
             setting("VARDO_TEST_S3_ACCESS_KEY"),
             setting("VARDO_TEST_S3_SECRET_KEY"),
         );
-        let url = bucket.create_bucket(&credentials).sign(Duration::from_secs(60));
+        let url = bucket
+            .create_bucket(&credentials)
+            .sign(Duration::from_secs(60));
         let resp = reqwest::Client::new().put(url).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "CreateBucket {name}: {}", resp.status());
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "CreateBucket {name}: {}",
+            resp.status()
+        );
         Ok(Self {
             name,
             bucket,
@@ -78,7 +84,12 @@ impl TestBucket {
             .delete_bucket(&self.credentials)
             .sign(Duration::from_secs(60));
         let resp = reqwest::Client::new().delete(url).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "DeleteBucket {}: {}", self.name, resp.status());
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "DeleteBucket {}: {}",
+            self.name,
+            resp.status()
+        );
         Ok(())
     }
 }

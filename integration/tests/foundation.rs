@@ -28,11 +28,22 @@ async fn migrate_twice_succeeds_and_changes_nothing_the_second_time() {
     let bed = TestBed::new().await;
     // The bed migrated once already; the binary applies it twice more.
     let first = bed.cli(&["migrate"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let after_first = schema_snapshot(&bed.db).await;
-    assert!(after_first.iter().any(|l| l.starts_with("backup.checksum")), "the backup table exists");
+    assert!(
+        after_first.iter().any(|l| l.starts_with("backup.checksum")),
+        "the backup table exists"
+    );
     let second = bed.cli(&["migrate"]);
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert_eq!(schema_snapshot(&bed.db).await, after_first);
     bed.cleanup().await;
 }
@@ -47,21 +58,43 @@ fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 async fn environment_overrides_the_file_and_unknown_keys_are_named() {
     let bed = TestBed::new().await;
     let dir = tempfile::tempdir().expect("dir");
-    let file = write_config(&dir, "v.yml", "listen: 127.0.0.1:9100\nhelper_image: from-file\n");
+    let file = write_config(
+        &dir,
+        "v.yml",
+        "listen: 127.0.0.1:9100\nhelper_image: from-file\n",
+    );
     let mut env = bed.env();
     env.retain(|(k, _)| k != "VARDO_HELPER_IMAGE");
     env.push(("VARDO_LISTEN".into(), "127.0.0.1:9200".into()));
     let out = process::run(&["--config", &file, "config"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(shown["listen"], "127.0.0.1:9200", "env beats the file");
-    assert_eq!(shown["helper_image"], "from-file", "the file beats the default");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(&bed.secret_key), "secret printed");
+    assert_eq!(
+        shown["helper_image"], "from-file",
+        "the file beats the default"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&bed.secret_key),
+        "secret printed"
+    );
 
-    let bad = write_config(&dir, "bad.yml", "listen: 127.0.0.1:9100\nretention_dayz: 3\n");
+    let bad = write_config(
+        &dir,
+        "bad.yml",
+        "listen: 127.0.0.1:9100\nretention_dayz: 3\n",
+    );
     let out = process::run(&["--config", &bad, "config"], &env);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("retention_dayz"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retention_dayz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bed.cleanup().await;
 }
 
@@ -90,10 +123,14 @@ async fn the_backup_section_yields_one_system_target_after_two_start_ups() {
         })
         .expect("serve");
         let store = &bed.store;
-        eventually(Duration::from_secs(30), "the system target", || async move {
-            let rows = store.list_target_rows(None).await.ok()?;
-            (rows.len() == 1).then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the system target",
+            || async move {
+                let rows = store.list_target_rows(None).await.ok()?;
+                (rows.len() == 1).then_some(())
+            },
+        )
         .await;
         drop(server);
     }
@@ -102,14 +139,19 @@ async fn the_backup_section_yields_one_system_target_after_two_start_ups() {
     assert_eq!(rows[0].name, "System default");
     assert_eq!(rows[0].organization_id, None);
     let sealed = rows[0].sealed_config.to_string();
-    assert!(!sealed.contains(cfg["secretAccessKey"].as_str().unwrap_or("?")), "secret stored in clear");
+    assert!(
+        !sealed.contains(cfg["secretAccessKey"].as_str().unwrap_or("?")),
+        "secret stored in clear"
+    );
     let target = bed.store.target(rows[0].id).await.expect("decrypts");
     assert_eq!(target.kind, vardo_actors::model::TargetKind::S3);
     bed.cleanup().await;
 }
 
 async fn readyz(server: &Server) -> (u16, serde_json::Value) {
-    let resp = reqwest::get(format!("{}/readyz", server.base_url)).await.expect("http");
+    let resp = reqwest::get(format!("{}/readyz", server.base_url))
+        .await
+        .expect("http");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("json body"))
 }
@@ -118,7 +160,9 @@ async fn readyz(server: &Server) -> (u16, serde_json::Value) {
 async fn readyz_is_200_with_every_service_and_503_naming_the_one_that_is_down() {
     let bed = TestBed::new().await;
     let server = Server::spawn(&[], &bed.env()).expect("serve");
-    let health = reqwest::get(format!("{}/healthz", server.base_url)).await.expect("http");
+    let health = reqwest::get(format!("{}/healthz", server.base_url))
+        .await
+        .expect("http");
     assert_eq!(health.status().as_u16(), 200);
     let (status, body) = readyz(&server).await;
     assert_eq!(status, 200, "{body}");
@@ -127,7 +171,11 @@ async fn readyz_is_200_with_every_service_and_503_naming_the_one_that_is_down() 
 
     for (var, value, name) in [
         ("REDIS_URL", "redis://127.0.0.1:1", "redis"),
-        ("DATABASE_URL", "postgres://vardo:vardo@127.0.0.1:1/nothing", "postgres"),
+        (
+            "DATABASE_URL",
+            "postgres://vardo:vardo@127.0.0.1:1/nothing",
+            "postgres",
+        ),
         ("DOCKER_HOST", "tcp://127.0.0.1:1", "docker"),
     ] {
         let mut env = bed.env();
@@ -137,7 +185,10 @@ async fn readyz_is_200_with_every_service_and_503_naming_the_one_that_is_down() 
         let (status, body) = readyz(&server).await;
         assert_eq!(status, 503, "{name}: {body}");
         assert_eq!(body["failing"], serde_json::json!([name]), "{body}");
-        assert!(body["checks"][name].as_str().is_some_and(|s| s != "ok"), "{body}");
+        assert!(
+            body["checks"][name].as_str().is_some_and(|s| s != "ok"),
+            "{body}"
+        );
     }
     bed.cleanup().await;
 }
@@ -147,13 +198,24 @@ async fn a_volume_written_through_the_helper_image_reads_back_identically() {
     let bed = TestBed::new().await;
     let volume = bed.track_volume(&format!("smoke{}-blue_files", bed.id));
     bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(&bed.docker, &volume, "mkdir -p /volume/x/y && printf 'hello\\n' > /volume/x/y/f && chmod 640 /volume/x/y/f")
+    volumes::sh(
+        &bed.docker,
+        &volume,
+        "mkdir -p /volume/x/y && printf 'hello\\n' > /volume/x/y/f && chmod 640 /volume/x/y/f",
+    )
+    .await
+    .expect("write");
+    let first = volumes::listing(&bed.docker, &volume)
         .await
-        .expect("write");
-    let first = volumes::listing(&bed.docker, &volume).await.expect("listing");
+        .expect("listing");
     assert!(first.contains("./x/y/f file 640 0:0 6"), "{first}");
-    assert_eq!(volumes::listing(&bed.docker, &volume).await.expect("again"), first);
-    let content = volumes::sh(&bed.docker, &volume, "cat /volume/x/y/f").await.expect("read");
+    assert_eq!(
+        volumes::listing(&bed.docker, &volume).await.expect("again"),
+        first
+    );
+    let content = volumes::sh(&bed.docker, &volume, "cat /volume/x/y/f")
+        .await
+        .expect("read");
     assert_eq!(content, "hello\n");
     bed.cleanup().await;
 }
@@ -164,12 +226,25 @@ async fn the_local_postgres_image_keeps_its_data_in_its_volume_across_a_restart(
     let volume = bed.track_volume(&format!("pgsmoke{}-blue_data", bed.id));
     bed.docker.create_volume(&volume).await.expect("volume");
     let id = postgres::start(&bed, &volume).await.expect("container");
-    postgres::psql(&bed.docker, &id, "CREATE TABLE t (v text); INSERT INTO t VALUES ('persisted')")
+    postgres::psql(
+        &bed.docker,
+        &id,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('persisted')",
+    )
+    .await
+    .expect("write");
+    bed.docker
+        .raw()
+        .restart_container(
+            &id,
+            None::<bollard::query_parameters::RestartContainerOptions>,
+        )
         .await
-        .expect("write");
-    bed.docker.raw().restart_container(&id, None::<bollard::query_parameters::RestartContainerOptions>).await.expect("restart");
+        .expect("restart");
     postgres::wait_ready(&bed.docker, &id).await;
-    let v = postgres::psql(&bed.docker, &id, "SELECT v FROM t").await.expect("read");
+    let v = postgres::psql(&bed.docker, &id, "SELECT v FROM t")
+        .await
+        .expect("read");
     assert_eq!(v.trim(), "persisted");
     bed.cleanup().await;
 }

@@ -90,9 +90,14 @@ pub enum TargetConfig {
 
 impl TargetConfig {
     /// Parses the JSON `config` of a target of `kind` (secrets in clear).
-    pub fn from_json(kind: TargetKind, value: serde_json::Value) -> Result<Self, serde_json::Error> {
+    pub fn from_json(
+        kind: TargetKind,
+        value: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         Ok(match kind {
-            TargetKind::S3 | TargetKind::R2 | TargetKind::B2 => Self::S3(serde_json::from_value(value)?),
+            TargetKind::S3 | TargetKind::R2 | TargetKind::B2 => {
+                Self::S3(serde_json::from_value(value)?)
+            }
             TargetKind::Ssh => Self::Ssh(serde_json::from_value(value)?),
             TargetKind::Local => Self::Local(serde_json::from_value(value)?),
         })

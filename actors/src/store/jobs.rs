@@ -6,7 +6,8 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::model::{App, Compression, Job, RetentionPolicy};
 
-const COLUMNS: &str = "id, organization_id, name, schedule, timezone, enabled, target_id, keep_all, \
+const COLUMNS: &str =
+    "id, organization_id, name, schedule, timezone, enabled, target_id, keep_all, \
     keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, notify_on_success, \
     notify_on_failure, compression, compression_level, last_run_at";
 

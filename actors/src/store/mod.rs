@@ -45,9 +45,9 @@ pub struct Store {
 
 impl Store {
     pub fn connect(url: &str, max_size: usize, secrets: SecretBox) -> Result<Self, StoreError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Url(e.to_string())
-        })?;
+        let pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
         let manager = Manager::from_config(
             pg,
             NoTls,

@@ -73,7 +73,13 @@ impl Store {
             .query_one(
                 "INSERT INTO backup_target (organization_id, name, type, config, is_default)
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&organization_id, &name, &kind.as_str(), &config, &is_default],
+                &[
+                    &organization_id,
+                    &name,
+                    &kind.as_str(),
+                    &config,
+                    &is_default,
+                ],
             )
             .await?;
         tx.commit().await?;
