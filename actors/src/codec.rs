@@ -207,11 +207,7 @@ pub fn unpack(
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut verifying)?),
         };
         match payload {
-            Payload::Tar => {
-                crate::tar_guard::check_and_forward(&mut decoded, &mut *writer)?;
-                // Padding after the end-of-archive blocks goes along; readers stop before it.
-                io::copy(&mut decoded, &mut *writer)?;
-            }
+            Payload::Tar => crate::tar_guard::check_and_forward(&mut decoded, &mut *writer)?,
             Payload::Sql => {
                 io::copy(&mut decoded, &mut *writer)?;
             }

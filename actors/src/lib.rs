@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod codec;
 pub mod docker;
+pub mod download;
 pub mod engine;
 pub mod lock;
 pub mod messages;

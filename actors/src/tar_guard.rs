@@ -97,8 +97,10 @@ pub fn check_and_forward(input: &mut dyn Read, out: &mut dyn Write) -> io::Resul
         }
         seen.insert(path);
     }
-    // The end-of-archive blocks.
+    // The end-of-archive blocks, and any padding after them (readers stop before it).
     flush(&pending, out)?;
+    drop(archive);
+    io::copy(input, out)?;
     Ok(())
 }
 

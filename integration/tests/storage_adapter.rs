@@ -202,30 +202,6 @@ fn open_multipart_uploads(bucket: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// How many parts s3s-fs holds for the open multipart uploads of `key` (`.upload_id-{id}.part-N`).
-fn uploaded_parts(bucket: &str, key: &str) -> usize {
-    let root = PathBuf::from(setting("VARDO_TEST_S3_ROOT"));
-    open_multipart_uploads(bucket, key)
-        .iter()
-        .filter_map(|name| {
-            name.rsplit_once(".upload-")?
-                .1
-                .strip_suffix(".metadata.json")
-        })
-        .map(|id| {
-            let part = format!(".upload_id-{id}.part-");
-            std::fs::read_dir(&root)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                        .filter(|name| name.starts_with(&part))
-                        .count()
-                })
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 // ---------------------------------------------------------------------------------------------
 // SSH: a folder per test under the sshd's base folder (same machine, so the test can look at it).
 
@@ -470,12 +446,12 @@ async fn s3_cancelled_upload_aborts_the_multipart_upload() -> anyhow::Result<()>
     let bucket = TestBucket::create().await?;
     let storage = TargetStorage::open(&bucket.config(None), false)?;
     let key = storage.object_key(&relative_key("data"));
-    // Cancelled once a part has arrived, i.e. once the client knows the upload id: a cancel while
-    // CreateMultipartUpload is in flight orphans the upload (the id never reaches the client).
+    // Cancelled as soon as the multipart upload exists, possibly before its id reached the client:
+    // the upload must still finish that request, then abort.
     cancel_upload_when(
         &storage,
         &key,
-        || uploaded_parts(&bucket.name, &key) > 0,
+        || !bucket.open_multipart_uploads(&key).is_empty(),
         || bucket.open_multipart_uploads(&key).is_empty(),
     )
     .await?;
@@ -589,6 +565,21 @@ async fn ssh_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
     );
     assert!(!on_disk.exists());
     Ok(())
+}
+
+#[tokio::test]
+async fn ssh_cancelled_upload_removes_the_partial_file() -> anyhow::Result<()> {
+    let folder = TestSshFolder::new();
+    let storage = TargetStorage::open(&folder.config()?, false)?;
+    let key = storage.object_key(&relative_key("data"));
+    let on_disk = folder.path.join(&key);
+    cancel_upload_when(
+        &storage,
+        &key,
+        || std::fs::metadata(&on_disk).is_ok_and(|m| m.len() > 0),
+        || !on_disk.exists(),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -4,12 +4,20 @@
 //!
 //! Why one S3 part in flight, not four: in opendal 0.55 a concurrent writer keeps every part that
 //! finished uploading (its bytes included) until the writer is closed, as long as the source is
-//! slower than the upload — the usual case for a compressed volume — so `concurrent(4)` would hold
-//! the whole archive in memory (`ConcurrentTasks` with a fixed prefetch of 8192; fixed upstream by
-//! apache/opendal#8224 and #8327). Raise [`S3_PARTS_IN_FLIGHT`] with an opendal that has them.
+//! slower than the upload — the usual case for a compressed volume — so `concurrent(4)` holds the
+//! whole archive in memory (measured: 417 MiB peak for a 400 MiB upload, 34 MiB with one part in
+//! flight). The cause is `ConcurrentTasks`' fixed prefetch of 8192, fixed upstream by
+//! apache/opendal#8224 and #8327; raise [`S3_PARTS_IN_FLIGHT`] with an opendal that has them.
+//!
+//! Why the writing runs in its own task: a write future dropped half way loses opendal's writer
+//! (`RetryLayer` holds it inside the pending future), after which the S3 multipart upload can no
+//! longer be aborted and stays on the bucket, unseen and billed. The task is never dropped mid-write:
+//! when the caller goes away it stops between two writes, aborts and removes what it wrote.
 
 use futures::StreamExt;
 use opendal::{ErrorKind, Writer};
+use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::target_storage::{StorageKind, TargetStorage};
 use super::StorageError;
@@ -20,15 +28,14 @@ pub const S3_PART_SIZE: usize = 8 * 1024 * 1024;
 /// How many S3 parts are sent at once; see the module note before raising it.
 pub const S3_PARTS_IN_FLIGHT: usize = 1;
 
-/// Where an upload failed, which decides the cleanup.
-enum Failure {
-    /// The archive stream ended with an error.
-    Body(std::io::Error),
-    /// The backend refused a write.
-    Write(opendal::Error),
-    /// The backend refused to finish the object (S3: complete the multipart upload or the single
-    /// PUT of a small object) — it may exist anyway.
-    Close(opendal::Error),
+/// How the writing task ended.
+enum Outcome {
+    Closed {
+        sent: u64,
+    },
+    Failed(StorageError),
+    /// The caller dropped `upload` before the end; nobody reads this.
+    Cancelled,
 }
 
 impl TargetStorage {
@@ -37,9 +44,9 @@ impl TargetStorage {
     /// S3 kinds: multipart upload in [`S3_PART_SIZE`] parts (a single PUT below one part).
     /// ssh/local: a streaming write. On any error — from `body` or from the backend — the write is
     /// aborted (S3: the multipart upload is aborted; ssh/local: the partial file is removed) and the
-    /// error returned. If the future is dropped half way the same cleanup runs in the background.
+    /// error returned. If this future is dropped half way the same cleanup runs in the background.
     #[tracing::instrument(skip(self, body), fields(kind = self.kind.as_str()))]
-    pub async fn upload(&self, key: &str, mut body: ByteStream) -> Result<u64, StorageError> {
+    pub async fn upload(&self, key: &str, body: ByteStream) -> Result<u64, StorageError> {
         let writer = match self.kind {
             StorageKind::S3 => {
                 self.op
@@ -52,25 +59,18 @@ impl TargetStorage {
         }
         .map_err(|e| self.backend_error("upload", key, e))?;
 
-        let mut pending = Pending {
-            storage: self.clone(),
-            key: key.to_owned(),
-            writer: Some(writer),
+        // Dropping `_cancel` (this future dropped) is what tells the task to stop.
+        let (_cancel, cancelled) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            write_all(self.clone(), key.to_owned(), writer, body, cancelled)
+                .instrument(tracing::Span::current()),
+        );
+        let sent = match task.await {
+            Ok(Outcome::Closed { sent }) => sent,
+            Ok(Outcome::Failed(e)) => return Err(e),
+            Ok(Outcome::Cancelled) => return Err(self.task_error(key, "was cancelled")),
+            Err(join) => return Err(self.task_error(key, &format!("task failed: {join}"))),
         };
-        let mut sent: u64 = 0;
-        if let Err(failure) = pending.send_all(&mut body, &mut sent).await {
-            let may_exist = matches!(failure, Failure::Close(_));
-            pending.discard(may_exist).await;
-            return Err(match failure {
-                Failure::Body(source) => StorageError::Body {
-                    key: key.to_owned(),
-                    source,
-                },
-                Failure::Write(e) | Failure::Close(e) => self.backend_error("upload", key, e),
-            });
-        }
-        pending.writer = None;
-        drop(pending);
         tracing::debug!(sent, "upload closed");
 
         match self.stat(key).await? {
@@ -90,6 +90,16 @@ impl TargetStorage {
         }
     }
 
+    fn task_error(&self, key: &str, what: &str) -> StorageError {
+        StorageError::Backend {
+            kind: self.kind.as_str(),
+            op: "upload",
+            key: key.to_owned(),
+            message: format!("the upload {what}"),
+            retryable: true,
+        }
+    }
+
     /// Deletes `key`, logging a failure: used on paths that already return another error.
     async fn remove_quietly(&self, key: &str) {
         if let Err(e) = self.delete(key).await {
@@ -98,75 +108,70 @@ impl TargetStorage {
     }
 }
 
-/// An upload whose writer is not closed yet. Dropping it while the writer is still there (the
-/// upload's future was cancelled) cleans up in the background.
-struct Pending {
+/// Feeds `body` to `writer` and closes it. A write or close is never interrupted; between writes,
+/// the end of `cancelled` (the caller is gone) stops the upload.
+async fn write_all(
     storage: TargetStorage,
     key: String,
-    writer: Option<Writer>,
-}
-
-impl Pending {
-    async fn send_all(&mut self, body: &mut ByteStream, sent: &mut u64) -> Result<(), Failure> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Failure::Body)?;
-            if chunk.is_empty() {
-                continue;
+    mut writer: Writer,
+    mut body: ByteStream,
+    mut cancelled: oneshot::Receiver<()>,
+) -> Outcome {
+    let mut sent: u64 = 0;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = &mut cancelled => {
+                tracing::warn!(key, sent, "upload cancelled; removing the partial object");
+                discard(&storage, &key, writer, true).await;
+                return Outcome::Cancelled;
             }
-            let len = chunk.len() as u64;
-            writer.write(chunk).await.map_err(Failure::Write)?;
-            *sent += len;
+            next = body.next() => next,
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(source)) => {
+                discard(&storage, &key, writer, false).await;
+                return Outcome::Failed(StorageError::Body { key, source });
+            }
+        };
+        if chunk.is_empty() {
+            continue;
         }
-        writer.close().await.map_err(Failure::Close)?;
-        Ok(())
+        let len = chunk.len() as u64;
+        if let Err(e) = writer.write(chunk).await {
+            let e = storage.backend_error("upload", &key, e);
+            discard(&storage, &key, writer, false).await;
+            return Outcome::Failed(e);
+        }
+        sent += len;
     }
-
-    /// Aborts the write and removes what it may have left: the partial file of ssh/local targets,
-    /// and for S3 the object when the failure came at the close (it may have been created). An S3
-    /// failure before the close leaves only the multipart upload, which the abort removes; the key
-    /// is not touched then, so a failed upload never deletes an object it did not write.
-    async fn discard(&mut self, may_exist: bool) {
-        let Some(writer) = self.writer.take() else {
-            return;
-        };
-        cleanup(self.storage.clone(), self.key.clone(), writer, may_exist).await;
+    if let Err(e) = writer.close().await {
+        let e = storage.backend_error("upload", &key, e);
+        // S3: the complete (or the single PUT) may have created the object anyway.
+        discard(&storage, &key, writer, true).await;
+        return Outcome::Failed(e);
     }
+    Outcome::Closed { sent }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let Some(writer) = self.writer.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %self.key, "upload cancelled outside a runtime; partial object left");
-            return;
-        };
-        tracing::warn!(key = %self.key, "upload cancelled; removing the partial object");
-        runtime.spawn(cleanup(
-            self.storage.clone(),
-            self.key.clone(),
-            writer,
-            true,
-        ));
-    }
-}
-
-async fn cleanup(storage: TargetStorage, key: String, mut writer: Writer, may_exist: bool) {
+/// Aborts the write and removes what it may have left: the partial file of ssh/local targets, and
+/// for S3 the object when it may exist (`may_exist`: failure at the close, or cancellation). An S3
+/// failure before the close leaves only the multipart upload, which the abort removes; the key is
+/// not touched then, so a failed upload does not delete an object it did not write.
+async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exist: bool) {
     match writer.abort().await {
         Ok(()) => {}
         // SFTP and fs (without an atomic write folder) cannot abort: the file is removed below.
         Err(e) if e.kind() == ErrorKind::Unsupported => {}
         Err(e) => {
-            let e = storage.backend_error("abort upload", &key, e);
+            let e = storage.backend_error("abort upload", key, e);
             tracing::warn!(key, error = %e, "could not abort a failed upload");
         }
     }
     drop(writer);
     if may_exist || storage.kind != StorageKind::S3 {
-        storage.remove_quietly(&key).await;
+        storage.remove_quietly(key).await;
     }
 }

@@ -1,0 +1,67 @@
+//! Downloads of a backup's archive: a pre-signed GET URL (valid one hour) for S3-compatible
+//! targets; for ssh and local targets the object streams through the engine.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::engine::Engine;
+use crate::model::Status;
+use crate::storage::{StorageError, TargetStorage};
+use crate::store::StoreError;
+use crate::stream::ByteStream;
+
+/// How long a pre-signed download URL stays valid.
+pub const PRESIGN_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("backup {0} has no archive to download: {1}")]
+    NoArchive(Uuid, String),
+}
+
+pub enum Download {
+    /// Send the client here (pre-signed, expires after [`PRESIGN_TTL`]).
+    Redirect(String),
+    /// Stream these bytes, offered under `file_name`.
+    Stream {
+        file_name: String,
+        size: Option<u64>,
+        body: ByteStream,
+    },
+}
+
+/// The download of a successful backup's archive.
+pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, DownloadError> {
+    let store = engine.store();
+    let backup = store.backup(backup_id).await?;
+    let none = |why: &str| DownloadError::NoArchive(backup_id, why.to_owned());
+    if backup.status != Status::Success {
+        return Err(none(&format!("its status is {}", backup.status.as_str())));
+    }
+    let key = backup.storage_path.ok_or_else(|| none("no storage path"))?;
+    let target_id = backup
+        .target_id
+        .ok_or_else(|| none("its target was deleted"))?;
+    let target = store.target(target_id).await?;
+    let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
+    if let Some(url) = storage.presign_read(&key, PRESIGN_TTL).await? {
+        return Ok(Download::Redirect(url));
+    }
+    // `{app}-{volume}-{timestamp}.tar.gz`: readable in a downloads folder.
+    let file_name = format!(
+        "{}-{}-{}",
+        backup.app_name,
+        backup.volume_name,
+        key.rsplit('/').next().unwrap_or("archive")
+    );
+    Ok(Download::Stream {
+        file_name,
+        size: backup.size_bytes.and_then(|s| u64::try_from(s).ok()),
+        body: storage.download(&key).await?,
+    })
+}
