@@ -13,6 +13,7 @@ use crate::model::{Backup, Compression, Status, VolumeKind};
 use crate::run::{panic_message, RunSupervisor};
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::StoreError;
+use crate::volume_runner::PgLogin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -327,41 +328,23 @@ where
         )));
     }
     log("archive verified; replaying the dump with psql in one transaction".into()).await?;
-    let user = container
-        .env
-        .get("POSTGRES_USER")
-        .cloned()
-        .unwrap_or_else(|| "postgres".to_owned());
-    let db = container
-        .env
-        .get("POSTGRES_DB")
-        .cloned()
-        .unwrap_or_else(|| user.clone());
-    let mut env = Vec::new();
-    if let Some(pw) = container.env.get("POSTGRES_PASSWORD") {
-        env.push(format!("PGPASSWORD={pw}"));
-    }
-    let cmd = [
+    let login = PgLogin::of(&container);
+    let cmd = login.command(&[
         "psql",
         "-v",
         "ON_ERROR_STOP=1",
         "--single-transaction",
         "--quiet",
-        "--no-password",
-        "-U",
-        &user,
-        "-d",
-        &db,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    ]);
     let (sql, verified) = codec::unpack(
         storage.download(key).await?,
         compression,
         Payload::Sql,
         expected,
     );
-    let outcome = docker.exec_write(&container.id, cmd, env, sql).await?;
+    let outcome = docker
+        .exec_write(&container.id, cmd, login.env(), sql)
+        .await?;
     if verified.await.is_err() {
         return Err(RestoreError::Failed(
             "the archive changed while it was replayed; psql's transaction may not have been rolled back".into(),

@@ -5,7 +5,7 @@ use std::io;
 
 use futures::StreamExt as _;
 
-use crate::docker::{app_volume_candidates, DockerClient, DockerError};
+use crate::docker::{app_volume_candidates, ContainerRef, DockerClient, DockerError};
 use crate::model::{Volume, VolumeKind};
 use crate::stream::ByteStream;
 
@@ -71,31 +71,9 @@ async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArc
         .ok_or_else(|| VolumeError::NoDatabaseContainer {
             volume: docker_volume.to_owned(),
         })?;
-    let user = container
-        .env
-        .get("POSTGRES_USER")
-        .cloned()
-        .unwrap_or_else(|| "postgres".to_owned());
-    let db = container
-        .env
-        .get("POSTGRES_DB")
-        .cloned()
-        .unwrap_or_else(|| user.clone());
-    let mut env = Vec::new();
-    if let Some(pw) = container.env.get("POSTGRES_PASSWORD") {
-        env.push(format!("PGPASSWORD={pw}"));
-    }
-    let cmd = vec![
-        "pg_dump".to_owned(),
-        "--clean".to_owned(),
-        "--if-exists".to_owned(),
-        "--no-password".to_owned(),
-        "-U".to_owned(),
-        user.clone(),
-        "-d".to_owned(),
-        db.clone(),
-    ];
-    let (stdout, handle) = docker.exec_read(&container.id, cmd, env).await?;
+    let login = PgLogin::of(&container);
+    let cmd = login.command(&["pg_dump", "--clean", "--if-exists"]);
+    let (stdout, handle) = docker.exec_read(&container.id, cmd, login.env()).await?;
     // The dump is only whole if pg_dump says so: its exit status ends the stream, and a failure
     // becomes the stream's error, which aborts the upload.
     let stream = async_stream::stream! {
@@ -122,8 +100,50 @@ async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArc
         extension: "sql",
         stream: Box::pin(stream),
         source: format!(
-            "pg_dump of database {db} as {user} in container {}",
-            container.name
+            "pg_dump of database {} as {} in container {}",
+            login.database, login.user, container.name
         ),
     })
+}
+
+/// How to log in to the database of a container made from a Postgres image: the user and database
+/// of its `POSTGRES_USER` / `POSTGRES_DB` (default `postgres`), its `POSTGRES_PASSWORD` if any.
+pub struct PgLogin {
+    pub user: String,
+    pub database: String,
+    password: Option<String>,
+}
+
+impl PgLogin {
+    pub fn of(container: &ContainerRef) -> Self {
+        let user = container
+            .env
+            .get("POSTGRES_USER")
+            .cloned()
+            .unwrap_or_else(|| "postgres".to_owned());
+        Self {
+            database: container
+                .env
+                .get("POSTGRES_DB")
+                .cloned()
+                .unwrap_or_else(|| user.clone()),
+            password: container.env.get("POSTGRES_PASSWORD").cloned(),
+            user,
+        }
+    }
+
+    /// `program args… --no-password -U user -d database`.
+    pub fn command(&self, program_and_args: &[&str]) -> Vec<String> {
+        let mut cmd: Vec<String> = program_and_args.iter().map(|s| (*s).to_owned()).collect();
+        cmd.extend(["--no-password", "-U", &self.user, "-d", &self.database].map(str::to_owned));
+        cmd
+    }
+
+    /// The exec's environment: the password, when the container has one.
+    pub fn env(&self) -> Vec<String> {
+        self.password
+            .iter()
+            .map(|pw| format!("PGPASSWORD={pw}"))
+            .collect()
+    }
 }

@@ -154,3 +154,31 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A process's exit code and output, for assertion messages.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+impl TestBed {
+    /// Runs `vardo-backup backup --job` and reads back the rows it printed, in order.
+    pub async fn run_job(
+        &self,
+        job: Uuid,
+    ) -> (std::process::Output, Vec<vardo_actors::model::Backup>) {
+        let out = self.cli(&["backup", "--job", &job.to_string()]);
+        let mut rows = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if let Ok(id) = Uuid::parse_str(first) {
+                rows.push(self.store.backup(id).await.expect("printed backup row"));
+            }
+        }
+        (out, rows)
+    }
+}

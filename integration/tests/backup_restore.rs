@@ -1,12 +1,10 @@
 //! Back up and restore real Docker volumes through the real binary, to the real S3 server, sshd
 //! and a local folder; inspect the stored objects with GNU tar.
 
-use std::process::Output;
-
 use uuid::Uuid;
 use vardo_actors::model::{App, Compression, Status, TargetKind, VolumeKind};
 use vardo_actors::storage::TargetStorage;
-use vardo_integration::{volumes, TestBed};
+use vardo_integration::{describe as stdout, volumes, TestBed};
 
 /// Nested folders, an empty folder, a symlink, a 0600 file of uid 1234, a ~200-byte non-ASCII
 /// name, and a 50 MiB random file.
@@ -18,22 +16,6 @@ echo key > secret.key && chmod 600 secret.key && chown 1234:1234 secret.key
 n=$(printf 'ünïcødé-%.0s' 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16); echo long > "a/$n"
 head -c 52428800 /dev/urandom > big.bin
 "#;
-
-fn stdout(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The id of the first backup row the `backup` command printed.
-fn backup_id(out: &Output) -> Uuid {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first = text.split_whitespace().next().unwrap_or_default();
-    Uuid::parse_str(first).unwrap_or_else(|_| panic!("no backup id in:\n{}", stdout(out)))
-}
 
 async fn storage_for(bed: &TestBed, target_id: Uuid) -> TargetStorage {
     let target = bed.store.target(target_id).await.expect("target");
@@ -100,16 +82,12 @@ async fn file_volume_round_trip(kind: TargetKind) {
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
 
-    let out = bed.cli(&["backup", "--job", &job.to_string()]);
+    let (out, rows) = bed.run_job(job).await;
     assert!(out.status.success(), "{}", stdout(&out));
-    let row = bed.store.backup(backup_id(&out)).await.expect("row");
+    assert_eq!(rows.len(), 1, "the non-persistent volume is not backed up");
+    let row = rows[0].clone();
     assert_eq!(row.status, Status::Success, "{}", row.log);
-    assert_eq!(
-        row.volume_name, "uploads",
-        "the non-persistent volume is not backed up"
-    );
-    let runs = bed.store.run_backups(row.run_id).await.expect("rows");
-    assert_eq!(runs.len(), 1);
+    assert_eq!(row.volume_name, "uploads");
     let key = row.storage_path.clone().expect("path");
     let prefix = if kind == TargetKind::S3 {
         "backups/"
@@ -214,10 +192,8 @@ async fn a_missing_volume_fails_its_row_and_the_others_still_run() {
         .job(&org, Some(target), &[&present, &absent], Compression::Gzip)
         .await;
 
-    let out = bed.cli(&["backup", "--job", &job.to_string()]);
+    let (out, rows) = bed.run_job(job).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let row = bed.store.backup(backup_id(&out)).await.expect("row");
-    let rows = bed.store.run_backups(row.run_id).await.expect("rows");
     let by_app = |a: &App| {
         rows.iter()
             .find(|r| r.app_id == a.id)
@@ -259,9 +235,9 @@ async fn a_wrong_s3_secret_fails_the_row_and_leaves_nothing_in_the_bucket() {
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
 
-    let out = bed.cli(&["backup", "--job", &job.to_string()]);
+    let (out, rows) = bed.run_job(job).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let row = bed.store.backup(backup_id(&out)).await.expect("row");
+    let row = &rows[0];
     assert_eq!(row.status, Status::Failed);
     assert!(
         row.log.contains("SignatureDoesNotMatch") || row.log.contains("403"),
@@ -300,9 +276,9 @@ async fn small_backup(bed: &TestBed, name: &str) -> (Uuid, String, TargetStorage
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
-    let out = bed.cli(&["backup", "--job", &job.to_string()]);
+    let (out, mut rows) = bed.run_job(job).await;
     assert!(out.status.success(), "{}", stdout(&out));
-    let row = bed.store.backup(backup_id(&out)).await.expect("row");
+    let row = rows.remove(0);
     (
         row.id,
         row.storage_path.expect("path"),

@@ -9,7 +9,7 @@ use sha2::Digest as _;
 use vardo_actors::download::{download, Download};
 use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
-use vardo_integration::{setting, volumes, TestBed};
+use vardo_integration::{describe, setting, volumes, TestBed};
 
 fn engine(bed: &TestBed) -> Engine {
     Engine::build(EngineSettings {
@@ -152,7 +152,11 @@ async fn a_backup_of_a_volume_that_a_restore_holds_fails_as_busy() {
     assert_eq!(row.status, Status::Failed);
     assert!(row.log.contains("is busy"), "{}", row.log);
     held.release().await;
-    let out = bed.cli(&["backup", "--job", &job.to_string()]);
-    assert!(out.status.success(), "released, the volume backs up");
+    let (out, _) = bed.run_job(job).await;
+    assert!(
+        out.status.success(),
+        "released, the volume backs up: {}",
+        describe(&out)
+    );
     bed.cleanup().await;
 }

@@ -1,16 +1,7 @@
 //! A live Postgres volume is backed up with pg_dump in its container and restored through psql.
 
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
-use vardo_integration::{postgres, TestBed};
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use vardo_integration::{describe as text, postgres, TestBed};
 
 #[tokio::test]
 async fn a_dropped_table_comes_back_from_a_dump() {

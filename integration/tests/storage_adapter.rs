@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -211,7 +211,6 @@ struct TestSshFolder {
 
 impl TestSshFolder {
     fn new() -> Self {
-        forget_stale_test_host_key();
         let path =
             Path::new(&setting("VARDO_TEST_SSH_ROOT")).join(format!("vardo-{}", Uuid::new_v4()));
         Self { path }
@@ -233,26 +232,6 @@ impl Drop for TestSshFolder {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-/// The adapter accepts unknown host keys and remembers them (`accept-new`), so a test bed rebuilt
-/// with a new host key on the same port would be refused as a changed host: forget the test bed's
-/// address once per run. It only touches the entry of the local test port.
-fn forget_stale_test_host_key() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let host = format!(
-            "[{}]:{}",
-            setting("VARDO_TEST_SSH_HOST"),
-            setting("VARDO_TEST_SSH_PORT")
-        );
-        let _ = std::process::Command::new("ssh-keygen")
-            .arg("-R")
-            .arg(host)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -299,6 +278,7 @@ async fn round_trip(storage: &TargetStorage, key: &str) -> anyhow::Result<Option
     assert_eq!(storage.list(folder).await?, vec![key.to_owned()]);
     assert_eq!(storage.list(key).await?, vec![key.to_owned()]);
     assert!(storage.list(&format!("{folder}nothing-")).await?.is_empty());
+    assert!(storage.list("no-such-org/").await?.is_empty());
 
     storage.delete(key).await?;
     storage.delete(key).await?;
