@@ -1,6 +1,7 @@
 //! vardo-actors: the engine of vardo-backup — its actors and their messages, the domain model, and
 //! the adapters the actors drive (Postgres, Redis, Docker, storage targets).
 
+pub mod after_run;
 pub mod backup;
 pub mod codec;
 pub mod docker;

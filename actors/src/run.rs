@@ -77,12 +77,14 @@ impl Handler<RunEnded> for RunSupervisor {
                 }
             };
             let rows = store.run_backups(msg.run_id).await.unwrap_or_default();
-            RunFinished {
+            let finished = RunFinished {
                 run_id: msg.run_id,
                 job_id: msg.job_id,
                 rows,
                 skipped,
-            }
+            };
+            crate::after_run::run_finished(&engine, &finished).await;
+            finished
         };
         Box::pin(settle.into_actor(self).map(|finished, act, _| {
             if let Some(tx) = act.run_waiters.remove(&finished.run_id) {
