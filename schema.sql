@@ -169,3 +169,26 @@ CREATE TABLE IF NOT EXISTS scheduler_state (
     minute       bigint NOT NULL,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- Runs asked for by the HTTP control plane or the deploy pipeline, picked up by any instance that
+-- runs the scheduler role. The id becomes the run's id.
+CREATE TABLE IF NOT EXISTS run_request (
+    id           uuid PRIMARY KEY,
+    job_id       uuid NOT NULL REFERENCES backup_job (id) ON DELETE CASCADE,
+    reason       text NOT NULL,
+    request_id   text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    claimed_at   timestamptz,
+    claimed_by   text
+);
+CREATE INDEX IF NOT EXISTS run_request_unclaimed ON run_request (created_at) WHERE claimed_at IS NULL;
+
+-- A restore is claimed by one instance before it starts.
+ALTER TABLE restore ADD COLUMN IF NOT EXISTS claimed_by text;
+CREATE INDEX IF NOT EXISTS restore_unclaimed ON restore (created_at) WHERE claimed_by IS NULL AND status = 'pending';
+
+-- The scheduled minute a job last fired for: a compare-and-set on it makes each (job, minute) fire
+-- once across instances even after the minute's Redis lock has expired (catch-up).
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS last_scheduled_for timestamptz;
+-- Start of the current overdue episode (NULL while the job is on time).
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS overdue_since timestamptz;

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod model;
 pub mod restore;
 pub mod run;
+pub mod schedule;
 pub mod secrets;
 pub mod storage;
 pub mod store;

@@ -56,6 +56,15 @@ impl RunReason {
             Self::Deploy => "deploy",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "schedule" => Some(Self::Schedule),
+            "manual" => Some(Self::Manual),
+            "deploy" => Some(Self::Deploy),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,11 +3,13 @@
 mod apps;
 mod backups;
 mod jobs;
+mod requests;
 mod restores;
 mod targets;
 
 pub use backups::{log_line, NewBackupRow, RunRef};
 pub use jobs::NewJob;
+pub use requests::RunRequest;
 pub use targets::TargetRow;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
