@@ -162,6 +162,32 @@ CREATE TABLE IF NOT EXISTS notification_outbox (
     delivered_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS notification_outbox_due ON notification_outbox (next_attempt_at) WHERE status = 'pending';
+-- One notice per run and channel, whoever enqueues it (the run's end or the recovery sweep).
+CREATE UNIQUE INDEX IF NOT EXISTS notification_outbox_run_channel
+    ON notification_outbox (run_id, channel_id) WHERE run_id IS NOT NULL;
+
+-- Runs whose notices are enqueued (`notices` may be 0): written in the transaction that enqueues
+-- them, so enqueuing is idempotent per run and the delivery loop finds runs whose enqueue a crash lost.
+CREATE TABLE IF NOT EXISTS notification_run (
+    run_id      uuid PRIMARY KEY,
+    notices     integer NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- The recovery sweep looks at recent runs only.
+CREATE INDEX IF NOT EXISTS backup_created ON backup (created_at);
+
+-- Every delivery attempt and its outcome.
+CREATE TABLE IF NOT EXISTS notification_attempt (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    outbox_id    uuid NOT NULL REFERENCES notification_outbox (id) ON DELETE CASCADE,
+    attempt      integer NOT NULL,
+    outcome      text NOT NULL CHECK (outcome IN ('delivered', 'retry', 'failed')),
+    status_code  integer,
+    error        text,
+    duration_ms  integer NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS notification_attempt_outbox ON notification_attempt (outbox_id, attempt);
 
 -- The scheduler's memory of the last minute it evaluated, for catching up missed minutes.
 CREATE TABLE IF NOT EXISTS scheduler_state (

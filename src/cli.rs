@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long)]
         backup: Uuid,
     },
+    /// Plans a retention policy over RFC 3339 timestamps read on stdin, one per line, and prints
+    /// the plan as JSON, newest first; exits 2 on bad input. Needs no configuration.
+    Retention(crate::retention_cmd::RetentionArgs),
+    /// Prunes a job's backups by its retention now; --dry-run prints the plan, changing nothing.
+    Prune {
+        #[arg(long)]
+        job: Uuid,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +71,9 @@ pub enum Role {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Retention(args) = &cli.command {
+        return Ok(crate::retention_cmd::retention(args));
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config => {
@@ -107,6 +120,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Retention(args) => Ok(crate::retention_cmd::retention(&args)),
+        Command::Prune { job, dry_run } => {
+            let app = Application::build(&config).await?;
+            app.prepare(&config).await?;
+            crate::retention_cmd::prune(&app, job, dry_run).await
         }
         Command::Restore { backup } => {
             let app = Application::build(&config).await?;

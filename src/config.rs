@@ -19,6 +19,15 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VARDO_SECRET_KEY", "secret_key"),
     ("VARDO_ADMIN_TOKEN", "admin_token"),
     ("VARDO_HELPER_IMAGE", "helper_image"),
+    ("VARDO_MAX_CONCURRENT_RUNS", "scheduler.max_concurrent_runs"),
+    ("VARDO_RUN_LEASE_SECONDS", "scheduler.lease_seconds"),
+    ("VARDO_HEARTBEAT_SECONDS", "scheduler.heartbeat_seconds"),
+    ("VARDO_CATCH_UP_MINUTES", "scheduler.catch_up_minutes"),
+    ("VARDO_SMTP_URL", "smtp.url"),
+    ("VARDO_SMTP_FROM", "smtp.from"),
+    ("VARDO_ALLOW_PRIVATE_WEBHOOKS", "notifications.allow_private_addresses"),
+    ("VARDO_NOTIFY_RETRY_BASE_MS", "notifications.retry_base_ms"),
+    ("VARDO_NOTIFY_MAX_ATTEMPTS", "notifications.max_attempts"),
 ];
 
 /// The file used when neither `--config` nor `VARDO_CONFIG` names one, if it exists.
@@ -45,6 +54,96 @@ pub struct Config {
     /// The seed's `backup:` section: the system-level target "System default".
     #[serde(default)]
     pub backup: Option<SystemTargetConfig>,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// `smtp:` — the server that sends notification emails.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// lettre's URL form: `smtps://user:pass@host:465`, `smtp://user:pass@host:587?tls=required`.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    #[serde(default = "default_smtp_from")]
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            from: default_smtp_from(),
+        }
+    }
+}
+
+fn default_smtp_from() -> String {
+    vardo_actors::notify::NotifySettings::default().smtp_from
+}
+
+/// `notifications:` — where webhooks may go and how deliveries are retried.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Lets webhook and Slack URLs reach private and loopback addresses.
+    pub allow_private_addresses: bool,
+    /// The wait before the second attempt; each next wait is three times longer.
+    pub retry_base_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        let d = vardo_actors::notify::NotifySettings::default();
+        Self {
+            allow_private_addresses: d.allow_private_addresses,
+            retry_base_ms: u64::try_from(d.retry_base.as_millis()).unwrap_or(u64::MAX),
+            max_attempts: d.max_attempts,
+        }
+    }
+}
+
+impl Config {
+    /// The engine's notification settings.
+    pub fn notify_settings(&self) -> vardo_actors::notify::NotifySettings {
+        vardo_actors::notify::NotifySettings {
+            smtp_url: self.smtp.url.clone(),
+            smtp_from: self.smtp.from.clone(),
+            allow_private_addresses: self.notifications.allow_private_addresses,
+            retry_base: std::time::Duration::from_millis(self.notifications.retry_base_ms),
+            max_attempts: self.notifications.max_attempts,
+        }
+    }
+}
+
+/// `scheduler:` — runs, leases and catch-up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Runs at once in this instance; more wait with their rows `pending`.
+    pub max_concurrent_runs: usize,
+    /// A `pending`/`running` row whose heartbeat is older than this is failed by any instance.
+    pub lease_seconds: u64,
+    /// How often a run refreshes its rows' heartbeat (well below the lease).
+    pub heartbeat_seconds: u64,
+    /// How far back a late tick or a restarted scheduler looks for missed firings.
+    pub catch_up_minutes: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_runs: 2,
+            lease_seconds: 120,
+            heartbeat_seconds: 15,
+            catch_up_minutes: 60,
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -142,6 +241,24 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.target_config()?;
         }
+        let s = &self.scheduler;
+        if s.max_concurrent_runs == 0 {
+            return Err(ConfigError::Invalid("scheduler.max_concurrent_runs must be at least 1".into()));
+        }
+        if s.heartbeat_seconds == 0 || s.heartbeat_seconds * 2 > s.lease_seconds {
+            return Err(ConfigError::Invalid(
+                "scheduler.heartbeat_seconds must be at least 1 and at most half of scheduler.lease_seconds".into(),
+            ));
+        }
+        if let Some(url) = &self.smtp.url {
+            vardo_actors::notify::email::check_smtp_url(url.expose_secret())
+                .map_err(|e| ConfigError::Invalid(format!("smtp.url: {e}")))?;
+        }
+        vardo_actors::notify::email::check_mailbox(&self.smtp.from)
+            .map_err(|e| ConfigError::Invalid(format!("smtp.from: {e}")))?;
+        if self.notifications.max_attempts == 0 {
+            return Err(ConfigError::Invalid("notifications.max_attempts must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -158,6 +275,21 @@ impl Config {
             "secret_key": MASK,
             "admin_token": self.admin_token.as_ref().map(|_| MASK),
             "helper_image": self.helper_image,
+            "scheduler": {
+                "max_concurrent_runs": self.scheduler.max_concurrent_runs,
+                "lease_seconds": self.scheduler.lease_seconds,
+                "heartbeat_seconds": self.scheduler.heartbeat_seconds,
+                "catch_up_minutes": self.scheduler.catch_up_minutes,
+            },
+            "smtp": {
+                "url": self.smtp.url.as_ref().map(mask),
+                "from": self.smtp.from,
+            },
+            "notifications": {
+                "allow_private_addresses": self.notifications.allow_private_addresses,
+                "retry_base_ms": self.notifications.retry_base_ms,
+                "max_attempts": self.notifications.max_attempts,
+            },
             "backup": self.backup.as_ref().map(|b| serde_json::json!({
                 "type": b.kind.as_str(),
                 "bucket": b.bucket, "region": b.region, "access_key": b.access_key,
@@ -293,6 +425,47 @@ mod tests {
                 assert!(!shown.contains(secret), "{secret} leaked in {shown}");
             }
             assert!(shown.contains("postgres://u:********@127.0.0.1/db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn notification_settings_come_from_file_and_environment() {
+        Jail::expect_with(|jail| {
+            base(jail);
+            jail.create_file(
+                "v.yml",
+                "smtp:\n  from: Vardo <backups@example.com>\nnotifications:\n  max_attempts: 6\n",
+            )?;
+            jail.set_env("VARDO_SMTP_URL", "smtp://mailer:smtppass@127.0.0.1:2525?tls=required");
+            jail.set_env("VARDO_ALLOW_PRIVATE_WEBHOOKS", "true");
+            jail.set_env("VARDO_NOTIFY_RETRY_BASE_MS", "250");
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            let n = c.notify_settings();
+            assert!(n.allow_private_addresses);
+            assert_eq!(n.retry_base, std::time::Duration::from_millis(250));
+            assert_eq!(n.max_attempts, 6);
+            assert_eq!(n.smtp_from, "Vardo <backups@example.com>");
+            let shown = c.redacted().to_string();
+            assert!(!shown.contains("smtppass"), "{shown}");
+            assert!(shown.contains("smtp://mailer:********@127.0.0.1:2525"), "{shown}");
+
+            jail.create_file("w.yml", "smtp:\n  from: not a mailbox\n")?;
+            let err = Config::load(Some(Path::new("w.yml"))).expect_err("bad from");
+            assert!(err.to_string().contains("smtp.from"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn notifications_default_to_safe_values() {
+        Jail::expect_with(|jail| {
+            base(jail);
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let n = c.notify_settings();
+            assert!(!n.allow_private_addresses, "private webhooks are off by default");
+            assert!(n.smtp_url.is_none());
+            assert_eq!((n.retry_base.as_secs(), n.max_attempts), (5, 4));
             Ok(())
         });
     }

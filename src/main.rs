@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod retention_cmd;
 mod startup;
 
 use clap::Parser;

@@ -28,6 +28,15 @@ async fn prepare(
     Ok(())
 }
 
+/// The actors of the scheduler role; they live as long as this value.
+#[allow(dead_code)]
+struct Workers {
+    supervisor: actix::Addr<vardo_actors::run::RunSupervisor>,
+    scheduler: actix::Addr<vardo_actors::scheduler::Scheduler>,
+    dispatcher: actix::Addr<vardo_actors::dispatcher::Dispatcher>,
+    janitor: actix::Addr<vardo_actors::janitor::Janitor>,
+}
+
 /// The name of the system-level target that the `backup:` section of vardo.yml defines.
 pub const SYSTEM_TARGET: &str = "System default";
 
@@ -43,6 +52,8 @@ pub fn init_tracing() {
 /// The built process: engine and actors; tests drive the real binary built from this.
 pub struct Application {
     engine: Engine,
+    /// `VARDO_ADMIN_TOKEN`, for the HTTP control plane.
+    admin_token: Option<secrecy::SecretString>,
 }
 
 impl Application {
@@ -55,9 +66,16 @@ impl Application {
             docker_host: config.docker_host.clone(),
             helper_image: config.helper_image.clone(),
             allow_local_backups: config.allow_local_backups,
-            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(config.scheduler.heartbeat_seconds),
+            run_lease: Duration::from_secs(config.scheduler.lease_seconds),
+            max_concurrent_runs: config.scheduler.max_concurrent_runs,
+            catch_up: Duration::from_secs(u64::from(config.scheduler.catch_up_minutes) * 60),
+            notifications: config.notify_settings(),
         })?;
-        Ok(Self { engine })
+        Ok(Self {
+            engine,
+            admin_token: config.admin_token.clone(),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -97,21 +115,54 @@ impl Application {
 
     pub async fn serve(&self, role: Role, listen: &str) -> anyhow::Result<()> {
         // Kept alive for as long as the server runs.
-        let _supervisor = (role != Role::Web)
-            .then(|| vardo_actors::run::RunSupervisor::start(self.engine.clone()));
-        let server = crate::http::server(self.engine.clone(), listen)?;
+        let _workers = (role != Role::Web).then(|| self.start_workers());
+        // The notification delivery loop runs where runs run; several instances share the outbox.
+        let _notifier = (role != Role::Web)
+            .then(|| vardo_actors::notifier::Notifier::start(self.engine.clone()))
+            .transpose()
+            .context("start the notifier")?;
+        let server = crate::http::server(self.engine.clone(), listen, self.admin_token.as_ref())?;
         server.await.context("http server")?;
         Ok(())
+    }
+
+    /// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor.
+    fn start_workers(&self) -> Workers {
+        use actix::Actor as _;
+        use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
+        let instance = format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
+        tracing::info!(%instance, "scheduler role started");
+        let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
+        Workers {
+            scheduler: Scheduler::new(self.engine.clone(), supervisor.clone(), instance.clone()).start(),
+            dispatcher: Dispatcher::new(self.engine.clone(), supervisor.clone(), instance).start(),
+            janitor: Janitor::new(self.engine.clone()).start(),
+            supervisor,
+        }
     }
 
     pub async fn run_job_now(&self, job: Uuid) -> anyhow::Result<RunFinished> {
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
         let outcome = vardo_actors::run::run_and_wait(&supervisor, job).await?;
+        // The command delivers its own run's notices before it exits: one attempt each. A notice
+        // whose attempt failed stays in the outbox, and a running server (role all or scheduler)
+        // retries it on schedule.
+        match vardo_actors::notify::deliver_run(&self.engine, outcome.run_id).await {
+            Ok(t) if t.retrying > 0 => tracing::warn!(
+                delivered = t.delivered, failed = t.failed, retrying = t.retrying,
+                "some notices were not delivered; a running server retries them"
+            ),
+            Ok(t) if t.failed > 0 => tracing::warn!(
+                delivered = t.delivered, failed = t.failed, "some notices could not be delivered"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "notices not delivered; a running server delivers them"),
+        }
         Ok(outcome)
     }
 
     pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        Ok(vardo_actors::run::restore_and_wait(&supervisor, backup).await?)
+        Ok(vardo_actors::run::restore_and_wait(&self.engine, &supervisor, backup).await?)
     }
 }

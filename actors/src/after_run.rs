@@ -7,5 +7,22 @@ use crate::messages::RunFinished;
 
 /// Called by the supervisor once a run's rows are settled.
 pub async fn run_finished(engine: &Engine, finished: &RunFinished) {
-    let _ = (engine, finished);
+    // Retention: prune the job's series; failures stay on the rows for the next prune.
+    if finished.skipped.is_none() {
+        if let Err(e) = crate::pruner::prune_job(engine, finished.job_id).await {
+            tracing::error!(run_id = %finished.run_id, job_id = %finished.job_id, error = %e, "retention pruning failed");
+        }
+    }
+    // Notifications: the run's notices go to the outbox with the run's marker in one transaction;
+    // if that fails, the notifier's sweep enqueues them once the database answers.
+    if let Err(e) =
+        crate::notify::enqueue_run(engine, finished.run_id, finished.job_id, &finished.rows).await
+    {
+        tracing::error!(run_id = %finished.run_id, error = %e, "could not enqueue the run's notices");
+    }
+}
+
+/// Called once when a job's overdue episode starts.
+pub async fn job_overdue(engine: &Engine, job_id: uuid::Uuid) {
+    let _ = (engine, job_id);
 }

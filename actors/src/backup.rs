@@ -88,12 +88,14 @@ pub async fn execute(
                 organization_id: org.id,
                 target_id: target.id,
                 reason,
+                scheduled_for,
             },
             &rows,
         )
         .await?;
     store.touch_job_last_run(job_id).await?;
-    let _ = scheduled_for;
+    // Rows stay `pending` (their heartbeat kept fresh by the run actor) until a slot is free.
+    let _slot = engine.run_slot().await;
 
     let storage = match TargetStorage::open(&target.config, engine.settings().allow_local_backups) {
         Ok(s) => s,

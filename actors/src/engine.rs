@@ -22,6 +22,14 @@ pub struct EngineSettings {
     pub allow_local_backups: bool,
     /// How often a run refreshes `heartbeat_at` on its unfinished rows.
     pub heartbeat_interval: Duration,
+    /// Unfinished rows whose heartbeat is older than this belong to a dead engine.
+    pub run_lease: Duration,
+    /// Runs at once in this process; more wait with their rows `pending`.
+    pub max_concurrent_runs: usize,
+    /// How far back the scheduler looks for firings it missed.
+    pub catch_up: Duration,
+    /// SMTP server, private-address switch and retry schedule of notifications.
+    pub notifications: crate::notify::NotifySettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +52,11 @@ struct Inner {
     settings: EngineSettings,
     store: Store,
     redis: deadpool_redis::Pool,
+    run_slots: Arc<tokio::sync::Semaphore>,
     /// Connected (and the API version negotiated) on first use, so that the engine starts, and
     /// reports itself unready, while the Docker daemon is down.
     docker: OnceCell<DockerClient>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Engine {
@@ -66,12 +76,15 @@ impl Engine {
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
             .map_err(|e| EngineError::Redis(e.to_string()))?;
+        let run_slots = Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_runs.max(1)));
         Ok(Self {
             inner: Arc::new(Inner {
+                run_slots,
                 settings,
                 store,
                 redis,
                 docker: OnceCell::new(),
+                metrics: Default::default(),
             }),
         })
     }
@@ -82,6 +95,21 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Waits for one of this process's run slots.
+    pub async fn run_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring only waits.
+        loop {
+            if let Ok(permit) = Arc::clone(&self.inner.run_slots).acquire_owned().await {
+                return permit;
+            }
+        }
+    }
+
+    /// In-process counters that `GET /metrics` shows (see `crate::metrics` for the names).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub fn redis(&self) -> &deadpool_redis::Pool {

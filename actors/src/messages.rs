@@ -11,6 +11,8 @@ use crate::model::{Backup, Restore, RunReason};
 #[derive(Message)]
 #[rtype(result = "Uuid")]
 pub struct StartRun {
+    /// The id the run gets; a new one when `None` (a claimed request brings its own).
+    pub run_id: Option<Uuid>,
     pub job_id: Uuid,
     pub reason: RunReason,
     /// The scheduled minute, for scheduled runs.
@@ -47,11 +49,11 @@ pub struct RunFinished {
     pub skipped: Option<String>,
 }
 
-/// Restore a backup into its volume now. Answers the restore's id.
+/// Perform a restore that has its `pending` row already.
 #[derive(Message)]
-#[rtype(result = "Result<Uuid, String>")]
+#[rtype(result = "()")]
 pub struct StartRestore {
-    pub backup_id: Uuid,
+    pub restore_id: Uuid,
     pub on_finish: Option<oneshot::Sender<Restore>>,
 }
 

@@ -53,6 +53,15 @@ impl Actor for RestoreRun {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let work = actix::spawn(execute(self.engine.clone(), self.restore_id));
+        let every = self.engine.settings().heartbeat_interval;
+        ctx.run_interval(every, |act, _| {
+            let (engine, id) = (act.engine.clone(), act.restore_id);
+            actix::spawn(async move {
+                if let Err(e) = engine.store().heartbeat_restore(id).await {
+                    tracing::warn!(restore_id = %id, error = %e, "heartbeat failed");
+                }
+            });
+        });
         let watch = async move {
             match work.await {
                 Ok(Ok(())) => Ok(()),

@@ -40,7 +40,7 @@ impl Handler<StartRun> for RunSupervisor {
     type Result = MessageResult<StartRun>;
 
     fn handle(&mut self, msg: StartRun, ctx: &mut Context<Self>) -> Self::Result {
-        let run_id = Uuid::new_v4();
+        let run_id = msg.run_id.unwrap_or_else(Uuid::new_v4);
         if let Some(tx) = msg.on_finish {
             self.run_waiters.insert(run_id, tx);
         }
@@ -95,31 +95,13 @@ impl Handler<RunEnded> for RunSupervisor {
 }
 
 impl Handler<StartRestore> for RunSupervisor {
-    type Result = ResponseActFuture<Self, Result<Uuid, String>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: StartRestore, ctx: &mut Context<Self>) -> Self::Result {
-        let engine = self.engine.clone();
-        let me = ctx.address();
-        let create = async move {
-            let backup = engine
-                .store()
-                .backup(msg.backup_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            engine
-                .store()
-                .insert_restore(backup.organization_id, backup.id)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        Box::pin(create.into_actor(self).map(move |created, act, _| {
-            let restore_id = created?;
-            if let Some(tx) = msg.on_finish {
-                act.restore_waiters.insert(restore_id, tx);
-            }
-            crate::restore::RestoreRun::new(act.engine.clone(), restore_id, me).start();
-            Ok(restore_id)
-        }))
+    fn handle(&mut self, msg: StartRestore, ctx: &mut Context<Self>) {
+        if let Some(tx) = msg.on_finish {
+            self.restore_waiters.insert(msg.restore_id, tx);
+        }
+        crate::restore::RestoreRun::new(self.engine.clone(), msg.restore_id, ctx.address()).start();
     }
 }
 
@@ -237,6 +219,7 @@ pub async fn run_and_wait(
     let (tx, rx) = oneshot::channel();
     supervisor
         .send(StartRun {
+            run_id: None,
             job_id,
             reason: RunReason::Manual,
             scheduled_for: None,
@@ -247,19 +230,33 @@ pub async fn run_and_wait(
     rx.await.map_err(|_| WaitError::Lost)
 }
 
-/// Starts a restore and waits for its end.
+/// Records a restore of `backup_id`, performs it here and waits for its end.
 pub async fn restore_and_wait(
+    engine: &Engine,
     supervisor: &Addr<RunSupervisor>,
     backup_id: Uuid,
 ) -> Result<Restore, WaitError> {
+    let store = engine.store();
+    let backup = store
+        .backup(backup_id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    let restore_id = store
+        .insert_restore(backup.organization_id, backup.id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    // Claimed here, so that no scheduler instance takes it too.
+    store
+        .claim_restore_by_id(restore_id, "cli")
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
     let (tx, rx) = oneshot::channel();
     supervisor
         .send(StartRestore {
-            backup_id,
+            restore_id,
             on_finish: Some(tx),
         })
         .await
-        .map_err(|_| WaitError::Lost)?
-        .map_err(WaitError::Refused)?;
+        .map_err(|_| WaitError::Lost)?;
     rx.await.map_err(|_| WaitError::Lost)
 }

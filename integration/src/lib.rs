@@ -4,6 +4,7 @@
 pub mod db;
 pub mod env;
 pub mod fixtures;
+pub mod http;
 pub mod postgres;
 pub mod process;
 pub mod s3;

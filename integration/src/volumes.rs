@@ -35,7 +35,24 @@ done; stat -c 'root %a %u:%g' ."#;
     sh(docker, volume, script).await
 }
 
+/// Removes the volume, and first any container still mounting it (e.g. the helper of an engine
+/// that a test killed).
 pub async fn remove(docker: &DockerClient, volume: &str) {
+    let filters = std::collections::HashMap::from([("volume".to_owned(), vec![volume.to_owned()])]);
+    let list = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    for c in docker.raw().list_containers(Some(list)).await.unwrap_or_default() {
+        if let Some(id) = c.id {
+            let rm = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            let _ = docker.raw().remove_container(&id, Some(rm)).await;
+        }
+    }
     let opts = bollard::query_parameters::RemoveVolumeOptions { force: true };
     if let Err(e) = docker.raw().remove_volume(volume, Some(opts)).await {
         eprintln!("could not remove test volume {volume}: {e}");

@@ -21,6 +21,10 @@ fn engine(bed: &TestBed) -> Engine {
         helper_image: setting("VARDO_HELPER_IMAGE"),
         allow_local_backups: true,
         heartbeat_interval: Duration::from_secs(10),
+        run_lease: Duration::from_secs(120),
+        max_concurrent_runs: 2,
+        catch_up: Duration::from_secs(3600),
+        notifications: Default::default(),
     })
     .expect("engine")
 }

@@ -1,24 +1,114 @@
-//! The HTTP control plane (actix-web). One file per resource.
+//! The HTTP control plane (actix-web). One file per resource; `error` holds the one table from
+//! error kinds to status codes, `auth` the bearer-token middleware, `json` request parsing, and
+//! `openapi` the document generated from the handlers registered here.
 
+mod apps;
+mod auth;
+mod channels;
+mod error;
 mod health;
+mod history;
+mod jobs;
+mod json;
+mod metrics;
+mod openapi;
+mod organizations;
+mod restores;
+mod targets;
+mod tokens;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
+use secrecy::{ExposeSecret, SecretString};
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, AppExt};
 use vardo_actors::engine::Engine;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct State {
     pub engine: Engine,
+    /// SHA-256 of `VARDO_ADMIN_TOKEN`; without one, no request is an admin's.
+    pub admin_token_hash: Option<[u8; 32]>,
+}
+
+/// Every route under `/api/v1`; the OpenAPI document is generated from this same list.
+fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(organizations::create_organization)
+        .service(organizations::list_organizations)
+        .service(tokens::create_token)
+        .service(targets::list_system_targets)
+        .service(targets::create_system_target)
+        .service(targets::get_system_target)
+        .service(targets::update_system_target)
+        .service(targets::delete_system_target)
+        .service(targets::list_targets)
+        .service(targets::create_target)
+        .service(targets::get_target)
+        .service(targets::update_target)
+        .service(targets::delete_target)
+        .service(jobs::list_jobs)
+        .service(jobs::create_job)
+        .service(jobs::get_job)
+        .service(jobs::update_job)
+        .service(jobs::delete_job)
+        .service(jobs::run_job)
+        .service(history::list_history)
+        .service(history::get_backup)
+        .service(history::download_backup)
+        .service(restores::create_restore)
+        .service(restores::get_restore)
+        .service(apps::list_apps)
+        .service(apps::put_app)
+        .service(apps::get_app)
+        .service(apps::delete_app)
+        .service(channels::list_channels)
+        .service(channels::create_channel)
+        .service(channels::delete_channel);
+}
+
+/// The OpenAPI document of [`routes`].
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, api) = App::new()
+        .into_utoipa_app()
+        .openapi(openapi::base())
+        .service(scope("/api/v1").configure(routes))
+        .split_for_parts();
+    openapi::finish(api)
 }
 
 /// Binds `listen` and prints `listening on ADDR` once bound (port 0 → the port chosen).
-pub fn server(engine: Engine, listen: &str) -> anyhow::Result<actix_web::dev::Server> {
-    let state = State { engine };
+pub fn server(
+    engine: Engine,
+    listen: &str,
+    admin_token: Option<&SecretString>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let state = State {
+        engine,
+        admin_token_hash: admin_token
+            .map(|t| t.expose_secret())
+            .filter(|t| !t.is_empty())
+            .map(auth::admin_token_hash),
+    };
+    let document = web::Data::new(openapi::Document::new(&openapi_document())?);
     let server = HttpServer::new(move || {
         App::new()
+            .into_utoipa_app()
             .app_data(web::Data::new(state.clone()))
-            .service(health::healthz)
-            .service(health::readyz)
+            .app_data(document.clone())
+            .app_data(json::path_config())
+            .map(|app| {
+                app.service(health::healthz)
+                    .service(health::readyz)
+                    .service(metrics::metrics)
+                    .service(openapi::openapi_json)
+            })
+            .service(
+                scope("/api/v1")
+                    .wrap(middleware::from_fn(auth::authenticate))
+                    .configure(routes),
+            )
+            .default_service(web::to(error::not_found))
+            .into_app()
     })
     .workers(2)
     .bind(listen)?;

@@ -2,10 +2,12 @@
 
 pub mod app;
 pub mod backup;
+pub mod channel;
 pub mod job;
 pub mod target;
 
 pub use app::{App, Organization, Volume, VolumeKind};
 pub use backup::{Backup, Restore, RunReason, Status};
+pub use channel::ChannelKind;
 pub use job::{Compression, Job, RetentionPolicy};
 pub use target::{Target, TargetConfig, TargetKind};

@@ -63,6 +63,8 @@ pub struct RunRef {
     pub organization_id: Uuid,
     pub target_id: Uuid,
     pub reason: RunReason,
+    /// The scheduled minute, for scheduled runs.
+    pub scheduled_for: Option<chrono::DateTime<Utc>>,
 }
 
 impl Store {
@@ -80,8 +82,8 @@ impl Store {
             let row = tx
                 .query_one(
                     "INSERT INTO backup (run_id, job_id, organization_id, app_id, app_name, target_id,
-                        volume_name, volume_kind, reason, log, heartbeat_at)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, now()) RETURNING id",
+                        volume_name, volume_kind, reason, log, scheduled_for, heartbeat_at)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11, now()) RETURNING id",
                     &[
                         &run.run_id,
                         &run.job_id,
@@ -93,6 +95,7 @@ impl Store {
                         &v.volume_kind.as_str(),
                         &run.reason.as_str(),
                         &line,
+                        &run.scheduled_for,
                     ],
                 )
                 .await?;

@@ -1,15 +1,35 @@
 //! Postgres repositories (deadpool-postgres), one file per table group, and the schema migration.
 
+mod admin;
+mod app_admin;
 mod apps;
 mod backups;
+mod history;
+mod job_admin;
 mod jobs;
+mod notifications;
 mod requests;
 mod restores;
+mod retention;
+mod scheduling;
+mod stats;
+mod target_admin;
 mod targets;
+mod tokens;
 
+pub use admin::{OrganizationRecord, PageAfter};
+pub use app_admin::AppPut;
 pub use backups::{log_line, NewBackupRow, RunRef};
+pub use history::HistoryFilter;
+pub use job_admin::{ArchiveRef, JobRecord};
 pub use jobs::NewJob;
+pub use notifications::{
+    AttemptRecord, AttemptResult, ChannelRow, ClaimedNotice, NewNotice, OutboxRow,
+};
 pub use requests::RunRequest;
+pub use scheduling::ScheduledJob;
+pub use stats::{Histogram, Stats, DURATION_BUCKETS};
+pub use target_admin::{TargetDelete, TargetRecord, TargetWrite};
 pub use targets::TargetRow;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -74,4 +74,16 @@ impl Store {
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    /// Claims one restore by id (for a restore performed by the process that asked for it).
+    pub async fn claim_restore_by_id(&self, id: Uuid, instance: &str) -> Result<bool, StoreError> {
+        let client = self.pool().get().await?;
+        Ok(client
+            .execute(
+                "UPDATE restore SET claimed_by = $2 WHERE id = $1 AND claimed_by IS NULL",
+                &[&id, &instance],
+            )
+            .await?
+            == 1)
+    }
 }

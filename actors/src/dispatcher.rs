@@ -1,0 +1,84 @@
+//! Dispatcher: claims the run and restore requests that the HTTP control plane and the deploy
+//! pipeline leave in the database, and hands them to this instance's RunSupervisor. Any instance
+//! running the scheduler role may claim a request; each is claimed once.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::engine::Engine;
+use crate::messages::{StartRestore, StartRun};
+use crate::run::RunSupervisor;
+
+const POLL: Duration = Duration::from_millis(500);
+
+pub struct Dispatcher {
+    engine: Engine,
+    supervisor: Addr<RunSupervisor>,
+    instance: String,
+    busy: bool,
+}
+
+impl Dispatcher {
+    pub fn new(engine: Engine, supervisor: Addr<RunSupervisor>, instance: String) -> Self {
+        Self {
+            engine,
+            supervisor,
+            instance,
+            busy: false,
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(POLL, |act, ctx| {
+            if act.busy {
+                return;
+            }
+            act.busy = true;
+            let (engine, supervisor, instance) =
+                (act.engine.clone(), act.supervisor.clone(), act.instance.clone());
+            ctx.spawn(
+                async move { dispatch(&engine, &supervisor, &instance).await }
+                    .into_actor(act)
+                    .map(|_, act, _| act.busy = false),
+            );
+        });
+    }
+}
+
+async fn dispatch(engine: &Engine, supervisor: &Addr<RunSupervisor>, instance: &str) {
+    let store = engine.store();
+    loop {
+        match store.claim_run_request(instance).await {
+            Ok(Some(request)) => supervisor.do_send(StartRun {
+                run_id: Some(request.run_id),
+                job_id: request.job_id,
+                reason: request.reason,
+                scheduled_for: None,
+                on_finish: None,
+            }),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim run requests");
+                return;
+            }
+        }
+    }
+    loop {
+        match store.claim_restore(instance).await {
+            Ok(Some(restore_id)) => supervisor.do_send(StartRestore {
+                restore_id,
+                on_finish: None,
+            }),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim restores");
+                return;
+            }
+        }
+    }
+}

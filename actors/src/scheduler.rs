@@ -1,0 +1,298 @@
+//! Scheduler: ticks at the start of every wall-clock minute, finds the jobs due since the last
+//! minute evaluated, and starts each at most once per scheduled minute across every instance.
+//!
+//! Exactly-once has two guards: the seed's Redis lock `lock:backup:{jobId}:{minute}` (61 s), taken
+//! first so that instances racing in the same minute do not even reach the database, and a
+//! compare-and-set of the job's `last_scheduled_for` in Postgres, which still holds when a late or
+//! restarted scheduler catches up a minute whose lock has expired.
+//!
+//! Missed minutes: a tick evaluates every minute since the last one evaluated (by any instance,
+//! remembered in `scheduler_state`), at most `catch_up` back; a job due once or more in that span
+//! fires once, for its latest due minute. While Redis or Postgres does not answer, a tick fires
+//! nothing, logs one error, and does not move the evaluated minute, so the next good tick catches up.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::engine::Engine;
+use crate::lock;
+use crate::messages::StartRun;
+use crate::model::RunReason;
+use crate::run::RunSupervisor;
+use crate::schedule::{minute_of, Schedule};
+use crate::store::{ScheduledJob, StoreError};
+
+/// The Redis lock's time to live, per the seed.
+const LOCK_TTL: Duration = Duration::from_millis(61_000);
+
+/// Evaluate the minute containing `now` (and any missed since the last evaluated one).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<TickReport, TickError>")]
+pub struct Tick {
+    pub now: DateTime<Utc>,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default)]
+pub struct TickReport {
+    /// The minutes evaluated: `(from, to]`, or None when the tick's minute was already evaluated.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub jobs: usize,
+    /// (job, scheduled minute) started by this instance.
+    pub started: Vec<(Uuid, DateTime<Utc>)>,
+    /// Due, but another instance held the minute's lock or had already fired it.
+    pub taken_elsewhere: usize,
+    /// Due, but the previous run is still going.
+    pub busy: usize,
+    pub invalid_schedules: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("redis does not answer, no job fires this minute: {0}")]
+    Redis(String),
+    #[error("postgres does not answer, no job fires this minute: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The span of minutes a tick at `minute` evaluates: after the last evaluated minute (this
+/// instance's or any instance's), never more than `catch_up` back; None if already evaluated.
+pub fn evaluation_window(
+    last_here: Option<DateTime<Utc>>,
+    last_anywhere: Option<DateTime<Utc>>,
+    minute: DateTime<Utc>,
+    catch_up: Duration,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let earliest = minute - chrono::Duration::from_std(catch_up).unwrap_or(chrono::Duration::hours(1));
+    let last = last_here.max(last_anywhere);
+    let from = match last {
+        Some(last) => last.max(earliest),
+        // First start ever: only this minute.
+        None => minute - chrono::Duration::minutes(1),
+    };
+    (from < minute).then_some((from, minute))
+}
+
+pub struct Scheduler {
+    engine: Engine,
+    supervisor: Addr<RunSupervisor>,
+    instance: String,
+    last_evaluated: Option<DateTime<Utc>>,
+}
+
+impl Scheduler {
+    pub fn new(engine: Engine, supervisor: Addr<RunSupervisor>, instance: String) -> Self {
+        Self {
+            engine,
+            supervisor,
+            instance,
+            last_evaluated: None,
+        }
+    }
+
+    /// Ticks again just after the next minute starts (re-aligned every time, so no drift).
+    fn schedule_next(&self, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let next = minute_of(now) + chrono::Duration::minutes(1);
+        let wait = (next - now).to_std().unwrap_or_default() + Duration::from_millis(50);
+        ctx.run_later(wait, |act, ctx| {
+            ctx.notify(Tick { now: Utc::now() });
+            act.schedule_next(ctx);
+        });
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(Tick { now: Utc::now() });
+        self.schedule_next(ctx);
+    }
+}
+
+impl Handler<Tick> for Scheduler {
+    type Result = AtomicResponse<Self, Result<TickReport, TickError>>;
+
+    fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
+        let (engine, supervisor, instance) = (
+            self.engine.clone(),
+            self.supervisor.clone(),
+            self.instance.clone(),
+        );
+        let last = self.last_evaluated;
+        AtomicResponse::new(Box::pin(
+            async move { tick(&engine, &supervisor, &instance, last, msg.now).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    match &result {
+                        Ok(report) => {
+                            if let Some((_, to)) = report.window {
+                                act.last_evaluated = Some(to);
+                            }
+                            if !report.started.is_empty() {
+                                tracing::info!(started = report.started.len(), "scheduled runs started");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+                    }
+                    result
+                }),
+        ))
+    }
+}
+
+#[tracing::instrument(skip(engine, supervisor, last_here))]
+async fn tick(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    instance: &str,
+    last_here: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<TickReport, TickError> {
+    let store = engine.store();
+    engine.ping_redis().await.map_err(TickError::Redis)?;
+    let minute = minute_of(now);
+    let last_anywhere = store.last_evaluated_minute().await?;
+    let mut report = TickReport {
+        window: evaluation_window(last_here, last_anywhere, minute, engine.settings().catch_up),
+        ..Default::default()
+    };
+    let Some((from, to)) = report.window else {
+        return Ok(report);
+    };
+    let jobs = store.enabled_jobs().await?;
+    report.jobs = jobs.len();
+    for job in &jobs {
+        let schedule = match Schedule::parse(&job.schedule, &job.timezone) {
+            Ok(s) => s,
+            Err(e) => {
+                report.invalid_schedules += 1;
+                tracing::error!(job_id = %job.id, error = %e, "job skipped: its schedule is invalid");
+                continue;
+            }
+        };
+        if let Some(due) = schedule.latest_due_between(from, to) {
+            fire(engine, supervisor, instance, job, due, &mut report).await?;
+        }
+    }
+    store.record_evaluated_minute(to).await?;
+    check_overdue(engine, &jobs, now).await?;
+    Ok(report)
+}
+
+async fn fire(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    instance: &str,
+    job: &ScheduledJob,
+    due: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), TickError> {
+    let key = format!("lock:backup:{}:{}", job.id, due.timestamp().div_euclid(60));
+    let held = lock::try_acquire(engine.redis(), &key, instance, LOCK_TTL)
+        .await
+        .map_err(|e| TickError::Redis(e.to_string()))?;
+    if !held {
+        report.taken_elsewhere += 1;
+        return Ok(());
+    }
+    let store = engine.store();
+    if store.job_has_live_run(job.id, engine.settings().run_lease).await? {
+        report.busy += 1;
+        tracing::warn!(job_id = %job.id, minute = %due, "skipped: the job's previous run is still going");
+        return Ok(());
+    }
+    if !store.claim_scheduled_minute(job.id, due).await? {
+        report.taken_elsewhere += 1;
+        return Ok(());
+    }
+    supervisor.do_send(StartRun {
+        run_id: None,
+        job_id: job.id,
+        reason: RunReason::Schedule,
+        scheduled_for: Some(due),
+        on_finish: None,
+    });
+    report.started.push((job.id, due));
+    Ok(())
+}
+
+/// A job is overdue when its last success (or, never successful, its creation) is older than
+/// twice its schedule's interval. Each episode is announced once, by the instance that starts it.
+async fn check_overdue(
+    engine: &Engine,
+    jobs: &[ScheduledJob],
+    now: DateTime<Utc>,
+) -> Result<(), TickError> {
+    let store = engine.store();
+    let last_success = store.last_success_by_job().await?;
+    for job in jobs {
+        let Ok(schedule) = Schedule::parse(&job.schedule, &job.timezone) else {
+            continue;
+        };
+        let Some(interval) = schedule.interval_after(now) else {
+            continue;
+        };
+        let reference = last_success.get(&job.id).copied().unwrap_or(job.created_at);
+        let overdue = now - reference > interval * 2;
+        if overdue != job.overdue_since.is_some() && store.set_overdue(job.id, overdue).await? && overdue {
+            tracing::warn!(job_id = %job.id, job = %job.name, last_success = %reference, "job is overdue");
+            crate::after_run::job_overdue(engine, job.id).await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_first_tick_evaluates_only_its_minute() {
+        let m = at("2024-05-01T10:00:00Z");
+        assert_eq!(evaluation_window(None, None, m, HOUR), Some((at("2024-05-01T09:59:00Z"), m)));
+    }
+
+    #[test]
+    fn a_late_tick_in_the_same_minute_evaluates_nothing() {
+        let m = at("2024-05-01T10:00:00Z");
+        assert_eq!(evaluation_window(Some(m), None, m, HOUR), None);
+        assert_eq!(evaluation_window(None, Some(m), m, HOUR), None, "another instance did it");
+    }
+
+    #[test]
+    fn a_gap_is_caught_up_from_the_last_evaluated_minute_within_the_window() {
+        let m = at("2024-05-01T10:10:00Z");
+        let last = at("2024-05-01T10:00:00Z");
+        assert_eq!(evaluation_window(Some(last), None, m, HOUR), Some((last, m)));
+        let long_ago = at("2024-04-30T10:00:00Z");
+        assert_eq!(
+            evaluation_window(None, Some(long_ago), m, HOUR),
+            Some((at("2024-05-01T09:10:00Z"), m)),
+            "bounded by the catch-up window"
+        );
+    }
+
+    #[test]
+    fn a_ten_minute_gap_fires_an_every_five_minutes_job_once() {
+        let s = Schedule::parse("*/5 * * * *", "UTC").expect("valid");
+        let (from, to) = evaluation_window(
+            Some(at("2024-05-01T10:00:00Z")),
+            None,
+            at("2024-05-01T10:10:00Z"),
+            HOUR,
+        )
+        .expect("window");
+        assert_eq!(s.latest_due_between(from, to), Some(at("2024-05-01T10:10:00Z")));
+    }
+}
