@@ -218,3 +218,8 @@ CREATE INDEX IF NOT EXISTS restore_unclaimed ON restore (created_at) WHERE claim
 ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS last_scheduled_for timestamptz;
 -- Start of the current overdue episode (NULL while the job is on time).
 ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS overdue_since timestamptz;
+
+-- The deploy pipeline's `backup.requested` asks for each job's run once per requestId, however
+-- often the message is delivered.
+CREATE UNIQUE INDEX IF NOT EXISTS run_request_deploy_once
+    ON run_request (job_id, request_id) WHERE reason = 'deploy' AND request_id IS NOT NULL;

@@ -25,9 +25,20 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VARDO_CATCH_UP_MINUTES", "scheduler.catch_up_minutes"),
     ("VARDO_SMTP_URL", "smtp.url"),
     ("VARDO_SMTP_FROM", "smtp.from"),
-    ("VARDO_ALLOW_PRIVATE_WEBHOOKS", "notifications.allow_private_addresses"),
+    (
+        "VARDO_ALLOW_PRIVATE_WEBHOOKS",
+        "notifications.allow_private_addresses",
+    ),
     ("VARDO_NOTIFY_RETRY_BASE_MS", "notifications.retry_base_ms"),
     ("VARDO_NOTIFY_MAX_ATTEMPTS", "notifications.max_attempts"),
+    ("VARDO_EVENTS_CONSUME", "events.consume"),
+    ("VARDO_EVENTS_PUBLISH", "events.publish"),
+    ("VARDO_EVENTS_STREAM", "events.stream"),
+    ("VARDO_EVENTS_GROUP", "events.group"),
+    ("VARDO_EVENTS_DEAD_LETTER_STREAM", "events.dead_letter_stream"),
+    ("VARDO_BACKUP_EVENTS_STREAM", "events.backup_events_stream"),
+    ("VARDO_EVENTS_CLAIM_IDLE_SECONDS", "events.claim_idle_seconds"),
+    ("VARDO_EVENTS_MAX_DELIVERIES", "events.max_deliveries"),
 ];
 
 /// The file used when neither `--config` nor `VARDO_CONFIG` names one, if it exists.
@@ -60,6 +71,62 @@ pub struct Config {
     pub smtp: SmtpConfig,
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `events:` — the deploy pipeline's Redis Streams: the messages consumed (in the scheduler
+/// role), their dead letters, and the run results published.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub consume: bool,
+    pub publish: bool,
+    pub stream: String,
+    pub group: String,
+    /// Default: `{stream}:dead`.
+    pub dead_letter_stream: Option<String>,
+    pub backup_events_stream: String,
+    /// A message pending this long (its consumer died, or handling it failed) is claimed by a
+    /// live consumer.
+    pub claim_idle_seconds: u64,
+    /// Deliveries after which a failing message moves to the dead-letter stream.
+    pub max_deliveries: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        let d = vardo_actors::deploy_events::EventSettings::default();
+        Self {
+            consume: d.consume,
+            publish: d.publish,
+            stream: d.stream,
+            group: d.group,
+            dead_letter_stream: None,
+            backup_events_stream: d.backup_events_stream,
+            claim_idle_seconds: d.claim_idle.as_secs(),
+            max_deliveries: d.max_deliveries,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The engine's event settings.
+    pub fn settings(&self) -> vardo_actors::deploy_events::EventSettings {
+        vardo_actors::deploy_events::EventSettings {
+            consume: self.consume,
+            publish: self.publish,
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+            dead_letter_stream: self
+                .dead_letter_stream
+                .clone()
+                .unwrap_or_else(|| format!("{}:dead", self.stream)),
+            backup_events_stream: self.backup_events_stream.clone(),
+            claim_idle: std::time::Duration::from_secs(self.claim_idle_seconds),
+            max_deliveries: self.max_deliveries,
+        }
+    }
 }
 
 /// `smtp:` — the server that sends notification emails.
@@ -257,7 +324,30 @@ impl Config {
         vardo_actors::notify::email::check_mailbox(&self.smtp.from)
             .map_err(|e| ConfigError::Invalid(format!("smtp.from: {e}")))?;
         if self.notifications.max_attempts == 0 {
-            return Err(ConfigError::Invalid("notifications.max_attempts must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "notifications.max_attempts must be at least 1".into(),
+            ));
+        }
+        let e = self.events.settings();
+        for (key, value) in [
+            ("events.stream", &e.stream),
+            ("events.group", &e.group),
+            ("events.dead_letter_stream", &e.dead_letter_stream),
+            ("events.backup_events_stream", &e.backup_events_stream),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("{key} must not be empty")));
+            }
+        }
+        if e.dead_letter_stream == e.stream || e.backup_events_stream == e.stream {
+            return Err(ConfigError::Invalid(
+                "events.dead_letter_stream and events.backup_events_stream must differ from events.stream".into(),
+            ));
+        }
+        if e.claim_idle.is_zero() || e.max_deliveries == 0 {
+            return Err(ConfigError::Invalid(
+                "events.claim_idle_seconds and events.max_deliveries must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -289,6 +379,16 @@ impl Config {
                 "allow_private_addresses": self.notifications.allow_private_addresses,
                 "retry_base_ms": self.notifications.retry_base_ms,
                 "max_attempts": self.notifications.max_attempts,
+            },
+            "events": {
+                "consume": self.events.consume,
+                "publish": self.events.publish,
+                "stream": self.events.stream,
+                "group": self.events.group,
+                "dead_letter_stream": self.events.settings().dead_letter_stream,
+                "backup_events_stream": self.events.backup_events_stream,
+                "claim_idle_seconds": self.events.claim_idle_seconds,
+                "max_deliveries": self.events.max_deliveries,
             },
             "backup": self.backup.as_ref().map(|b| serde_json::json!({
                 "type": b.kind.as_str(),
@@ -437,7 +537,10 @@ mod tests {
                 "v.yml",
                 "smtp:\n  from: Vardo <backups@example.com>\nnotifications:\n  max_attempts: 6\n",
             )?;
-            jail.set_env("VARDO_SMTP_URL", "smtp://mailer:smtppass@127.0.0.1:2525?tls=required");
+            jail.set_env(
+                "VARDO_SMTP_URL",
+                "smtp://mailer:smtppass@127.0.0.1:2525?tls=required",
+            );
             jail.set_env("VARDO_ALLOW_PRIVATE_WEBHOOKS", "true");
             jail.set_env("VARDO_NOTIFY_RETRY_BASE_MS", "250");
             let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
@@ -448,7 +551,10 @@ mod tests {
             assert_eq!(n.smtp_from, "Vardo <backups@example.com>");
             let shown = c.redacted().to_string();
             assert!(!shown.contains("smtppass"), "{shown}");
-            assert!(shown.contains("smtp://mailer:********@127.0.0.1:2525"), "{shown}");
+            assert!(
+                shown.contains("smtp://mailer:********@127.0.0.1:2525"),
+                "{shown}"
+            );
 
             jail.create_file("w.yml", "smtp:\n  from: not a mailbox\n")?;
             let err = Config::load(Some(Path::new("w.yml"))).expect_err("bad from");
@@ -463,9 +569,40 @@ mod tests {
             base(jail);
             let c = Config::load(None).map_err(|e| e.to_string())?;
             let n = c.notify_settings();
-            assert!(!n.allow_private_addresses, "private webhooks are off by default");
+            assert!(
+                !n.allow_private_addresses,
+                "private webhooks are off by default"
+            );
             assert!(n.smtp_url.is_none());
             assert_eq!((n.retry_base.as_secs(), n.max_attempts), (5, 4));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn event_streams_come_from_file_and_environment() {
+        Jail::expect_with(|jail| {
+            base(jail);
+            let d = Config::load(None).map_err(|e| e.to_string())?.events.settings();
+            assert_eq!(
+                (d.stream.as_str(), d.group.as_str(), d.dead_letter_stream.as_str()),
+                ("vardo:events", "vardo-backup", "vardo:events:dead")
+            );
+            assert_eq!((d.claim_idle.as_secs(), d.max_deliveries), (60, 5));
+            jail.create_file("v.yml", "events:\n  stream: deploys\n  max_deliveries: 3\n")?;
+            jail.set_env("VARDO_EVENTS_CLAIM_IDLE_SECONDS", "2");
+            jail.set_env("VARDO_BACKUP_EVENTS_STREAM", "results");
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            let e = c.events.settings();
+            assert_eq!((e.stream.as_str(), e.dead_letter_stream.as_str()), ("deploys", "deploys:dead"));
+            assert_eq!((e.claim_idle.as_secs(), e.max_deliveries), (2, 3));
+            assert_eq!(e.backup_events_stream, "results");
+            jail.create_file("w.yml", "events:\n  max_deliveries: 0\n")?;
+            let err = Config::load(Some(Path::new("w.yml"))).expect_err("zero deliveries");
+            assert!(err.to_string().contains("events.max_deliveries"), "{err}");
+            jail.create_file("x.yml", "events:\n  strem: x\n")?;
+            let err = Config::load(Some(Path::new("x.yml"))).expect_err("unknown key");
+            assert!(err.to_string().contains("strem"), "{err}");
             Ok(())
         });
     }

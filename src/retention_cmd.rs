@@ -260,7 +260,7 @@ mod tests {
         let input = "2024-01-01T10:00:00Z\n\nyesterday\n";
         let err = plan_input(&args(Some(1)), input.as_bytes())
             .map(|_| ())
-            .unwrap_err();
+            .expect_err("a bad line is refused");
         assert!(
             err.to_string().starts_with("line 3: \"yesterday\""),
             "{err}"
@@ -268,7 +268,7 @@ mod tests {
         assert!(count("-1").is_err());
         let err = plan_input(&args(Some(0)), "".as_bytes())
             .map(|_| ())
-            .unwrap_err();
+            .expect_err("all zero is refused");
         assert!(err.to_string().contains("every keep value is 0"), "{err}");
     }
 }

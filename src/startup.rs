@@ -35,6 +35,8 @@ struct Workers {
     scheduler: actix::Addr<vardo_actors::scheduler::Scheduler>,
     dispatcher: actix::Addr<vardo_actors::dispatcher::Dispatcher>,
     janitor: actix::Addr<vardo_actors::janitor::Janitor>,
+    /// The deploy pipeline's consumer; None when `events.consume` is off.
+    deploy_events: Option<actix::Addr<vardo_actors::deploy_events::DeployEvents>>,
 }
 
 /// The name of the system-level target that the `backup:` section of vardo.yml defines.
@@ -71,6 +73,7 @@ impl Application {
             max_concurrent_runs: config.scheduler.max_concurrent_runs,
             catch_up: Duration::from_secs(u64::from(config.scheduler.catch_up_minutes) * 60),
             notifications: config.notify_settings(),
+            events: config.events.settings(),
         })?;
         Ok(Self {
             engine,
@@ -126,7 +129,8 @@ impl Application {
         Ok(())
     }
 
-    /// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor.
+    /// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor,
+    /// the deploy events consumer.
     fn start_workers(&self) -> Workers {
         use actix::Actor as _;
         use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
@@ -135,6 +139,9 @@ impl Application {
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
         Workers {
             scheduler: Scheduler::new(self.engine.clone(), supervisor.clone(), instance.clone()).start(),
+            deploy_events: self.engine.settings().events.consume.then(|| {
+                vardo_actors::deploy_events::DeployEvents::new(self.engine.clone(), instance.clone()).start()
+            }),
             dispatcher: Dispatcher::new(self.engine.clone(), supervisor.clone(), instance).start(),
             janitor: Janitor::new(self.engine.clone()).start(),
             supervisor,
@@ -149,14 +156,20 @@ impl Application {
         // retries it on schedule.
         match vardo_actors::notify::deliver_run(&self.engine, outcome.run_id).await {
             Ok(t) if t.retrying > 0 => tracing::warn!(
-                delivered = t.delivered, failed = t.failed, retrying = t.retrying,
+                delivered = t.delivered,
+                failed = t.failed,
+                retrying = t.retrying,
                 "some notices were not delivered; a running server retries them"
             ),
             Ok(t) if t.failed > 0 => tracing::warn!(
-                delivered = t.delivered, failed = t.failed, "some notices could not be delivered"
+                delivered = t.delivered,
+                failed = t.failed,
+                "some notices could not be delivered"
             ),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "notices not delivered; a running server delivers them"),
+            Err(e) => {
+                tracing::error!(error = %e, "notices not delivered; a running server delivers them")
+            }
         }
         Ok(outcome)
     }

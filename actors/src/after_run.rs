@@ -20,9 +20,17 @@ pub async fn run_finished(engine: &Engine, finished: &RunFinished) {
     {
         tracing::error!(run_id = %finished.run_id, error = %e, "could not enqueue the run's notices");
     }
+    // Events: the run's result on the backup-events stream (and its answer to a deploy request).
+    if engine.settings().events.publish {
+        if let Err(e) = crate::events_out::publish_run(engine, finished).await {
+            tracing::error!(run_id = %finished.run_id, error = %e, "could not publish the run's events");
+        }
+    }
 }
 
-/// Called once when a job's overdue episode starts.
+/// Called once when a job's overdue episode starts: an "overdue" notice to the org's channels.
 pub async fn job_overdue(engine: &Engine, job_id: uuid::Uuid) {
-    let _ = (engine, job_id);
+    if let Err(e) = crate::notify::enqueue_overdue(engine, job_id).await {
+        tracing::error!(%job_id, error = %e, "could not enqueue the overdue notice");
+    }
 }

@@ -60,6 +60,7 @@ async fn dispatch(engine: &Engine, supervisor: &Addr<RunSupervisor>, instance: &
                 reason: request.reason,
                 scheduled_for: None,
                 on_finish: None,
+                request_id: request.request_id,
             }),
             Ok(None) => break,
             Err(e) => {

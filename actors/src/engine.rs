@@ -30,6 +30,8 @@ pub struct EngineSettings {
     pub catch_up: Duration,
     /// SMTP server, private-address switch and retry schedule of notifications.
     pub notifications: crate::notify::NotifySettings,
+    /// The deploy pipeline's streams: consumed messages, dead letters, published results.
+    pub events: crate::deploy_events::EventSettings,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,12 @@
 pub mod after_run;
 pub mod backup;
 pub mod codec;
+pub mod deploy_events;
 pub mod dispatcher;
 pub mod docker;
 pub mod download;
 pub mod engine;
+pub mod events_out;
 pub mod janitor;
 pub mod lock;
 pub mod messages;

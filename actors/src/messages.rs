@@ -19,6 +19,8 @@ pub struct StartRun {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// Told the run's summary when it has ended, however it ended.
     pub on_finish: Option<oneshot::Sender<RunFinished>>,
+    /// The deploy pipeline's `requestId`, echoed in the run's completion event.
+    pub request_id: Option<String>,
 }
 
 /// A run's end, as its actor reports it to the supervisor.
@@ -27,6 +29,8 @@ pub struct StartRun {
 pub struct RunEnded {
     pub run_id: Uuid,
     pub job_id: Uuid,
+    pub reason: RunReason,
+    pub request_id: Option<String>,
     /// `Err` carries why the run stopped before finishing its rows (error or crash).
     pub outcome: Result<RunOutcome, String>,
 }
@@ -45,6 +49,8 @@ pub enum RunOutcome {
 pub struct RunFinished {
     pub run_id: Uuid,
     pub job_id: Uuid,
+    pub reason: RunReason,
+    pub request_id: Option<String>,
     pub rows: Vec<Backup>,
     pub skipped: Option<String>,
 }

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the tick histogram's buckets.
-const TICK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const TICK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The outcome of one attempt to take a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +120,10 @@ impl Metrics {
             );
         }
         let name = "vardo_notification_deliveries_total";
-        let _ = writeln!(out, "# HELP {name} Notification delivery attempts, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Notification delivery attempts, by outcome."
+        );
         let _ = writeln!(out, "# TYPE {name} counter");
         for ((kind, outcome), n) in lock(&self.deliveries).iter() {
             let _ = writeln!(

@@ -281,20 +281,19 @@ async fn delete(
             "not attempted, as an earlier delete on this target failed: {why}"
         ));
     }
-    if !targets.open.contains_key(&target_id) {
-        let opened = match engine.store().target(target_id).await {
-            Ok(target) => {
-                TargetStorage::open(&target.config, engine.settings().allow_local_backups)
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(format!("cannot load target {target_id}: {e}")),
-        };
-        targets.open.insert(target_id, opened);
-    }
     let storage = match targets.open.get(&target_id) {
-        Some(Ok(storage)) => storage,
-        Some(Err(why)) => return Err(why.clone()),
-        None => return Err(format!("target {target_id} is not open")),
+        Some(opened) => opened.clone()?,
+        None => {
+            let opened = match engine.store().target(target_id).await {
+                Ok(target) => {
+                    TargetStorage::open(&target.config, engine.settings().allow_local_backups)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("cannot load target {target_id}: {e}")),
+            };
+            targets.open.insert(target_id, opened.clone());
+            opened?
+        }
     };
     match storage.delete(key).await {
         Ok(()) => Ok(()),

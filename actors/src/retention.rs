@@ -83,7 +83,7 @@ pub struct Plan<K> {
 
 impl RetentionPolicy {
     /// The counted rules in restic's order, each with its count (unset is 0).
-    fn rules(&self) -> [(Reason, u32); 6] {
+    pub fn rules(&self) -> [(Reason, u32); 6] {
         [
             (Reason::Last, self.keep_last.unwrap_or(0)),
             (Reason::Hourly, self.keep_hourly.unwrap_or(0)),

@@ -210,7 +210,7 @@ fn validation_refuses_only_all_zero_and_out_of_range_values() {
         p.keep_last = Some(0);
         p.keep_daily = Some(0);
     });
-    let err = zeros.validate().unwrap_err();
+    let err = zeros.validate().expect_err("all zero is refused");
     assert!(err.contains("every keep value is 0"), "{err}");
     let zeros_but_all = policy(|p| {
         p.keep_all = true;
@@ -218,7 +218,10 @@ fn validation_refuses_only_all_zero_and_out_of_range_values() {
     });
     assert_eq!(zeros_but_all.validate(), Ok(()));
     let huge = policy(|p| p.keep_yearly = Some(u32::MAX));
-    assert!(huge.validate().unwrap_err().starts_with("keepYearly"));
+    assert!(huge
+        .validate()
+        .expect_err("too large is refused")
+        .starts_with("keepYearly"));
 }
 
 #[test]

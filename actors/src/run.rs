@@ -50,6 +50,7 @@ impl Handler<StartRun> for RunSupervisor {
             job_id: msg.job_id,
             reason: msg.reason,
             scheduled_for: msg.scheduled_for,
+            request_id: msg.request_id,
             supervisor: ctx.address(),
         }
         .start();
@@ -80,6 +81,8 @@ impl Handler<RunEnded> for RunSupervisor {
             let finished = RunFinished {
                 run_id: msg.run_id,
                 job_id: msg.job_id,
+                reason: msg.reason,
+                request_id: msg.request_id.clone(),
                 rows,
                 skipped,
             };
@@ -151,6 +154,7 @@ pub struct BackupRun {
     job_id: Uuid,
     reason: RunReason,
     scheduled_for: Option<DateTime<Utc>>,
+    request_id: Option<String>,
     supervisor: Addr<RunSupervisor>,
 }
 
@@ -188,6 +192,8 @@ impl Actor for BackupRun {
             act.supervisor.do_send(RunEnded {
                 run_id: act.run_id,
                 job_id: act.job_id,
+                reason: act.reason,
+                request_id: act.request_id.take(),
                 outcome,
             });
             ctx.stop();
@@ -224,6 +230,7 @@ pub async fn run_and_wait(
             reason: RunReason::Manual,
             scheduled_for: None,
             on_finish: Some(tx),
+            request_id: None,
         })
         .await
         .map_err(|_| WaitError::Lost)?;

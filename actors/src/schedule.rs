@@ -46,10 +46,13 @@ impl Schedule {
                 reason: format!("expected 5 fields (minute hour day month weekday), found {fields}"),
             });
         }
-        let cron = saffron::Cron::from_str(expr).map_err(|e| ScheduleError::Cron {
+        let bad = |reason: String| ScheduleError::Cron {
             expr: expr.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let mut parts: Vec<String> = expr.split_whitespace().map(str::to_owned).collect();
+        parts[4] = weekdays_for_saffron(&parts[4]).map_err(bad)?;
+        let cron = saffron::Cron::from_str(&parts.join(" ")).map_err(|e| bad(e.to_string()))?;
         if !cron.any() {
             return Err(ScheduleError::Never(expr.to_owned()));
         }
@@ -115,6 +118,73 @@ impl Schedule {
         let first = self.next_after(now)?;
         Some(self.next_after(first)? - first)
     }
+}
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A day-of-week value in standard cron numbering (0–7, 0 and 7 = Sunday) or a name; 0–6.
+fn weekday_number(token: &str) -> Result<usize, String> {
+    if let Some(i) = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(token)) {
+        return Ok(i);
+    }
+    match token.parse::<usize>() {
+        Ok(n @ 0..=7) => Ok(n % 7),
+        _ => Err(format!("day of week {token:?} is not 0-7 or SUN-SAT")),
+    }
+}
+
+/// Rewrites the day-of-week field from standard cron numbering (0 or 7 = Sunday, 1 = Monday, as
+/// in crontab(5)) into saffron's (1 = Sunday … 7 = Saturday), so that `1-5` means Monday to
+/// Friday as users expect.
+fn weekdays_for_saffron(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok(field.to_owned());
+    }
+    // saffron's own extensions on one day: `5L` (last Friday), `1#2` (second Monday).
+    if let Some(day) = field.strip_suffix(['L', 'l']) {
+        return Ok(format!("{}L", weekday_number(day)? + 1));
+    }
+    if let Some((day, nth)) = field.split_once('#') {
+        return Ok(format!("{}#{nth}", weekday_number(day)? + 1));
+    }
+    let mut days = [false; 7];
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step in {part:?}"))?),
+            None => (part, 1),
+        };
+        if step == 0 {
+            return Err(format!("step 0 in {part:?}"));
+        }
+        let (first, last) = match range {
+            "*" => (0, 6),
+            _ => match range.split_once('-') {
+                Some((a, b)) => {
+                    // 7 as an upper bound is Sunday at the end of the week.
+                    let b = if b == "7" { 7 } else { weekday_number(b)? };
+                    (weekday_number(a)?, b)
+                }
+                None if part.contains('/') => (weekday_number(range)?, 6),
+                None => {
+                    let d = weekday_number(range)?;
+                    (d, d)
+                }
+            },
+        };
+        if first > last {
+            return Err(format!("range {range:?} runs backwards"));
+        }
+        for d in (first..=last).step_by(step) {
+            days[d % 7] = true;
+        }
+    }
+    Ok(DAY_NAMES
+        .iter()
+        .zip(days)
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// Checks a schedule and a time zone as a job is written.
@@ -189,6 +259,26 @@ mod tests {
         assert_eq!(s.latest_due_between(now, now), None, "a late tick in the same minute");
         let hourly = Schedule::parse("0 * * * *", "UTC").expect("valid");
         assert_eq!(hourly.latest_due_between(last, now), None);
+    }
+
+    #[test]
+    fn days_of_week_use_standard_cron_numbering() {
+        // 2024-01-15 is a Monday.
+        let weekdays = Schedule::parse("0 2 * * 1-5", "UTC").expect("valid");
+        let days: Vec<bool> = (0..7)
+            .map(|d| weekdays.is_due(at("2024-01-15T02:00:00Z") + Duration::days(d)))
+            .collect();
+        assert_eq!(days, [true, true, true, true, true, false, false], "Monday to Friday");
+        for sunday in ["0", "7", "SUN", "sun", "6-7"] {
+            let s = Schedule::parse(&format!("0 2 * * {sunday}"), "UTC").expect("valid");
+            assert!(s.is_due(at("2024-01-21T02:00:00Z")), "{sunday} includes Sunday");
+        }
+        let alternate = Schedule::parse("0 2 * * 1-5/2", "UTC").expect("valid");
+        assert!(alternate.is_due(at("2024-01-17T02:00:00Z")), "Wednesday");
+        assert!(!alternate.is_due(at("2024-01-16T02:00:00Z")), "not Tuesday");
+        assert_eq!(weekdays_for_saffron("5L"), Ok("6L".to_owned()));
+        assert!(Schedule::parse("0 2 * * 8", "UTC").is_err());
+        assert!(Schedule::parse("0 2 * * 5-1", "UTC").is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::engine::Engine;
 use crate::lock;
+use crate::metrics::LockOutcome;
 use crate::messages::StartRun;
 use crate::model::RunReason;
 use crate::run::RunSupervisor;
@@ -125,7 +126,12 @@ impl Handler<Tick> for Scheduler {
         );
         let last = self.last_evaluated;
         AtomicResponse::new(Box::pin(
-            async move { tick(&engine, &supervisor, &instance, last, msg.now).await }
+            async move {
+                let started = std::time::Instant::now();
+                let result = tick(&engine, &supervisor, &instance, last, msg.now).await;
+                engine.metrics().record_tick(started.elapsed());
+                result
+            }
                 .into_actor(self)
                 .map(|result, act, _| {
                     match &result {
@@ -193,10 +199,14 @@ async fn fire(
     report: &mut TickReport,
 ) -> Result<(), TickError> {
     let key = format!("lock:backup:{}:{}", job.id, due.timestamp().div_euclid(60));
-    let held = lock::try_acquire(engine.redis(), &key, instance, LOCK_TTL)
-        .await
-        .map_err(|e| TickError::Redis(e.to_string()))?;
-    if !held {
+    let held = lock::try_acquire(engine.redis(), &key, instance, LOCK_TTL).await;
+    let outcome = match &held {
+        Ok(true) => LockOutcome::Acquired,
+        Ok(false) => LockOutcome::Contended,
+        Err(_) => LockOutcome::Error,
+    };
+    engine.metrics().record_lock("backup", outcome);
+    if !held.map_err(|e| TickError::Redis(e.to_string()))? {
         report.taken_elsewhere += 1;
         return Ok(());
     }
@@ -216,6 +226,7 @@ async fn fire(
         reason: RunReason::Schedule,
         scheduled_for: Some(due),
         on_finish: None,
+        request_id: None,
     });
     report.started.push((job.id, due));
     Ok(())

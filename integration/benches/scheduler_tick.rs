@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 
 use actix::Actor as _;
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
-use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::run::RunSupervisor;
 use vardo_actors::schedule::{minute_of, Schedule};
 use vardo_actors::scheduler::{Scheduler, Tick};
-use vardo_integration::{setting, TestBed};
+use vardo_integration::TestBed;
 
 /// This process's user + system CPU time (from /proc; 10 ms resolution).
 fn cpu_time() -> Duration {
@@ -52,20 +50,7 @@ fn main() {
         }
         let pure = (start.0.elapsed(), cpu_time() - start.1);
 
-        let engine = Engine::build(EngineSettings {
-            database_url: SecretString::from(bed.db.url.clone()),
-            database_pool_size: 4,
-            redis_url: SecretString::from(setting("REDIS_URL")),
-            secret_key: SecretString::from(bed.secret_key.clone()),
-            docker_host: None,
-            helper_image: setting("VARDO_HELPER_IMAGE"),
-            allow_local_backups: true,
-            heartbeat_interval: Duration::from_secs(15),
-            run_lease: Duration::from_secs(120),
-            max_concurrent_runs: 2,
-            catch_up: Duration::from_secs(3600),
-        })
-        .expect("engine");
+        let engine = bed.engine();
         let supervisor = RunSupervisor::start(engine.clone());
         let scheduler = Scheduler::new(engine, supervisor, "bench".into()).start();
         // Ticks for minutes in the future (no job is due then), one new minute each.

@@ -64,7 +64,11 @@ impl Reply {
     /// Panics with the body unless the status is `status`.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 }
@@ -113,7 +117,10 @@ impl Api {
         let what = format!("{method} {path}");
         scan(&what, &text);
         for (name, value) in &headers {
-            scan(&what, &format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())));
+            scan(
+                &what,
+                &format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())),
+            );
         }
         assert!(status < 500, "{what} answered {status}: {text}");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -192,15 +199,19 @@ impl ApiBed {
         stored_secret(&admin_token);
         // Ready once the schema is applied (the server migrates in the background).
         let probe = admin.clone();
-        crate::eventually(std::time::Duration::from_secs(30), "the API answers", || {
-            let probe = probe.clone();
-            async move {
-                let url = format!("{}/readyz", probe.base);
-                let ok = reqwest::get(&url).await.ok()?.status().is_success();
-                let listed = probe.get("/api/v1/organizations?limit=1").await.status == 200;
-                (ok && listed).then_some(())
-            }
-        })
+        crate::eventually(
+            std::time::Duration::from_secs(30),
+            "the API answers",
+            || {
+                let probe = probe.clone();
+                async move {
+                    let url = format!("{}/readyz", probe.base);
+                    let ok = reqwest::get(&url).await.ok()?.status().is_success();
+                    let listed = probe.get("/api/v1/organizations?limit=1").await.status == 200;
+                    (ok && listed).then_some(())
+                }
+            },
+        )
         .await;
         Self {
             bed,
@@ -227,10 +238,7 @@ impl ApiBed {
             .post_empty(&format!("/api/v1/organizations/{id}/tokens"))
             .await
             .expect(201);
-        let token = token.body["token"]
-            .as_str()
-            .expect("a token")
-            .to_owned();
+        let token = token.body["token"].as_str().expect("a token").to_owned();
         stored_secret(&token);
         Org {
             id,

@@ -183,3 +183,27 @@ impl TestBed {
         (out, rows)
     }
 }
+
+impl TestBed {
+    /// An engine on this bed's database, for tests that drive the library directly; defaults
+    /// elsewhere.
+    pub fn engine(&self) -> vardo_actors::engine::Engine {
+        use std::time::Duration;
+        vardo_actors::engine::Engine::build(vardo_actors::engine::EngineSettings {
+            database_url: SecretString::from(self.db.url.clone()),
+            database_pool_size: 4,
+            redis_url: SecretString::from(setting("REDIS_URL")),
+            secret_key: SecretString::from(self.secret_key.clone()),
+            docker_host: None,
+            helper_image: setting("VARDO_HELPER_IMAGE"),
+            allow_local_backups: true,
+            heartbeat_interval: Duration::from_secs(15),
+            run_lease: Duration::from_secs(120),
+            max_concurrent_runs: 2,
+            catch_up: Duration::from_secs(3600),
+            notifications: Default::default(),
+            events: Default::default(),
+        })
+        .expect("engine")
+    }
+}

@@ -1,32 +1,15 @@
 //! Downloads (pre-signed for S3, streamed for ssh and local) and the volume lock that keeps a
 //! backup and a restore of one volume apart.
 
-use std::time::Duration;
-
 use futures::StreamExt as _;
-use secrecy::SecretString;
 use sha2::Digest as _;
 use vardo_actors::download::{download, Download};
-use vardo_actors::engine::{Engine, EngineSettings};
+use vardo_actors::engine::Engine;
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
 use vardo_integration::{describe, setting, volumes, TestBed};
 
 fn engine(bed: &TestBed) -> Engine {
-    Engine::build(EngineSettings {
-        database_url: SecretString::from(bed.db.url.clone()),
-        database_pool_size: 4,
-        redis_url: SecretString::from(setting("REDIS_URL")),
-        secret_key: SecretString::from(bed.secret_key.clone()),
-        docker_host: None,
-        helper_image: setting("VARDO_HELPER_IMAGE"),
-        allow_local_backups: true,
-        heartbeat_interval: Duration::from_secs(10),
-        run_lease: Duration::from_secs(120),
-        max_concurrent_runs: 2,
-        catch_up: Duration::from_secs(3600),
-        notifications: Default::default(),
-    })
-    .expect("engine")
+    bed.engine()
 }
 
 /// Backs up a small volume of a new app to a new target of `kind`; returns the row's id and checksum.

@@ -22,7 +22,10 @@ async fn channels_are_created_masked_listed_and_deleted() {
         .expect(201);
     assert_eq!(hook.body["kind"], "webhook");
     assert_eq!(hook.body["config"]["secret"], "********");
-    assert_eq!(hook.body["config"]["url"], "https://hooks.example.com/********");
+    assert_eq!(
+        hook.body["config"]["url"],
+        "https://hooks.example.com/********"
+    );
     let email = org
         .api
         .post(
@@ -39,24 +42,47 @@ async fn channels_are_created_masked_listed_and_deleted() {
         .client()
         .await
         .expect("db")
-        .query_one("SELECT config FROM notification_channel WHERE id = $1", &[&hook.id()])
+        .query_one(
+            "SELECT config FROM notification_channel WHERE id = $1",
+            &[&hook.id()],
+        )
         .await
         .expect("row")
         .get(0);
     assert!(!raw.to_string().contains(&secret) && !raw.to_string().contains(&token_path));
 
-    let list = org.api.get(&org.path("/notifications/channels")).await.expect(200);
+    let list = org
+        .api
+        .get(&org.path("/notifications/channels"))
+        .await
+        .expect(200);
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(2));
 
     for (bad, field) in [
-        (json!({"kind": "email", "config": {"to": ["not an address"]}}), "config.to[0]"),
+        (
+            json!({"kind": "email", "config": {"to": ["not an address"]}}),
+            "config.to[0]",
+        ),
         (json!({"kind": "email", "config": {"to": []}}), "config.to"),
-        (json!({"kind": "webhook", "config": {"url": "ftp://x"}}), "config.url"),
-        (json!({"kind": "webhook", "config": {"url": "http://127.0.0.1/x"}}), "config.url"),
+        (
+            json!({"kind": "webhook", "config": {"url": "ftp://x"}}),
+            "config.url",
+        ),
+        (
+            json!({"kind": "webhook", "config": {"url": "http://127.0.0.1/x"}}),
+            "config.url",
+        ),
         (json!({"kind": "sms", "config": {}}), "kind"),
-        (json!({"kind": "slack", "config": {"url": "https://hooks.slack.com/x", "channel": "#a"}}), "config.channel"),
+        (
+            json!({"kind": "slack", "config": {"url": "https://hooks.slack.com/x", "channel": "#a"}}),
+            "config.channel",
+        ),
     ] {
-        let r = org.api.post(&org.path("/notifications/channels"), &bad).await.expect(422);
+        let r = org
+            .api
+            .post(&org.path("/notifications/channels"), &bad)
+            .await
+            .expect(422);
         assert_eq!(r.field(), Some(field), "{bad}: {}", r.text);
     }
 
@@ -68,7 +94,11 @@ async fn channels_are_created_masked_listed_and_deleted() {
         .delete(&org.path(&format!("/notifications/channels/{}", hook.id())))
         .await
         .expect(404);
-    let list = org.api.get(&org.path("/notifications/channels")).await.expect(200);
+    let list = org
+        .api
+        .get(&org.path("/notifications/channels"))
+        .await
+        .expect(200);
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
     t.cleanup().await;
 }

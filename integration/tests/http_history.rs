@@ -32,13 +32,25 @@ async fn history_filters_pages_and_shows_the_log() {
     assert_eq!(first["volumeName"], "files");
     assert_eq!(first["status"], "success");
     assert_eq!(first["sizeBytes"], row.size_bytes.expect("size"));
-    assert_eq!(first["storagePath"], row.storage_path.clone().expect("path").as_str());
-    assert_eq!(first["checksum"], row.checksum.clone().expect("sum").as_str());
-    assert!(first["startedAt"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert_eq!(
+        first["storagePath"],
+        row.storage_path.clone().expect("path").as_str()
+    );
+    assert_eq!(
+        first["checksum"],
+        row.checksum.clone().expect("sum").as_str()
+    );
+    assert!(first["startedAt"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
     assert!(first["finishedAt"].as_str().is_some());
     assert!(first.get("log").is_none(), "lists leave the log out");
 
-    let page = org.api.get(&org.path("/backups/history?limit=1")).await.expect(200);
+    let page = org
+        .api
+        .get(&org.path("/backups/history?limit=1"))
+        .await
+        .expect(200);
     let cursor = page.body["nextCursor"].as_str().expect("cursor").to_owned();
     let next = org
         .api
@@ -58,17 +70,37 @@ async fn history_filters_pages_and_shows_the_log() {
         ("volumeName=other".to_owned(), 0),
         (format!("runId={}", more[0].run_id), 1),
     ] {
-        let r = org.api.get(&org.path(&format!("/backups/history?{query}"))).await.expect(200);
+        let r = org
+            .api
+            .get(&org.path(&format!("/backups/history?{query}")))
+            .await
+            .expect(200);
         assert_eq!(r.body["items"].as_array().map(Vec::len), Some(n), "{query}");
     }
-    let bad = org.api.get(&org.path("/backups/history?status=lost")).await.expect(400);
+    let bad = org
+        .api
+        .get(&org.path("/backups/history?status=lost"))
+        .await
+        .expect(400);
     assert_eq!(bad.field(), Some("status"));
-    let bad = org.api.get(&org.path("/backups/history?limit=501")).await.expect(400);
+    let bad = org
+        .api
+        .get(&org.path("/backups/history?limit=501"))
+        .await
+        .expect(400);
     assert_eq!(bad.field(), Some("limit"));
-    let bad = org.api.get(&org.path("/backups/history?cursor=zzz")).await.expect(400);
+    let bad = org
+        .api
+        .get(&org.path("/backups/history?cursor=zzz"))
+        .await
+        .expect(400);
     assert_eq!(bad.field(), Some("cursor"));
 
-    let one = org.api.get(&org.path(&format!("/backups/history/{}", row.id))).await.expect(200);
+    let one = org
+        .api
+        .get(&org.path(&format!("/backups/history/{}", row.id)))
+        .await
+        .expect(200);
     let log = one.body["log"].as_str().expect("log");
     assert_eq!(log, row.log);
     assert!(log.lines().count() >= 3, "{log}");
@@ -87,7 +119,12 @@ async fn downloads_redirect_for_s3_and_stream_for_local_targets() {
         .expect(307);
     let url = r.headers["location"].to_str().expect("location").to_owned();
     assert!(url.contains("X-Amz-Expires=3600"), "{url}");
-    let bytes = reqwest::get(&url).await.expect("GET").bytes().await.expect("body");
+    let bytes = reqwest::get(&url)
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
     let sum = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
     assert_eq!(Some(sum), s3.rows[0].checksum);
 
@@ -104,8 +141,14 @@ async fn downloads_redirect_for_s3_and_stream_for_local_targets() {
         .await
         .expect("GET");
     assert_eq!(resp.status().as_u16(), 200);
-    let disposition = resp.headers()["content-disposition"].to_str().expect("header").to_owned();
-    assert!(disposition.contains("attachment") && disposition.contains(".tar.gz"), "{disposition}");
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    assert!(
+        disposition.contains("attachment") && disposition.contains(".tar.gz"),
+        "{disposition}"
+    );
     let bytes = resp.bytes().await.expect("body");
     assert_eq!(Some(bytes.len() as i64), local.rows[0].size_bytes);
     let sum = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
@@ -155,11 +198,17 @@ async fn a_restore_is_queued_performed_and_reported() {
         .client()
         .await
         .expect("db")
-        .execute("UPDATE backup SET status = 'failed' WHERE id = $1", &[&done.rows[0].id])
+        .execute(
+            "UPDATE backup SET status = 'failed' WHERE id = $1",
+            &[&done.rows[0].id],
+        )
         .await
         .expect("update");
     org.api
-        .post(&org.path(&format!("/backups/history/{}/restore", done.rows[0].id)), &json!({}))
+        .post(
+            &org.path(&format!("/backups/history/{}/restore", done.rows[0].id)),
+            &json!({}),
+        )
         .await
         .expect(409);
     t.cleanup().await;

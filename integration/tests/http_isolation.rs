@@ -51,24 +51,76 @@ fn routes(base: &str, r: &Resources, t: &ApiBed) -> Vec<(Method, String, Option<
     let job = json!({"name": "x", "schedule": "0 2 * * *"});
     vec![
         (Method::GET, format!("{base}/backups/targets"), None),
-        (Method::POST, format!("{base}/backups/targets"), Some(target.clone())),
-        (Method::GET, format!("{base}/backups/targets/{}", r.target), None),
-        (Method::PUT, format!("{base}/backups/targets/{}", r.target), Some(target)),
-        (Method::DELETE, format!("{base}/backups/targets/{}", r.target), None),
+        (
+            Method::POST,
+            format!("{base}/backups/targets"),
+            Some(target.clone()),
+        ),
+        (
+            Method::GET,
+            format!("{base}/backups/targets/{}", r.target),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("{base}/backups/targets/{}", r.target),
+            Some(target),
+        ),
+        (
+            Method::DELETE,
+            format!("{base}/backups/targets/{}", r.target),
+            None,
+        ),
         (Method::GET, format!("{base}/backups/jobs"), None),
-        (Method::POST, format!("{base}/backups/jobs"), Some(job.clone())),
+        (
+            Method::POST,
+            format!("{base}/backups/jobs"),
+            Some(job.clone()),
+        ),
         (Method::GET, format!("{base}/backups/jobs/{}", r.job), None),
-        (Method::PUT, format!("{base}/backups/jobs/{}", r.job), Some(job)),
-        (Method::DELETE, format!("{base}/backups/jobs/{}?purge=true", r.job), None),
-        (Method::POST, format!("{base}/backups/jobs/{}/run", r.job), None),
+        (
+            Method::PUT,
+            format!("{base}/backups/jobs/{}", r.job),
+            Some(job),
+        ),
+        (
+            Method::DELETE,
+            format!("{base}/backups/jobs/{}?purge=true", r.job),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{base}/backups/jobs/{}/run", r.job),
+            None,
+        ),
         (Method::GET, format!("{base}/backups/history"), None),
-        (Method::GET, format!("{base}/backups/history/{}", r.backup), None),
-        (Method::GET, format!("{base}/backups/history/{}/download", r.backup), None),
-        (Method::POST, format!("{base}/backups/history/{}/restore", r.backup), None),
-        (Method::GET, format!("{base}/backups/restores/{}", r.restore), None),
+        (
+            Method::GET,
+            format!("{base}/backups/history/{}", r.backup),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("{base}/backups/history/{}/download", r.backup),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{base}/backups/history/{}/restore", r.backup),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("{base}/backups/restores/{}", r.restore),
+            None,
+        ),
         (Method::GET, format!("{base}/apps"), None),
         (Method::GET, format!("{base}/apps/{}", r.app), None),
-        (Method::PUT, format!("{base}/apps/{}", r.app), Some(json!({"name": "stolen"}))),
+        (
+            Method::PUT,
+            format!("{base}/apps/{}", r.app),
+            Some(json!({"name": "stolen"})),
+        ),
         (Method::DELETE, format!("{base}/apps/{}", r.app), None),
         (Method::GET, format!("{base}/notifications/channels"), None),
         (
@@ -76,14 +128,22 @@ fn routes(base: &str, r: &Resources, t: &ApiBed) -> Vec<(Method, String, Option<
             format!("{base}/notifications/channels"),
             Some(json!({"kind": "email", "config": {"to": ["a@example.com"]}})),
         ),
-        (Method::DELETE, format!("{base}/notifications/channels/{}", r.channel), None),
+        (
+            Method::DELETE,
+            format!("{base}/notifications/channels/{}", r.channel),
+            None,
+        ),
     ]
 }
 
 async fn call(api: &Api, method: &Method, path: &str, body: &Option<Value>) -> u16 {
-    api.raw(method.clone(), path, body.as_ref().map(|b| b.to_string().into_bytes()))
-        .await
-        .status
+    api.raw(
+        method.clone(),
+        path,
+        body.as_ref().map(|b| b.to_string().into_bytes()),
+    )
+    .await
+    .status
 }
 
 async fn resources_of(t: &ApiBed, b: &Org) -> Resources {
@@ -147,13 +207,33 @@ async fn another_organizations_token_sees_nothing_and_changes_nothing() {
     // Admin routes with an organization token: 403.
     for (method, path, body) in [
         (Method::GET, "/api/v1/organizations".to_owned(), None),
-        (Method::POST, "/api/v1/organizations".to_owned(), Some(json!({"slug": format!("z-{}", t.bed.id), "name": "z"}))),
+        (
+            Method::POST,
+            "/api/v1/organizations".to_owned(),
+            Some(json!({"slug": format!("z-{}", t.bed.id), "name": "z"})),
+        ),
         (Method::POST, b.path("/tokens"), None),
         (Method::POST, a.path("/tokens"), None),
-        (Method::GET, "/api/v1/system/backups/targets".to_owned(), None),
-        (Method::POST, "/api/v1/system/backups/targets".to_owned(), Some(json!({"name": "s", "type": "s3", "config": t.bed.bucket.target_json(None)}))),
-        (Method::GET, format!("/api/v1/system/backups/targets/{}", r.target), None),
-        (Method::DELETE, format!("/api/v1/system/backups/targets/{}", r.target), None),
+        (
+            Method::GET,
+            "/api/v1/system/backups/targets".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/system/backups/targets".to_owned(),
+            Some(json!({"name": "s", "type": "s3", "config": t.bed.bucket.target_json(None)})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/system/backups/targets/{}", r.target),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/system/backups/targets/{}", r.target),
+            None,
+        ),
     ] {
         let status = call(&a.api, &method, &path, &body).await;
         assert_eq!(status, 403, "{method} {path} with an org token");
@@ -162,7 +242,10 @@ async fn another_organizations_token_sees_nothing_and_changes_nothing() {
     assert_eq!(snapshot(&t).await, before, "something changed");
     assert!(checked > 40, "{checked}");
     // B still sees everything of its own.
-    b.api.get(&b.path(&format!("/backups/jobs/{}", r.job))).await.expect(200);
+    b.api
+        .get(&b.path(&format!("/backups/jobs/{}", r.job)))
+        .await
+        .expect(200);
     t.cleanup().await;
 }
 
@@ -176,7 +259,11 @@ async fn without_a_token_every_route_is_401() {
     let mut all = routes(&b.path(""), &r, &t);
     all.push((Method::GET, "/api/v1/organizations".to_owned(), None));
     all.push((Method::POST, b.path("/tokens"), None));
-    all.push((Method::GET, "/api/v1/system/backups/targets".to_owned(), None));
+    all.push((
+        Method::GET,
+        "/api/v1/system/backups/targets".to_owned(),
+        None,
+    ));
     for (method, path, body) in all {
         let status = call(&anonymous, &method, &path, &body).await;
         assert_eq!(status, 401, "{method} {path} without a token");

@@ -26,7 +26,10 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
         .id();
     for app in ["a1", "a2"] {
         org.api
-            .put(&org.path(&format!("/apps/{app}-{}", t.bed.id)), &json!({"name": format!("{app}{}", t.bed.id)}))
+            .put(
+                &org.path(&format!("/apps/{app}-{}", t.bed.id)),
+                &json!({"name": format!("{app}{}", t.bed.id)}),
+            )
             .await
             .expect(201);
     }
@@ -38,12 +41,29 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
         "keepWeekly": 4, "keepMonthly": 6, "keepYearly": 1, "notifyOnSuccess": true,
         "notifyOnFailure": false, "timezone": "Europe/Berlin", "compression": "zstd"
     });
-    let created = org.api.post(&org.path("/backups/jobs"), &body).await.expect(201);
+    let created = org
+        .api
+        .post(&org.path("/backups/jobs"), &body)
+        .await
+        .expect(201);
     let id = created.id();
-    for key in ["name", "schedule", "enabled", "appIds", "keepAll", "keepLast", "keepHourly",
-        "keepDaily", "keepWeekly", "keepMonthly", "keepYearly", "notifyOnSuccess",
-        "notifyOnFailure", "timezone", "compression"]
-    {
+    for key in [
+        "name",
+        "schedule",
+        "enabled",
+        "appIds",
+        "keepAll",
+        "keepLast",
+        "keepHourly",
+        "keepDaily",
+        "keepWeekly",
+        "keepMonthly",
+        "keepYearly",
+        "notifyOnSuccess",
+        "notifyOnFailure",
+        "timezone",
+        "compression",
+    ] {
         assert_eq!(created.body[key], body[key], "{key}: {}", created.text);
     }
     assert_eq!(created.body["targetId"], target.to_string().as_str());
@@ -55,7 +75,10 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
         .expect("nextRunAt")
         .parse()
         .expect("rfc3339");
-    assert!(next > Utc::now() && next < Utc::now() + chrono::Duration::days(1) + chrono::Duration::minutes(1));
+    assert!(
+        next > Utc::now()
+            && next < Utc::now() + chrono::Duration::days(1) + chrono::Duration::minutes(1)
+    );
     assert!(matches!(chrono::Timelike::hour(&next), 0 | 1), "{next}");
 
     let job = t.bed.store.job(id).await.expect("row");
@@ -65,7 +88,10 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
     assert_eq!(job.retention.keep_hourly, None);
     assert!(job.notify_on_success && !job.notify_on_failure);
     let apps = t.bed.store.job_apps(id).await.expect("apps");
-    assert_eq!(apps.iter().map(|a| a.id.clone()).collect::<Vec<_>>(), vec![a1.clone()]);
+    assert_eq!(
+        apps.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
+        vec![a1.clone()]
+    );
 
     // The scheduler's columns show through.
     let db = t.bed.db.client().await.expect("db");
@@ -75,7 +101,11 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
     )
     .await
     .expect("update");
-    let got = org.api.get(&org.path(&format!("/backups/jobs/{id}"))).await.expect(200);
+    let got = org
+        .api
+        .get(&org.path(&format!("/backups/jobs/{id}")))
+        .await
+        .expect(200);
     assert_eq!(got.body["overdue"], true);
     assert!(got.body["lastRunAt"].as_str().is_some());
 
@@ -98,15 +128,35 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
     assert_eq!(t.bed.store.job_apps(id).await.expect("apps").len(), 2);
 
     // Listing pages.
-    org.api.post(&org.path("/backups/jobs"), &json!({"name": "second", "schedule": "0 3 * * *"})).await.expect(201);
-    let page = org.api.get(&org.path("/backups/jobs?limit=1")).await.expect(200);
+    org.api
+        .post(
+            &org.path("/backups/jobs"),
+            &json!({"name": "second", "schedule": "0 3 * * *"}),
+        )
+        .await
+        .expect(201);
+    let page = org
+        .api
+        .get(&org.path("/backups/jobs?limit=1"))
+        .await
+        .expect(200);
     assert_eq!(page.body["items"][0]["id"], id.to_string().as_str());
     let cursor = page.body["nextCursor"].as_str().expect("cursor").to_owned();
-    let rest = org.api.get(&org.path(&format!("/backups/jobs?limit=1&cursor={cursor}"))).await.expect(200);
+    let rest = org
+        .api
+        .get(&org.path(&format!("/backups/jobs?limit=1&cursor={cursor}")))
+        .await
+        .expect(200);
     assert_eq!(rest.body["items"][0]["name"], "second");
 
-    org.api.get(&org.path(&format!("/backups/jobs/{}", uuid::Uuid::new_v4()))).await.expect(404);
-    org.api.get(&org.path("/backups/jobs/not-a-uuid")).await.expect(404);
+    org.api
+        .get(&org.path(&format!("/backups/jobs/{}", uuid::Uuid::new_v4())))
+        .await
+        .expect(404);
+    org.api
+        .get(&org.path("/backups/jobs/not-a-uuid"))
+        .await
+        .expect(404);
     t.cleanup().await;
 }
 
@@ -121,17 +171,31 @@ async fn deleting_a_job_keeps_its_history_and_archives_unless_purged() {
     let kept = t.backed_up(&org, "keep", "s3").await;
     let row = &kept.rows[0];
     let key = row.storage_path.clone().expect("path");
-    org.api.delete(&org.path(&format!("/backups/jobs/{}", kept.job))).await.expect(204);
+    org.api
+        .delete(&org.path(&format!("/backups/jobs/{}", kept.job)))
+        .await
+        .expect(204);
     assert!(t.bed.store.job(kept.job).await.is_err());
     // The row stays (jobId null), listable and readable; the archive stays.
-    let item = org.api.get(&org.path(&format!("/backups/history/{}", row.id))).await.expect(200);
+    let item = org
+        .api
+        .get(&org.path(&format!("/backups/history/{}", row.id)))
+        .await
+        .expect(200);
     assert!(item.body["jobId"].is_null());
     assert_eq!(item.body["status"], "success");
-    let listed = org.api.get(&org.path(&format!("/backups/history?appId={}", kept.app_id))).await.expect(200);
+    let listed = org
+        .api
+        .get(&org.path(&format!("/backups/history?appId={}", kept.app_id)))
+        .await
+        .expect(200);
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
     assert!(storage(&t).stat(&key).await.expect("stat").is_some());
     // …and restorable: the restore is queued.
-    org.api.post_empty(&org.path(&format!("/backups/history/{}/restore", row.id))).await.expect(202);
+    org.api
+        .post_empty(&org.path(&format!("/backups/history/{}/restore", row.id)))
+        .await
+        .expect(202);
 
     let purged = t.backed_up(&org, "purge", "s3").await;
     let pkey = purged.rows[0].storage_path.clone().expect("path");
@@ -140,8 +204,14 @@ async fn deleting_a_job_keeps_its_history_and_archives_unless_purged() {
         .delete(&org.path(&format!("/backups/jobs/{}?purge=true", purged.job)))
         .await
         .expect(204);
-    assert!(storage(&t).stat(&pkey).await.expect("stat").is_none(), "the archive is gone");
-    org.api.get(&org.path(&format!("/backups/history/{}", purged.rows[0].id))).await.expect(404);
+    assert!(
+        storage(&t).stat(&pkey).await.expect("stat").is_none(),
+        "the archive is gone"
+    );
+    org.api
+        .get(&org.path(&format!("/backups/history/{}", purged.rows[0].id)))
+        .await
+        .expect(404);
     assert!(t.bed.store.backup(purged.rows[0].id).await.is_err());
     // The other job's archive is untouched.
     assert!(storage(&t).stat(&key).await.expect("stat").is_some());
@@ -154,11 +224,18 @@ async fn run_queues_a_request_with_the_runs_id() {
     let org = t.org("run").await;
     let job = org
         .api
-        .post(&org.path("/backups/jobs"), &json!({"name": "j", "schedule": "0 2 * * *"}))
+        .post(
+            &org.path("/backups/jobs"),
+            &json!({"name": "j", "schedule": "0 2 * * *"}),
+        )
         .await
         .expect(201)
         .id();
-    let r = org.api.post_empty(&org.path(&format!("/backups/jobs/{job}/run"))).await.expect(202);
+    let r = org
+        .api
+        .post_empty(&org.path(&format!("/backups/jobs/{job}/run")))
+        .await
+        .expect(202);
     let run = r.id();
     let row = t
         .bed
@@ -166,7 +243,10 @@ async fn run_queues_a_request_with_the_runs_id() {
         .client()
         .await
         .expect("db")
-        .query_one("SELECT job_id, reason FROM run_request WHERE id = $1", &[&run])
+        .query_one(
+            "SELECT job_id, reason FROM run_request WHERE id = $1",
+            &[&run],
+        )
         .await
         .expect("the request is stored");
     assert_eq!(row.get::<_, uuid::Uuid>(0), job);
@@ -196,15 +276,22 @@ async fn run_through_the_api_backs_the_job_up() {
         async move {
             let r = api.get(&path).await;
             let items = r.body["items"].as_array()?.clone();
-            (!items.is_empty() && items.iter().all(|i| i["status"] == "success" || i["status"] == "failed"))
-                .then_some(items)
+            (!items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i["status"] == "success" || i["status"] == "failed"))
+            .then_some(items)
         }
     })
     .await;
     assert_eq!(finished.len(), 1);
     assert_eq!(finished[0]["status"], "success", "{:?}", finished[0]);
     assert_eq!(finished[0]["jobId"], done.job.to_string().as_str());
-    let last = org.api.get(&org.path(&format!("/backups/jobs/{}", done.job))).await.expect(200);
+    let last = org
+        .api
+        .get(&org.path(&format!("/backups/jobs/{}", done.job)))
+        .await
+        .expect(200);
     assert!(last.body["lastRunAt"].as_str().is_some());
     t.cleanup().await;
 }

@@ -13,12 +13,21 @@ async fn admin_creates_and_lists_organizations_a_page_at_a_time() {
         let slug = format!("o{i}-{}", t.bed.id);
         let r = t
             .admin
-            .post("/api/v1/organizations", &json!({"slug": slug, "name": format!("Org {i}")}))
+            .post(
+                "/api/v1/organizations",
+                &json!({"slug": slug, "name": format!("Org {i}")}),
+            )
             .await
             .expect(201);
         assert_eq!(r.body["slug"], slug.as_str());
         assert_eq!(r.body["name"], format!("Org {i}").as_str());
-        assert!(r.body["createdAt"].as_str().is_some_and(|s| s.ends_with('Z')), "{}", r.text);
+        assert!(
+            r.body["createdAt"]
+                .as_str()
+                .is_some_and(|s| s.ends_with('Z')),
+            "{}",
+            r.text
+        );
         let id = r.id();
         let stored = t.bed.store.organization(id).await.expect("the row exists");
         assert_eq!(stored.slug, slug);
@@ -27,14 +36,24 @@ async fn admin_creates_and_lists_organizations_a_page_at_a_time() {
     // A taken slug is a 409 naming the field.
     let dup = t
         .admin
-        .post("/api/v1/organizations", &json!({"slug": format!("o0-{}", t.bed.id), "name": "x"}))
+        .post(
+            "/api/v1/organizations",
+            &json!({"slug": format!("o0-{}", t.bed.id), "name": "x"}),
+        )
         .await
         .expect(409);
     assert_eq!(dup.field(), Some("slug"));
 
-    let first = t.admin.get("/api/v1/organizations?limit=2").await.expect(200);
+    let first = t
+        .admin
+        .get("/api/v1/organizations?limit=2")
+        .await
+        .expect(200);
     assert_eq!(first.body["items"].as_array().map(Vec::len), Some(2));
-    let cursor = first.body["nextCursor"].as_str().expect("a next page").to_owned();
+    let cursor = first.body["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
     let second = t
         .admin
         .get(&format!("/api/v1/organizations?limit=2&cursor={cursor}"))
@@ -67,7 +86,10 @@ async fn an_organization_token_is_shown_once_and_stored_as_its_hash() {
         .expect("query");
     assert_eq!(rows.len(), 1);
     let stored: String = rows[0].get(0);
-    assert_eq!(stored, hex::encode(sha2::Sha256::digest(org.token.as_bytes())));
+    assert_eq!(
+        stored,
+        hex::encode(sha2::Sha256::digest(org.token.as_bytes()))
+    );
     assert_ne!(stored, org.token);
     // The token works on its organization's routes.
     org.api.get(&org.path("/backups/targets")).await.expect(200);
@@ -94,7 +116,11 @@ async fn missing_or_bad_tokens_are_401_and_org_tokens_cannot_administer() {
     }
     // Wrong scheme.
     let r = reqwest::Client::new()
-        .get(format!("{}{}", t.server.base_url, org.path("/backups/jobs")))
+        .get(format!(
+            "{}{}",
+            t.server.base_url,
+            org.path("/backups/jobs")
+        ))
         .header("authorization", format!("Basic {}", org.token))
         .send()
         .await
@@ -103,14 +129,14 @@ async fn missing_or_bad_tokens_are_401_and_org_tokens_cannot_administer() {
 
     // Organization tokens on admin routes: 403, and nothing created.
     org.api
-        .post("/api/v1/organizations", &json!({"slug": format!("x-{}", t.bed.id), "name": "x"}))
+        .post(
+            "/api/v1/organizations",
+            &json!({"slug": format!("x-{}", t.bed.id), "name": "x"}),
+        )
         .await
         .expect(403);
     org.api.get("/api/v1/organizations").await.expect(403);
-    org.api
-        .post_empty(&org.path("/tokens"))
-        .await
-        .expect(403);
+    org.api.post_empty(&org.path("/tokens")).await.expect(403);
     let n: i64 = t
         .bed
         .db
@@ -134,10 +160,16 @@ async fn bad_organization_input_names_the_field() {
     let cases = [
         (json!({"slug": "Has Caps", "name": "x"}), "slug"),
         (json!({"slug": "", "name": "x"}), "slug"),
-        (json!({"slug": format!("ok-{}", t.bed.id), "name": " "}), "name"),
+        (
+            json!({"slug": format!("ok-{}", t.bed.id), "name": " "}),
+            "name",
+        ),
         (json!({"slug": 5, "name": "x"}), "slug"),
         (json!({"name": "x"}), "slug"),
-        (json!({"slug": format!("ok-{}", t.bed.id), "name": "x", "extra": 1}), "extra"),
+        (
+            json!({"slug": format!("ok-{}", t.bed.id), "name": "x", "extra": 1}),
+            "extra",
+        ),
     ];
     for (body, field) in cases {
         let r = t.admin.post("/api/v1/organizations", &body).await;
@@ -146,7 +178,11 @@ async fn bad_organization_input_names_the_field() {
     }
     let r = t
         .admin
-        .raw(reqwest::Method::POST, "/api/v1/organizations", Some(b"{\"slug\":".to_vec()))
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/organizations",
+            Some(b"{\"slug\":".to_vec()),
+        )
         .await
         .expect(400);
     assert_eq!(r.code(), Some("malformed_json"));

@@ -47,7 +47,9 @@ async fn targets_are_sealed_at_rest_masked_in_responses_and_kept_by_the_mask() {
         .await
         .expect("row")
         .get(0);
-    assert!(raw["secretAccessKey"].as_str().is_some_and(|s| s.starts_with("v1:")));
+    assert!(raw["secretAccessKey"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("v1:")));
     assert!(!raw.to_string().contains(&secret));
     let opened = t.bed.store.target(id).await.expect("target");
     assert_eq!(s3_secret(&opened.config), secret);
@@ -174,7 +176,11 @@ async fn system_targets_are_listed_for_organizations_but_read_only() {
     assert_eq!(still.name, format!("sys-{}", t.bed.id));
 
     // The admin manages it on the system path; an org target is not found there.
-    let listed = t.admin.get("/api/v1/system/backups/targets").await.expect(200);
+    let listed = t
+        .admin
+        .get("/api/v1/system/backups/targets")
+        .await
+        .expect(200);
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
     t.admin
         .get(&format!("/api/v1/system/backups/targets/{own}"))
@@ -207,12 +213,22 @@ async fn system_targets_are_listed_for_organizations_but_read_only() {
 async fn the_default_moves_and_used_targets_cannot_be_deleted() {
     let t = ApiBed::start("web").await;
     let org = t.org("def").await;
-    let mk = |name: &str, default: bool| {
-        json!({"name": name, "type": "s3", "config": t.bed.bucket.target_json(None), "isDefault": default})
+    let mk = |name: &str, default: bool| json!({"name": name, "type": "s3", "config": t.bed.bucket.target_json(None), "isDefault": default});
+    let a = org
+        .api
+        .post(&org.path("/backups/targets"), &mk("a", true))
+        .await
+        .expect(201)
+        .id();
+    let b = org
+        .api
+        .post(&org.path("/backups/targets"), &mk("b", true))
+        .await
+        .expect(201)
+        .id();
+    let defaults = |rows: Vec<tokio_postgres::Row>| -> Vec<uuid::Uuid> {
+        rows.iter().map(|r| r.get(0)).collect()
     };
-    let a = org.api.post(&org.path("/backups/targets"), &mk("a", true)).await.expect(201).id();
-    let b = org.api.post(&org.path("/backups/targets"), &mk("b", true)).await.expect(201).id();
-    let defaults = |rows: Vec<tokio_postgres::Row>| -> Vec<uuid::Uuid> { rows.iter().map(|r| r.get(0)).collect() };
     let db = t.bed.db.client().await.expect("db");
     let q = "SELECT id FROM backup_target WHERE organization_id = $1 AND is_default";
     assert_eq!(defaults(db.query(q, &[&org.id]).await.expect("q")), vec![b]);
@@ -222,7 +238,11 @@ async fn the_default_moves_and_used_targets_cannot_be_deleted() {
         .expect(200);
     assert_eq!(defaults(db.query(q, &[&org.id]).await.expect("q")), vec![a]);
     // A duplicate name is a 409 on the name.
-    let dup = org.api.post(&org.path("/backups/targets"), &mk("a", false)).await.expect(409);
+    let dup = org
+        .api
+        .post(&org.path("/backups/targets"), &mk("a", false))
+        .await
+        .expect(409);
     assert_eq!(dup.field(), Some("name"));
 
     let job = org
@@ -239,7 +259,13 @@ async fn the_default_moves_and_used_targets_cannot_be_deleted() {
         .delete(&org.path(&format!("/backups/targets/{a}")))
         .await
         .expect(409);
-    assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("nightly") && m.contains(&job.to_string())), "{}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nightly") && m.contains(&job.to_string())),
+        "{}",
+        r.text
+    );
     assert!(t.bed.store.target(a).await.is_ok());
     org.api
         .delete(&org.path(&format!("/backups/targets/{b}")))

@@ -176,7 +176,10 @@ pub async fn put_app(
             ));
         }
         if !seen.insert(v.name.as_str()) {
-            return Err(ApiError::invalid(&field, format!("{field}: {:?} appears twice", v.name)));
+            return Err(ApiError::invalid(
+                &field,
+                format!("{field}: {:?} appears twice", v.name),
+            ));
         }
     }
     let app = AppModel {

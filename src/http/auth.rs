@@ -43,7 +43,10 @@ pub fn token_hash(token: &str) -> String {
 /// Compares two secrets in time independent of where they differ (both hashed to 32 bytes).
 pub fn same_secret(a: &str, b: &[u8; 32]) -> bool {
     let a = Sha256::digest(a.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn bearer(req: &ServiceRequest) -> Option<String> {

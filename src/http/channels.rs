@@ -102,7 +102,11 @@ fn view(c: ChannelRow) -> Channel {
     for field in secret_fields(c.kind) {
         if let Some(slot) = config.get_mut(*field) {
             if let Some(s) = slot.as_str() {
-                *slot = Value::String(if *field == "url" { mask_url(s) } else { MASK.to_owned() });
+                *slot = Value::String(if *field == "url" {
+                    mask_url(s)
+                } else {
+                    MASK.to_owned()
+                });
             }
         }
     }
@@ -169,9 +173,17 @@ pub async fn create_channel(
     who.organization(&state, org).await?;
     let input = body.0;
     let kind: ChannelKind = input.kind.into();
-    let allow_private = state.engine.settings().notifications.allow_private_addresses;
+    let allow_private = state
+        .engine
+        .settings()
+        .notifications
+        .allow_private_addresses;
     validate_channel(kind, &input.config, allow_private).map_err(|(field, message)| {
-        let field = if field == "config" { field } else { format!("config.{field}") };
+        let field = if field == "config" {
+            field
+        } else {
+            format!("config.{field}")
+        };
         ApiError::Invalid {
             message: format!("{field}: {message}"),
             field,

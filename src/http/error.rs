@@ -168,6 +168,11 @@ impl From<vardo_actors::download::DownloadError> for ApiError {
     }
 }
 
+/// The default service: no route matches.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("route"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,14 +184,25 @@ mod tests {
             (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::NotFound("job"), 404, "not_found"),
             (ApiError::conflict("x", None), 409, "conflict"),
-            (ApiError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
             (ApiError::MalformedJson("x".into()), 400, "malformed_json"),
             (ApiError::invalid("name", "x"), 422, "invalid"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
-            (ApiError::internal(anyhow::anyhow!("secret cause")), 500, "internal"),
+            (
+                ApiError::internal(anyhow::anyhow!("secret cause")),
+                500,
+                "internal",
+            ),
         ];
         for (e, status, code) in cases {
-            assert_eq!(e.kind(), (StatusCode::from_u16(status).expect("status"), code));
+            assert_eq!(
+                e.kind(),
+                (StatusCode::from_u16(status).expect("status"), code)
+            );
         }
     }
 
@@ -195,9 +211,4 @@ mod tests {
         let e = ApiError::internal(anyhow::anyhow!("password=hunter2"));
         assert_eq!(e.to_string(), "internal error");
     }
-}
-
-/// The default service: no route matches.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("route"))
 }

@@ -174,7 +174,10 @@ fn keep(field: &str, v: Option<i64>) -> Result<Option<u32>, ApiError> {
             .ok_or_else(|| {
                 ApiError::invalid(
                     field,
-                    format!("{field} must be a non-negative integer (at most {}) or null", i32::MAX),
+                    format!(
+                        "{field} must be a non-negative integer (at most {}) or null",
+                        i32::MAX
+                    ),
                 )
             })
     })
@@ -232,7 +235,10 @@ async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result<NewJob, Ap
     if !foreign.is_empty() {
         return Err(ApiError::invalid(
             "appIds",
-            format!("appIds: no such app in this organization: {}", foreign.join(", ")),
+            format!(
+                "appIds: no such app in this organization: {}",
+                foreign.join(", ")
+            ),
         ));
     }
     Ok(NewJob {
@@ -286,7 +292,9 @@ pub async fn list_jobs(
         .store()
         .list_job_records(org, after, limit)
         .await?;
-    let next_cursor = json::next_cursor(&rows, limit, |r| json::encode_cursor(r.created_at, r.job.id));
+    let next_cursor = json::next_cursor(&rows, limit, |r| {
+        json::encode_cursor(r.created_at, r.job.id)
+    });
     Ok(HttpResponse::Ok().json(JobList {
         items: rows.into_iter().map(view).collect(),
         next_cursor,
@@ -399,21 +407,24 @@ async fn purge_archives(state: &State, job: Uuid) -> Result<(), ApiError> {
             tracing::warn!(backup_id = %a.backup_id, "archive's target was deleted; cannot purge it");
             continue;
         };
-        if !storages.contains_key(&target_id) {
-            let target = store.target(target_id).await?;
-            let storage = TargetStorage::open(&target.config, state.engine.settings().allow_local_backups)
-                .map_err(|e| ApiError::Storage(format!("target {target_id}: {e}")))?;
-            storages.insert(target_id, storage);
-        }
-        if let Some(storage) = storages.get(&target_id) {
-            storage.delete(&a.storage_path).await.map_err(|e| {
-                tracing::warn!(backup_id = %a.backup_id, error = %e, "purge: delete failed");
-                ApiError::Storage(format!(
-                    "could not delete the archive of backup {} from its target; nothing was deleted from the database",
-                    a.backup_id
-                ))
-            })?;
-        }
+        let storage = match storages.entry(target_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let target = store.target(target_id).await?;
+                let allow_local = state.engine.settings().allow_local_backups;
+                e.insert(
+                    TargetStorage::open(&target.config, allow_local)
+                        .map_err(|e| ApiError::Storage(format!("target {target_id}: {e}")))?,
+                )
+            }
+        };
+        storage.delete(&a.storage_path).await.map_err(|e| {
+            tracing::warn!(backup_id = %a.backup_id, error = %e, "purge: delete failed");
+            ApiError::Storage(format!(
+                "could not delete the archive of backup {} from its target; nothing was deleted from the database",
+                a.backup_id
+            ))
+        })?;
     }
     Ok(())
 }

@@ -96,7 +96,9 @@ fn nul_path(v: &serde_json::Value, path: &str) -> Option<String> {
 
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::MalformedJson("the request needs a JSON body".into()));
+        return Err(ApiError::MalformedJson(
+            "the request needs a JSON body".into(),
+        ));
     }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(message_of(&e)))?;
@@ -268,8 +270,14 @@ mod tests {
         assert_eq!(field_of(r#"{"name":"a","keepLast":"x"}"#).0, "keepLast");
         assert_eq!(field_of(r#"{"name":"a","bogus":1}"#).0, "bogus");
         assert_eq!(field_of(r#"{"keepLast":1}"#).0, "name");
-        assert_eq!(field_of(r#"{"name":"a","volumes":[{"kind":1}]}"#).0, "volumes[0].kind");
-        assert_eq!(field_of(r#"{"name":"a","volumes":[{"x":1}]}"#).0, "volumes[0].x");
+        assert_eq!(
+            field_of(r#"{"name":"a","volumes":[{"kind":1}]}"#).0,
+            "volumes[0].kind"
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","volumes":[{"x":1}]}"#).0,
+            "volumes[0].x"
+        );
         assert_eq!(field_of(r#"{"name":"a""#).0, "<malformed>");
         assert_eq!(field_of(r#"{"name":"a"} x"#).0, "<malformed>");
         assert_eq!(field_of("[]").0, "");
@@ -284,6 +292,9 @@ mod tests {
         assert_eq!(decode_cursor(Some(&c)).expect("decodes"), Some((at, id)));
         assert!(decode_cursor(Some("nope")).is_err());
         let k = encode_key_cursor("app-1");
-        assert_eq!(decode_key_cursor(Some(&k)).expect("decodes"), Some("app-1".into()));
+        assert_eq!(
+            decode_key_cursor(Some(&k)).expect("decodes"),
+            Some("app-1".into())
+        );
     }
 }

@@ -42,13 +42,24 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
 
 pub fn render(stats: &Stats, out: &mut String) {
     let name = "vardo_job_last_success_timestamp_seconds";
-    let _ = writeln!(out, "# HELP {name} When the job's latest successful backup finished (Unix time).");
+    let _ = writeln!(
+        out,
+        "# HELP {name} When the job's latest successful backup finished (Unix time)."
+    );
     let _ = writeln!(out, "# TYPE {name} gauge");
     for (job, org, at) in &stats.last_success {
         let secs = at.timestamp_millis() as f64 / 1000.0;
-        let _ = writeln!(out, "{name}{{job_id=\"{job}\",organization_id=\"{org}\"}} {secs}");
+        let _ = writeln!(
+            out,
+            "{name}{{job_id=\"{job}\",organization_id=\"{org}\"}} {secs}"
+        );
     }
-    gauge_by_status(out, "vardo_backup_runs", "Backup runs by outcome.", &stats.runs_by_status);
+    gauge_by_status(
+        out,
+        "vardo_backup_runs",
+        "Backup runs by outcome.",
+        &stats.runs_by_status,
+    );
     gauge_by_status(
         out,
         "vardo_backup_volumes",
@@ -56,7 +67,10 @@ pub fn render(stats: &Stats, out: &mut String) {
         &stats.volumes_by_status,
     );
     let name = "vardo_backup_uploaded_bytes_total";
-    let _ = writeln!(out, "# HELP {name} Bytes of archives uploaded by successful backups.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Bytes of archives uploaded by successful backups."
+    );
     let _ = writeln!(out, "# TYPE {name} counter");
     let _ = writeln!(out, "{name} {}", stats.uploaded_bytes);
     histogram(
@@ -71,7 +85,12 @@ pub fn render(stats: &Stats, out: &mut String) {
         "Time from a run's first start to its last finish (finished runs).",
         &stats.run_durations,
     );
-    gauge_by_status(out, "vardo_restores", "Restores by status.", &stats.restores_by_status);
+    gauge_by_status(
+        out,
+        "vardo_restores",
+        "Restores by status.",
+        &stats.restores_by_status,
+    );
     gauge_by_status(
         out,
         "vardo_notification_outbox",

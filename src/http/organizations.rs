@@ -71,13 +71,22 @@ pub fn valid_slug(slug: &str) -> bool {
 /// A display name: not blank, at most 200 characters, no control characters.
 pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
-        return Err(ApiError::invalid(field, format!("{field} must not be empty")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if name.chars().count() > 200 {
-        return Err(ApiError::invalid(field, format!("{field} is longer than 200 characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is longer than 200 characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, format!("{field} must not contain control characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
     }
     Ok(())
 }

@@ -51,11 +51,7 @@ pub async fn create_restore(
             None,
         ));
     }
-    let id = state
-        .engine
-        .store()
-        .insert_restore(org, backup_id)
-        .await?;
+    let id = state.engine.store().insert_restore(org, backup_id).await?;
     Ok(HttpResponse::Accepted().json(Accepted { id }))
 }
 

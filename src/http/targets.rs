@@ -165,9 +165,11 @@ pub fn view(record: TargetRecord) -> Target {
 fn config_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let message = e.into_inner().to_string();
-    let name = message
-        .find('`')
-        .and_then(|s| message[s + 1..].find('`').map(|l| &message[s + 1..s + 1 + l]));
+    let name = message.find('`').and_then(|s| {
+        message[s + 1..]
+            .find('`')
+            .map(|l| &message[s + 1..s + 1 + l])
+    });
     let field = match (path.as_str(), name) {
         (".", Some(n)) if message.starts_with("unknown") || message.starts_with("missing") => {
             format!("config.{n}")
@@ -183,13 +185,20 @@ fn config_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
 
 fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
     if v.trim().is_empty() {
-        return Err(ApiError::invalid(field, format!("{field} must not be empty")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     Ok(())
 }
 
 /// Checks a config (secrets in clear, or the mask where a stored secret is kept) for its kind.
-fn check_config(kind: TargetKind, config: &Map<String, Value>, allow_local: bool) -> Result<(), ApiError> {
+fn check_config(
+    kind: TargetKind,
+    config: &Map<String, Value>,
+    allow_local: bool,
+) -> Result<(), ApiError> {
     let value = Value::Object(config.clone());
     let parsed = match kind {
         TargetKind::S3 | TargetKind::R2 | TargetKind::B2 => {
@@ -218,10 +227,16 @@ fn check_config(kind: TargetKind, config: &Map<String, Value>, allow_local: bool
             non_empty("config.host", &c.host)?;
             non_empty("config.username", &c.username)?;
             if !c.path.starts_with('/') {
-                return Err(ApiError::invalid("config.path", "config.path must be an absolute path"));
+                return Err(ApiError::invalid(
+                    "config.path",
+                    "config.path must be an absolute path",
+                ));
             }
             if c.port == 0 {
-                return Err(ApiError::invalid("config.port", "config.port must be 1 to 65535"));
+                return Err(ApiError::invalid(
+                    "config.port",
+                    "config.port must be 1 to 65535",
+                ));
             }
             return Ok(());
         }
@@ -234,7 +249,10 @@ fn check_config(kind: TargetKind, config: &Map<String, Value>, allow_local: bool
                 ));
             }
             if !c.path.starts_with('/') {
-                return Err(ApiError::invalid("config.path", "config.path must be an absolute path"));
+                return Err(ApiError::invalid(
+                    "config.path",
+                    "config.path must be an absolute path",
+                ));
             }
             return Ok(());
         }
@@ -270,7 +288,9 @@ fn prepare(
                 None => {
                     return Err(ApiError::invalid(
                         format!("config.{field}"),
-                        format!("config.{field}: send the secret itself; the mask only keeps a stored one"),
+                        format!(
+                        "config.{field}: send the secret itself; the mask only keeps a stored one"
+                    ),
                     ))
                 }
             }
@@ -283,7 +303,11 @@ fn prepare(
         .copied()
         .filter(|f| !kept.iter().any(|(k, _)| k == f))
         .collect();
-    state.engine.store().secrets().seal_fields(&mut sealed, &to_seal);
+    state
+        .engine
+        .store()
+        .secrets()
+        .seal_fields(&mut sealed, &to_seal);
     for (field, old) in kept {
         sealed[field] = old;
     }
@@ -297,7 +321,9 @@ fn prepare(
 
 fn name_conflict(e: vardo_actors::store::StoreError) -> ApiError {
     match ApiError::from(e) {
-        ApiError::Conflict { .. } => ApiError::conflict("a target with that name exists", Some("name")),
+        ApiError::Conflict { .. } => {
+            ApiError::conflict("a target with that name exists", Some("name"))
+        }
         other => other,
     }
 }
@@ -310,14 +336,20 @@ async fn list(state: &State, owner: Option<Uuid>, q: PageParams) -> Result<HttpR
         .store()
         .list_target_records(owner, after, limit)
         .await?;
-    let next_cursor = json::next_cursor(&rows, limit, |t| json::encode_cursor(t.created_at, t.row.id));
+    let next_cursor = json::next_cursor(&rows, limit, |t| {
+        json::encode_cursor(t.created_at, t.row.id)
+    });
     Ok(HttpResponse::Ok().json(TargetList {
         items: rows.into_iter().map(view).collect(),
         next_cursor,
     }))
 }
 
-async fn create(state: &State, owner: Option<Uuid>, input: TargetInput) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: &State,
+    owner: Option<Uuid>,
+    input: TargetInput,
+) -> Result<HttpResponse, ApiError> {
     let write = prepare(state, input, None)?;
     let store = state.engine.store();
     let id = store
@@ -329,11 +361,7 @@ async fn create(state: &State, owner: Option<Uuid>, input: TargetInput) -> Resul
 
 /// Loads a target the caller may read in `owner`'s scope; `None` = the system scope.
 async fn visible(state: &State, owner: Option<Uuid>, id: Uuid) -> Result<TargetRecord, ApiError> {
-    let record = state
-        .engine
-        .store()
-        .target_record(id)
-        .await?;
+    let record = state.engine.store().target_record(id).await?;
     match (owner, record.row.organization_id) {
         (_, None) => Ok(record),
         (Some(o), Some(t)) if o == t => Ok(record),
@@ -353,7 +381,12 @@ async fn writable(state: &State, owner: Option<Uuid>, id: Uuid) -> Result<Target
     Ok(record)
 }
 
-async fn update(state: &State, owner: Option<Uuid>, id: Uuid, input: TargetInput) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: &State,
+    owner: Option<Uuid>,
+    id: Uuid,
+    input: TargetInput,
+) -> Result<HttpResponse, ApiError> {
     let record = writable(state, owner, id).await?;
     let write = prepare(state, input, Some(&record.row.sealed_config))?;
     let updated = state
@@ -371,7 +404,10 @@ async fn remove(state: &State, owner: Option<Uuid>, id: Uuid) -> Result<HttpResp
         TargetDelete::Deleted => Ok(HttpResponse::NoContent().finish()),
         TargetDelete::NotFound => Err(ApiError::NotFound("target")),
         TargetDelete::InUse(jobs) => {
-            let names: Vec<String> = jobs.iter().map(|(id, name)| format!("{name} ({id})")).collect();
+            let names: Vec<String> = jobs
+                .iter()
+                .map(|(id, name)| format!("{name} ({id})"))
+                .collect();
             Err(ApiError::conflict(
                 format!("the target is used by jobs: {}", names.join(", ")),
                 None,

@@ -62,6 +62,7 @@ impl EmailSender {
     }
 
     /// Sends one message to all the channel's recipients.
+    #[tracing::instrument(skip_all, fields(event = notice.kind.as_str(), recipients = to.len()))]
     pub async fn send(&self, notice: &Notice, to: &[String]) -> Result<(), SendError> {
         let transport = self.transport.as_ref().ok_or_else(|| {
             SendError::Config("no SMTP server is configured (smtp.url / VARDO_SMTP_URL)".to_owned())

@@ -282,6 +282,12 @@ pub async fn deliver_one(
         .await?;
     if let Some(r) = &record {
         let error = r.error.as_deref().unwrap_or("");
+        let outcome = match r.result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retry(_) => "retry",
+            AttemptResult::Failed => "failed",
+        };
+        engine.metrics().record_delivery(r.kind.as_str(), outcome);
         match r.result {
             AttemptResult::Delivered => tracing::info!(
                 outbox_id = %r.outbox_id, channel_id = %r.channel_id, kind = r.kind.as_str(),

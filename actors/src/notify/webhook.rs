@@ -63,6 +63,7 @@ impl HttpSender {
     }
 
     /// POSTs the body; answers the HTTP status on success (2xx).
+    #[tracing::instrument(skip_all, fields(event = post.event, delivery = %post.delivery_id))]
     pub async fn post(&self, post: Post<'_>) -> Result<u16, SendError> {
         let url = address::check_url(post.url, self.allow_internal)
             .map_err(|why| SendError::Refused(format!("url {why}")))?;

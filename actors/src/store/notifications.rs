@@ -270,6 +270,7 @@ impl Store {
 
     /// Locks the next due notice (of `run` only, when given), hands it to `send`, and records the
     /// attempt's outcome in the same transaction. `None` when nothing is due.
+    #[tracing::instrument(skip(self, send))]
     pub async fn deliver_next<F, Fut>(
         &self,
         run: Option<Uuid>,

@@ -25,7 +25,10 @@ impl Store {
 
     /// The organization whose token has this hash, if any; records the token's use.
     #[tracing::instrument(skip_all)]
-    pub async fn organization_for_token(&self, token_hash: &str) -> Result<Option<Uuid>, StoreError> {
+    pub async fn organization_for_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
         let client = self.pool().get().await?;
         // Refreshing last_used_at at most once a minute keeps reads from turning into writes.
         let row = client

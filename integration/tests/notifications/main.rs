@@ -541,3 +541,91 @@ async fn channels_keep_their_secrets_sealed_at_rest() {
     );
     bed.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
+    use vardo_actors::engine::{Engine, EngineSettings};
+    let bed = TestBed::new().await;
+    let s = setup(&bed, &[], &["data"]).await;
+    let receiver = Receiver::start(&[]).await;
+    channel(
+        &bed,
+        &s.org,
+        ChannelKind::Webhook,
+        json!({"url": receiver.url("/hook")}),
+    )
+    .await;
+    let db = bed.db.client().await.expect("db");
+    db.execute(
+        "UPDATE backup_job SET last_run_at = '2024-01-15T02:00:00Z' WHERE id = $1",
+        &[&s.job],
+    )
+    .await
+    .expect("last run");
+    let engine = Engine::build(EngineSettings {
+        database_url: bed.db.url.clone().into(),
+        database_pool_size: 2,
+        redis_url: vardo_integration::setting("REDIS_URL").into(),
+        secret_key: bed.secret_key.clone().into(),
+        docker_host: None,
+        helper_image: vardo_integration::setting("VARDO_HELPER_IMAGE"),
+        allow_local_backups: true,
+        heartbeat_interval: Duration::from_secs(10),
+        run_lease: Duration::from_secs(120),
+        max_concurrent_runs: 1,
+        catch_up: Duration::from_secs(3600),
+        notifications: Default::default(),
+        events: Default::default(),
+    })
+    .expect("engine");
+
+    // The scheduler calls this once when an episode starts.
+    let enqueued = vardo_actors::notify::enqueue_overdue(&engine, s.job)
+        .await
+        .expect("enqueued");
+    assert_eq!(enqueued, 1);
+    // A job that does not notify on failure is not reported overdue either.
+    db.execute(
+        "UPDATE backup_job SET notify_on_failure = false WHERE id = $1",
+        &[&s.job],
+    )
+    .await
+    .expect("flag");
+    let silent = vardo_actors::notify::enqueue_overdue(&engine, s.job)
+        .await
+        .expect("nothing to enqueue");
+    assert_eq!(silent, 0);
+
+    let server = Server::spawn(&["--role", "scheduler"], &engine_env(&bed)).expect("server");
+    let got = eventually(Duration::from_secs(20), "the overdue notice", || async {
+        let got = receiver.requests("/hook");
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "backup.overdue");
+    assert_eq!(body["jobName"], s.job_name);
+    assert_eq!(body["lastRunAt"], "2024-01-15T02:00:00Z");
+    assert_eq!(
+        got[0].headers.get("x-vardo-event").map(String::as_str),
+        Some("backup.overdue")
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the overdue notice recorded delivered",
+        || async {
+            let row = db
+                .query_one(
+                    "SELECT status FROM notification_outbox WHERE run_id IS NULL",
+                    &[],
+                )
+                .await
+                .expect("the overdue notice");
+            (row.get::<_, String>(0) == "delivered").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.requests("/hook").len(), 1);
+    drop(server);
+    bed.cleanup().await;
+}
