@@ -35,9 +35,15 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VARDO_EVENTS_PUBLISH", "events.publish"),
     ("VARDO_EVENTS_STREAM", "events.stream"),
     ("VARDO_EVENTS_GROUP", "events.group"),
-    ("VARDO_EVENTS_DEAD_LETTER_STREAM", "events.dead_letter_stream"),
+    (
+        "VARDO_EVENTS_DEAD_LETTER_STREAM",
+        "events.dead_letter_stream",
+    ),
     ("VARDO_BACKUP_EVENTS_STREAM", "events.backup_events_stream"),
-    ("VARDO_EVENTS_CLAIM_IDLE_SECONDS", "events.claim_idle_seconds"),
+    (
+        "VARDO_EVENTS_CLAIM_IDLE_SECONDS",
+        "events.claim_idle_seconds",
+    ),
     ("VARDO_EVENTS_MAX_DELIVERIES", "events.max_deliveries"),
 ];
 
@@ -310,7 +316,9 @@ impl Config {
         }
         let s = &self.scheduler;
         if s.max_concurrent_runs == 0 {
-            return Err(ConfigError::Invalid("scheduler.max_concurrent_runs must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "scheduler.max_concurrent_runs must be at least 1".into(),
+            ));
         }
         if s.heartbeat_seconds == 0 || s.heartbeat_seconds * 2 > s.lease_seconds {
             return Err(ConfigError::Invalid(
@@ -583,9 +591,16 @@ mod tests {
     fn event_streams_come_from_file_and_environment() {
         Jail::expect_with(|jail| {
             base(jail);
-            let d = Config::load(None).map_err(|e| e.to_string())?.events.settings();
+            let d = Config::load(None)
+                .map_err(|e| e.to_string())?
+                .events
+                .settings();
             assert_eq!(
-                (d.stream.as_str(), d.group.as_str(), d.dead_letter_stream.as_str()),
+                (
+                    d.stream.as_str(),
+                    d.group.as_str(),
+                    d.dead_letter_stream.as_str()
+                ),
                 ("vardo:events", "vardo-backup", "vardo:events:dead")
             );
             assert_eq!((d.claim_idle.as_secs(), d.max_deliveries), (60, 5));
@@ -594,7 +609,10 @@ mod tests {
             jail.set_env("VARDO_BACKUP_EVENTS_STREAM", "results");
             let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
             let e = c.events.settings();
-            assert_eq!((e.stream.as_str(), e.dead_letter_stream.as_str()), ("deploys", "deploys:dead"));
+            assert_eq!(
+                (e.stream.as_str(), e.dead_letter_stream.as_str()),
+                ("deploys", "deploys:dead")
+            );
             assert_eq!((e.claim_idle.as_secs(), e.max_deliveries), (2, 3));
             assert_eq!(e.backup_events_stream, "results");
             jail.create_file("w.yml", "events:\n  max_deliveries: 0\n")?;

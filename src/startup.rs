@@ -134,13 +134,22 @@ impl Application {
     fn start_workers(&self) -> Workers {
         use actix::Actor as _;
         use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
-        let instance = format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
         tracing::info!(%instance, "scheduler role started");
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
         Workers {
-            scheduler: Scheduler::new(self.engine.clone(), supervisor.clone(), instance.clone()).start(),
+            scheduler: Scheduler::new(self.engine.clone(), supervisor.clone(), instance.clone())
+                .start(),
             deploy_events: self.engine.settings().events.consume.then(|| {
-                vardo_actors::deploy_events::DeployEvents::new(self.engine.clone(), instance.clone()).start()
+                vardo_actors::deploy_events::DeployEvents::new(
+                    self.engine.clone(),
+                    instance.clone(),
+                )
+                .start()
             }),
             dispatcher: Dispatcher::new(self.engine.clone(), supervisor.clone(), instance).start(),
             janitor: Janitor::new(self.engine.clone()).start(),

@@ -39,8 +39,11 @@ impl Actor for Dispatcher {
                 return;
             }
             act.busy = true;
-            let (engine, supervisor, instance) =
-                (act.engine.clone(), act.supervisor.clone(), act.instance.clone());
+            let (engine, supervisor, instance) = (
+                act.engine.clone(),
+                act.supervisor.clone(),
+                act.instance.clone(),
+            );
             ctx.spawn(
                 async move { dispatch(&engine, &supervisor, &instance).await }
                     .into_actor(act)

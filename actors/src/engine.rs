@@ -78,7 +78,9 @@ impl Engine {
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
             .map_err(|e| EngineError::Redis(e.to_string()))?;
-        let run_slots = Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_runs.max(1)));
+        let run_slots = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_runs.max(1),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 run_slots,

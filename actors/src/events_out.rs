@@ -239,3 +239,64 @@ async fn publish(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_wire_shape_is_camel_case_with_a_type() {
+        let c = Completed {
+            kind: COMPLETED,
+            request_id: "r-1".into(),
+            run_id: Some(Uuid::nil()),
+            organization_id: Some(Uuid::nil()),
+            org_slug: "acme".into(),
+            job: Some(JobRef {
+                id: Uuid::nil(),
+                name: "Auto: shop".into(),
+            }),
+            status: Outcome::Success,
+            reason: None,
+            request_runs: 1,
+            total_size_bytes: 10,
+            started_at: None,
+            finished_at: None,
+            volumes: vec![VolumeResult {
+                backup_id: Uuid::nil(),
+                app_id: "a".into(),
+                app_name: "shop".into(),
+                volume_name: "data".into(),
+                kind: VolumeKind::Postgres,
+                status: Status::Success,
+                size_bytes: Some(10),
+                storage_path: Some("acme/shop/data/t.sql.gz".into()),
+                checksum: None,
+                error: None,
+            }],
+        };
+        let v = serde_json::to_value(&c).expect("serializes");
+        assert_eq!(v["type"], "backup.completed");
+        assert_eq!(v["status"], "success");
+        for key in [
+            "requestId",
+            "runId",
+            "orgSlug",
+            "job",
+            "requestRuns",
+            "totalSizeBytes",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        assert_eq!(v["job"]["name"], "Auto: shop");
+        let vol = &v["volumes"][0];
+        assert_eq!(
+            (&vol["volumeName"], &vol["kind"], &vol["storagePath"]),
+            (
+                &"data".into(),
+                &"postgres".into(),
+                &"acme/shop/data/t.sql.gz".into()
+            )
+        );
+    }
+}

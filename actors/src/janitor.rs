@@ -25,7 +25,11 @@ impl Actor for Janitor {
             let engine = act.engine.clone();
             ctx.spawn(
                 async move {
-                    match engine.store().fail_abandoned(engine.settings().run_lease).await {
+                    match engine
+                        .store()
+                        .fail_abandoned(engine.settings().run_lease)
+                        .await
+                    {
                         Ok((0, 0)) => {}
                         Ok((backups, restores)) => tracing::warn!(
                             backups,

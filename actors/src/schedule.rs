@@ -43,7 +43,9 @@ impl Schedule {
         if fields != 5 {
             return Err(ScheduleError::Cron {
                 expr: expr.to_owned(),
-                reason: format!("expected 5 fields (minute hour day month weekday), found {fields}"),
+                reason: format!(
+                    "expected 5 fields (minute hour day month weekday), found {fields}"
+                ),
             });
         }
         let bad = |reason: String| ScheduleError::Cron {
@@ -56,7 +58,8 @@ impl Schedule {
         if !cron.any() {
             return Err(ScheduleError::Never(expr.to_owned()));
         }
-        let tz = Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
+        let tz =
+            Tz::from_str(timezone).map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
         Ok(Self { cron, tz })
     }
 
@@ -100,7 +103,11 @@ impl Schedule {
     }
 
     /// The latest firing minute in `(from, to]`, if any.
-    pub fn latest_due_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn latest_due_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let mut latest = None;
         let mut cursor = from;
         while let Some(next) = self.next_after(cursor) {
@@ -150,7 +157,11 @@ fn weekdays_for_saffron(field: &str) -> Result<String, String> {
     let mut days = [false; 7];
     for part in field.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step in {part:?}"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<usize>()
+                    .map_err(|_| format!("bad step in {part:?}"))?,
+            ),
             None => (part, 1),
         };
         if step == 0 {
@@ -197,18 +208,29 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("rfc3339")
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn daily_at_two_utc() {
         let s = Schedule::parse("0 2 * * *", "UTC").expect("valid");
         assert!(s.is_due(at("2024-01-15T02:00:00Z")));
-        assert!(s.is_due(at("2024-01-15T02:00:59Z")), "any instant inside the minute");
+        assert!(
+            s.is_due(at("2024-01-15T02:00:59Z")),
+            "any instant inside the minute"
+        );
         assert!(!s.is_due(at("2024-01-15T02:01:00Z")));
         assert!(!s.is_due(at("2024-01-15T01:59:00Z")));
-        assert_eq!(s.next_after(at("2024-01-15T02:00:00Z")), Some(at("2024-01-16T02:00:00Z")));
-        assert_eq!(s.interval_after(at("2024-01-15T00:00:00Z")), Some(Duration::days(1)));
+        assert_eq!(
+            s.next_after(at("2024-01-15T02:00:00Z")),
+            Some(at("2024-01-16T02:00:00Z"))
+        );
+        assert_eq!(
+            s.interval_after(at("2024-01-15T00:00:00Z")),
+            Some(Duration::days(1))
+        );
     }
 
     #[test]
@@ -221,8 +243,14 @@ mod tests {
     #[test]
     fn time_zones_shift_the_firing() {
         let s = Schedule::parse("0 2 * * *", "Europe/Berlin").expect("valid");
-        assert!(s.is_due(at("2024-01-15T01:00:00Z")), "02:00 CET = 01:00 UTC");
-        assert!(s.is_due(at("2024-07-15T00:00:00Z")), "02:00 CEST = 00:00 UTC");
+        assert!(
+            s.is_due(at("2024-01-15T01:00:00Z")),
+            "02:00 CET = 01:00 UTC"
+        );
+        assert!(
+            s.is_due(at("2024-07-15T00:00:00Z")),
+            "02:00 CEST = 00:00 UTC"
+        );
         assert!(!s.is_due(at("2024-01-15T02:00:00Z")));
     }
 
@@ -230,7 +258,10 @@ mod tests {
     fn a_time_skipped_by_dst_fires_after_the_gap() {
         // 2024-03-31: Berlin jumps from 02:00 to 03:00 (01:00 UTC).
         let s = Schedule::parse("30 2 * * *", "Europe/Berlin").expect("valid");
-        assert_eq!(s.next_after(at("2024-03-30T12:00:00Z")), Some(at("2024-03-31T01:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2024-03-30T12:00:00Z")),
+            Some(at("2024-03-31T01:00:00Z"))
+        );
         assert!(s.is_due(at("2024-03-31T01:00:00Z")));
         assert_eq!(
             s.latest_due_between(at("2024-03-30T12:00:00Z"), at("2024-03-31T12:00:00Z")),
@@ -255,8 +286,15 @@ mod tests {
         let s = Schedule::parse("*/5 * * * *", "UTC").expect("valid");
         let last = at("2024-05-01T10:00:00Z");
         let now = at("2024-05-01T10:10:00Z");
-        assert_eq!(s.latest_due_between(last, now), Some(at("2024-05-01T10:10:00Z")));
-        assert_eq!(s.latest_due_between(now, now), None, "a late tick in the same minute");
+        assert_eq!(
+            s.latest_due_between(last, now),
+            Some(at("2024-05-01T10:10:00Z"))
+        );
+        assert_eq!(
+            s.latest_due_between(now, now),
+            None,
+            "a late tick in the same minute"
+        );
         let hourly = Schedule::parse("0 * * * *", "UTC").expect("valid");
         assert_eq!(hourly.latest_due_between(last, now), None);
     }
@@ -268,10 +306,17 @@ mod tests {
         let days: Vec<bool> = (0..7)
             .map(|d| weekdays.is_due(at("2024-01-15T02:00:00Z") + Duration::days(d)))
             .collect();
-        assert_eq!(days, [true, true, true, true, true, false, false], "Monday to Friday");
+        assert_eq!(
+            days,
+            [true, true, true, true, true, false, false],
+            "Monday to Friday"
+        );
         for sunday in ["0", "7", "SUN", "sun", "6-7"] {
             let s = Schedule::parse(&format!("0 2 * * {sunday}"), "UTC").expect("valid");
-            assert!(s.is_due(at("2024-01-21T02:00:00Z")), "{sunday} includes Sunday");
+            assert!(
+                s.is_due(at("2024-01-21T02:00:00Z")),
+                "{sunday} includes Sunday"
+            );
         }
         let alternate = Schedule::parse("0 2 * * 1-5/2", "UTC").expect("valid");
         assert!(alternate.is_due(at("2024-01-17T02:00:00Z")), "Wednesday");
@@ -283,9 +328,21 @@ mod tests {
 
     #[test]
     fn bad_input_is_named() {
-        assert!(matches!(Schedule::parse("0 2 * *", "UTC"), Err(ScheduleError::Cron { .. })));
-        assert!(matches!(Schedule::parse("61 2 * * *", "UTC"), Err(ScheduleError::Cron { .. })));
-        assert!(matches!(Schedule::parse("0 2 * * *", "Mars/Olympus"), Err(ScheduleError::TimeZone(_))));
-        assert!(matches!(Schedule::parse("0 0 30 2 *", "UTC"), Err(ScheduleError::Never(_))));
+        assert!(matches!(
+            Schedule::parse("0 2 * *", "UTC"),
+            Err(ScheduleError::Cron { .. })
+        ));
+        assert!(matches!(
+            Schedule::parse("61 2 * * *", "UTC"),
+            Err(ScheduleError::Cron { .. })
+        ));
+        assert!(matches!(
+            Schedule::parse("0 2 * * *", "Mars/Olympus"),
+            Err(ScheduleError::TimeZone(_))
+        ));
+        assert!(matches!(
+            Schedule::parse("0 0 30 2 *", "UTC"),
+            Err(ScheduleError::Never(_))
+        ));
     }
 }

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use crate::engine::Engine;
 use crate::lock;
-use crate::metrics::LockOutcome;
 use crate::messages::StartRun;
+use crate::metrics::LockOutcome;
 use crate::model::RunReason;
 use crate::run::RunSupervisor;
 use crate::schedule::{minute_of, Schedule};
@@ -67,7 +67,8 @@ pub fn evaluation_window(
     minute: DateTime<Utc>,
     catch_up: Duration,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let earliest = minute - chrono::Duration::from_std(catch_up).unwrap_or(chrono::Duration::hours(1));
+    let earliest =
+        minute - chrono::Duration::from_std(catch_up).unwrap_or(chrono::Duration::hours(1));
     let last = last_here.max(last_anywhere);
     let from = match last {
         Some(last) => last.max(earliest),
@@ -132,21 +133,24 @@ impl Handler<Tick> for Scheduler {
                 engine.metrics().record_tick(started.elapsed());
                 result
             }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    match &result {
-                        Ok(report) => {
-                            if let Some((_, to)) = report.window {
-                                act.last_evaluated = Some(to);
-                            }
-                            if !report.started.is_empty() {
-                                tracing::info!(started = report.started.len(), "scheduled runs started");
-                            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                match &result {
+                    Ok(report) => {
+                        if let Some((_, to)) = report.window {
+                            act.last_evaluated = Some(to);
                         }
-                        Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+                        if !report.started.is_empty() {
+                            tracing::info!(
+                                started = report.started.len(),
+                                "scheduled runs started"
+                            );
+                        }
                     }
-                    result
-                }),
+                    Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+                }
+                result
+            }),
         ))
     }
 }
@@ -211,7 +215,10 @@ async fn fire(
         return Ok(());
     }
     let store = engine.store();
-    if store.job_has_live_run(job.id, engine.settings().run_lease).await? {
+    if store
+        .job_has_live_run(job.id, engine.settings().run_lease)
+        .await?
+    {
         report.busy += 1;
         tracing::warn!(job_id = %job.id, minute = %due, "skipped: the job's previous run is still going");
         return Ok(());
@@ -250,7 +257,10 @@ async fn check_overdue(
         };
         let reference = last_success.get(&job.id).copied().unwrap_or(job.created_at);
         let overdue = now - reference > interval * 2;
-        if overdue != job.overdue_since.is_some() && store.set_overdue(job.id, overdue).await? && overdue {
+        if overdue != job.overdue_since.is_some()
+            && store.set_overdue(job.id, overdue).await?
+            && overdue
+        {
             tracing::warn!(job_id = %job.id, job = %job.name, last_success = %reference, "job is overdue");
             crate::after_run::job_overdue(engine, job.id).await;
         }
@@ -263,7 +273,9 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("rfc3339")
+            .with_timezone(&Utc)
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -271,21 +283,31 @@ mod tests {
     #[test]
     fn a_first_tick_evaluates_only_its_minute() {
         let m = at("2024-05-01T10:00:00Z");
-        assert_eq!(evaluation_window(None, None, m, HOUR), Some((at("2024-05-01T09:59:00Z"), m)));
+        assert_eq!(
+            evaluation_window(None, None, m, HOUR),
+            Some((at("2024-05-01T09:59:00Z"), m))
+        );
     }
 
     #[test]
     fn a_late_tick_in_the_same_minute_evaluates_nothing() {
         let m = at("2024-05-01T10:00:00Z");
         assert_eq!(evaluation_window(Some(m), None, m, HOUR), None);
-        assert_eq!(evaluation_window(None, Some(m), m, HOUR), None, "another instance did it");
+        assert_eq!(
+            evaluation_window(None, Some(m), m, HOUR),
+            None,
+            "another instance did it"
+        );
     }
 
     #[test]
     fn a_gap_is_caught_up_from_the_last_evaluated_minute_within_the_window() {
         let m = at("2024-05-01T10:10:00Z");
         let last = at("2024-05-01T10:00:00Z");
-        assert_eq!(evaluation_window(Some(last), None, m, HOUR), Some((last, m)));
+        assert_eq!(
+            evaluation_window(Some(last), None, m, HOUR),
+            Some((last, m))
+        );
         let long_ago = at("2024-04-30T10:00:00Z");
         assert_eq!(
             evaluation_window(None, Some(long_ago), m, HOUR),
@@ -304,6 +326,9 @@ mod tests {
             HOUR,
         )
         .expect("window");
-        assert_eq!(s.latest_due_between(from, to), Some(at("2024-05-01T10:10:00Z")));
+        assert_eq!(
+            s.latest_due_between(from, to),
+            Some(at("2024-05-01T10:10:00Z"))
+        );
     }
 }

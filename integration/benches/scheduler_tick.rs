@@ -16,14 +16,22 @@ use vardo_integration::TestBed;
 /// This process's user + system CPU time (from /proc; 10 ms resolution).
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 
 fn main() {
-    let jobs: usize = std::env::var("VARDO_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let jobs: usize = std::env::var("VARDO_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     actix::System::new().block_on(async move {
         let bed = TestBed::new().await;
         let org = bed.organization().await;

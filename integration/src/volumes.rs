@@ -44,7 +44,12 @@ pub async fn remove(docker: &DockerClient, volume: &str) {
         filters: Some(filters),
         ..Default::default()
     };
-    for c in docker.raw().list_containers(Some(list)).await.unwrap_or_default() {
+    for c in docker
+        .raw()
+        .list_containers(Some(list))
+        .await
+        .unwrap_or_default()
+    {
         if let Some(id) = c.id {
             let rm = bollard::query_parameters::RemoveContainerOptions {
                 force: true,

@@ -15,13 +15,19 @@ use vardo_integration::{eventually, volumes, TestBed};
 /// Jobs covering one tiny volume each, on `schedule`, to a bucket of the bed.
 async fn jobs(bed: &TestBed, count: usize, schedule: &str) -> Vec<Uuid> {
     let org = bed.organization().await;
-    let target = bed.target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None)).await;
+    let target = bed
+        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
+        .await;
     let mut ids = Vec::new();
     for i in 0..count {
-        let app = bed.app(&org, &format!("s{i}x"), &[("files", VolumeKind::Generic)]).await;
+        let app = bed
+            .app(&org, &format!("s{i}x"), &[("files", VolumeKind::Generic)])
+            .await;
         let volume = bed.blue(&app, "files");
         bed.docker.create_volume(&volume).await.expect("volume");
-        let id = bed.job(&org, Some(target), &[&app], Compression::Gzip).await;
+        let id = bed
+            .job(&org, Some(target), &[&app], Compression::Gzip)
+            .await;
         set_schedule(bed, id, schedule).await;
         ids.push(id);
     }
@@ -33,7 +39,10 @@ async fn set_schedule(bed: &TestBed, job: Uuid, schedule: &str) {
         .client()
         .await
         .expect("db")
-        .execute("UPDATE backup_job SET schedule = $2 WHERE id = $1", &[&job, &schedule])
+        .execute(
+            "UPDATE backup_job SET schedule = $2 WHERE id = $1",
+            &[&job, &schedule],
+        )
         .await
         .expect("schedule");
 }
@@ -56,7 +65,11 @@ async fn runs_per_minute(bed: &TestBed) -> HashMap<(Uuid, DateTime<Utc>), i64> {
 
 fn scheduler_env(bed: &TestBed, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = bed.env();
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     env
 }
 
@@ -70,16 +83,26 @@ async fn three_engines_fire_each_job_exactly_once_every_minute() {
         .collect();
     // Wait until four distinct minutes have fired: at least three whole minutes observed.
     let bed_ref = &bed;
-    eventually(Duration::from_secs(330), "four scheduled minutes", || async move {
-        let minutes: BTreeSet<DateTime<Utc>> =
-            runs_per_minute(bed_ref).await.keys().map(|(_, m)| *m).collect();
-        (minutes.len() >= 4).then_some(())
-    })
+    eventually(
+        Duration::from_secs(330),
+        "four scheduled minutes",
+        || async move {
+            let minutes: BTreeSet<DateTime<Utc>> = runs_per_minute(bed_ref)
+                .await
+                .keys()
+                .map(|(_, m)| *m)
+                .collect();
+            (minutes.len() >= 4).then_some(())
+        },
+    )
     .await;
     drop(servers);
     let counts = runs_per_minute(&bed).await;
     let minutes: BTreeSet<DateTime<Utc>> = counts.keys().map(|(_, m)| *m).collect();
-    let (first, last) = (*minutes.first().expect("a minute"), *minutes.last().expect("a minute"));
+    let (first, last) = (
+        *minutes.first().expect("a minute"),
+        *minutes.last().expect("a minute"),
+    );
     assert!(last - first >= chrono::Duration::minutes(3), "{minutes:?}");
     for ((job, minute), n) in &counts {
         assert_eq!(*n, 1, "job {job} ran {n} times for {minute}");
@@ -87,7 +110,10 @@ async fn three_engines_fire_each_job_exactly_once_every_minute() {
     // The last minute may have been cut by stopping the engines; every earlier one is complete.
     for job in &ids {
         for minute in minutes.iter().filter(|m| **m < last) {
-            assert!(counts.contains_key(&(*job, *minute)), "job {job} missed {minute}");
+            assert!(
+                counts.contains_key(&(*job, *minute)),
+                "job {job} missed {minute}"
+            );
         }
     }
     bed.cleanup().await;
@@ -100,14 +126,29 @@ async fn a_killed_engines_rows_fail_within_the_lease_and_the_job_keeps_firing() 
     let job = ids[0];
     let volume = format!("s0x{}-blue_files", bed.id);
     // Large enough that the run is still going when the engine is killed.
-    volumes::sh(&bed.docker, &volume, "head -c 400000000 /dev/urandom > /volume/big").await.expect("populate");
-    let env = scheduler_env(&bed, &[("VARDO_RUN_LEASE_SECONDS", "8"), ("VARDO_HEARTBEAT_SECONDS", "2")]);
+    volumes::sh(
+        &bed.docker,
+        &volume,
+        "head -c 400000000 /dev/urandom > /volume/big",
+    )
+    .await
+    .expect("populate");
+    let env = scheduler_env(
+        &bed,
+        &[
+            ("VARDO_RUN_LEASE_SECONDS", "8"),
+            ("VARDO_HEARTBEAT_SECONDS", "2"),
+        ],
+    );
     let mut first = Server::spawn(&["--role", "scheduler"], &env).expect("engine");
     let client = bed.db.client().await.expect("db");
     let client_ref = &client;
     let killed_run: Uuid = eventually(Duration::from_secs(90), "a running row", || async move {
         client_ref
-            .query_opt("SELECT run_id FROM backup WHERE job_id = $1 AND status = 'running'", &[&job])
+            .query_opt(
+                "SELECT run_id FROM backup WHERE job_id = $1 AND status = 'running'",
+                &[&job],
+            )
             .await
             .ok()
             .flatten()
@@ -116,19 +157,29 @@ async fn a_killed_engines_rows_fail_within_the_lease_and_the_job_keeps_firing() 
     .await;
     let second = Server::spawn(&["--role", "scheduler"], &env).expect("second engine");
     first.kill();
-    let failed: String = eventually(Duration::from_secs(30), "the killed run's row to fail", || async move {
-        client_ref
-            .query_opt("SELECT log FROM backup WHERE run_id = $1 AND status = 'failed'", &[&killed_run])
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0))
-    })
+    let failed: String = eventually(
+        Duration::from_secs(30),
+        "the killed run's row to fail",
+        || async move {
+            client_ref
+                .query_opt(
+                    "SELECT log FROM backup WHERE run_id = $1 AND status = 'failed'",
+                    &[&killed_run],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0))
+        },
+    )
     .await;
     assert!(failed.contains("engine stopped during the run"), "{failed}");
     // The survivor keeps the job on time: a later scheduled run succeeds.
-    eventually(Duration::from_secs(150), "a later run to succeed", || async move {
-        client_ref
+    eventually(
+        Duration::from_secs(150),
+        "a later run to succeed",
+        || async move {
+            client_ref
             .query_opt(
                 "SELECT 1 FROM backup WHERE job_id = $1 AND run_id <> $2 AND status = 'success'",
                 &[&job, &killed_run],
@@ -137,7 +188,8 @@ async fn a_killed_engines_rows_fail_within_the_lease_and_the_job_keeps_firing() 
             .ok()
             .flatten()
             .map(drop)
-    })
+        },
+    )
     .await;
     drop(second);
     bed.cleanup().await;
@@ -162,7 +214,16 @@ impl PrivateRedis {
 
     fn resume(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (installed by scripts/services) starts");
@@ -170,7 +231,10 @@ impl PrivateRedis {
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "private redis did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -208,34 +272,61 @@ async fn a_redis_outage_fires_nothing_twice_and_catches_the_missed_minute_up_onc
         .map(|_| Server::spawn(&["--role", "scheduler"], &env).expect("engine"))
         .collect();
     let bed_ref = &bed;
-    eventually(Duration::from_secs(90), "a first scheduled run", || async move {
-        (!runs_per_minute(bed_ref).await.is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(90),
+        "a first scheduled run",
+        || async move { (!runs_per_minute(bed_ref).await.is_empty()).then_some(()) },
+    )
     .await;
     // A job due only at the next minute, which falls inside the outage.
     let next = vardo_actors::schedule::minute_of(Utc::now()) + chrono::Duration::minutes(1);
-    let once = jobs(&bed, 1, &format!("{} {} * * *", next.format("%M"), next.format("%H"))).await[0];
+    let once = jobs(
+        &bed,
+        1,
+        &format!("{} {} * * *", next.format("%M"), next.format("%H")),
+    )
+    .await[0];
     redis.stop();
-    let resp = reqwest::get(format!("{}/readyz", servers[0].base_url)).await.expect("readyz");
+    let resp = reqwest::get(format!("{}/readyz", servers[0].base_url))
+        .await
+        .expect("readyz");
     assert_eq!(resp.status().as_u16(), 503, "readyz while redis is down");
     tokio::time::sleep(Duration::from_secs(70)).await; // the outage itself, not a wait for an effect
     redis.resume();
-    eventually(Duration::from_secs(150), "the missed minute caught up", || async move {
-        runs_per_minute(bed_ref).await.contains_key(&(once, next)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(150),
+        "the missed minute caught up",
+        || async move {
+            runs_per_minute(bed_ref)
+                .await
+                .contains_key(&(once, next))
+                .then_some(())
+        },
+    )
     .await;
     // One more minute after recovery, then count.
     let after = Utc::now();
-    eventually(Duration::from_secs(130), "a run after recovery", || async move {
-        let counts = runs_per_minute(bed_ref).await;
-        counts.keys().any(|(j, m)| *j == watched && *m > after).then_some(())
-    })
+    eventually(
+        Duration::from_secs(130),
+        "a run after recovery",
+        || async move {
+            let counts = runs_per_minute(bed_ref).await;
+            counts
+                .keys()
+                .any(|(j, m)| *j == watched && *m > after)
+                .then_some(())
+        },
+    )
     .await;
     drop(servers);
     let counts = runs_per_minute(&bed).await;
     for ((job, minute), n) in &counts {
         assert_eq!(*n, 1, "job {job} ran {n} times for {minute}");
     }
-    assert_eq!(counts.keys().filter(|(j, _)| *j == once).count(), 1, "the missed job ran once");
+    assert_eq!(
+        counts.keys().filter(|(j, _)| *j == once).count(),
+        1,
+        "the missed job ran once"
+    );
     bed.cleanup().await;
 }

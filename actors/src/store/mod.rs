@@ -21,7 +21,7 @@ mod tokens;
 pub use admin::{OrganizationRecord, PageAfter};
 pub use app_admin::AppPut;
 pub use backups::{log_line, NewBackupRow, RunRef};
-pub use deploy::{AutoJob, Deployed, DeployedApp, Removed, RequestedRun, Requested};
+pub use deploy::{AutoJob, Deployed, DeployedApp, Removed, Requested, RequestedRun};
 pub use history::HistoryFilter;
 pub use job_admin::{ArchiveRef, JobRecord};
 pub use jobs::NewJob;

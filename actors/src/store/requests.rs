@@ -36,7 +36,10 @@ impl Store {
     }
 
     /// Claims the oldest unclaimed run request for `instance`.
-    pub async fn claim_run_request(&self, instance: &str) -> Result<Option<RunRequest>, StoreError> {
+    pub async fn claim_run_request(
+        &self,
+        instance: &str,
+    ) -> Result<Option<RunRequest>, StoreError> {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(

@@ -70,7 +70,11 @@ impl Store {
     }
 
     /// Whether the job has unfinished rows that a live engine still heartbeats.
-    pub async fn job_has_live_run(&self, job_id: Uuid, lease: Duration) -> Result<bool, StoreError> {
+    pub async fn job_has_live_run(
+        &self,
+        job_id: Uuid,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let client = self.pool().get().await?;
         let row = client
             .query_one(
@@ -87,7 +91,10 @@ impl Store {
     pub async fn last_evaluated_minute(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.pool().get().await?;
         let row = client
-            .query_opt("SELECT minute FROM scheduler_state WHERE key = $1", &[&STATE_KEY])
+            .query_opt(
+                "SELECT minute FROM scheduler_state WHERE key = $1",
+                &[&STATE_KEY],
+            )
             .await?;
         Ok(row
             .map(|r| r.get::<_, i64>(0))
@@ -140,7 +147,8 @@ impl Store {
     /// engine is gone. Returns how many backup and restore rows it settled.
     pub async fn fail_abandoned(&self, lease: Duration) -> Result<(u64, u64), StoreError> {
         let client = self.pool().get().await?;
-        let line = log_line("failed: engine stopped during the run (no heartbeat within the lease)");
+        let line =
+            log_line("failed: engine stopped during the run (no heartbeat within the lease)");
         let backups = client
             .execute(
                 "UPDATE backup SET status = 'failed', finished_at = now(), log = log || $2
@@ -149,7 +157,8 @@ impl Store {
                 &[&secs(lease), &line],
             )
             .await?;
-        let line = log_line("failed: engine stopped during the restore (no heartbeat within the lease)");
+        let line =
+            log_line("failed: engine stopped during the restore (no heartbeat within the lease)");
         let restores = client
             .execute(
                 "UPDATE restore SET status = 'failed', finished_at = now(), log = log || $2

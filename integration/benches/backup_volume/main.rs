@@ -15,7 +15,9 @@
 //!
 //! Settings (environment): `VARDO_BENCH_MIB` (volume size, default 1024), `VARDO_BENCH_STEPS`
 //! (comma-separated subset of `baseline,gzip,zstd,raw,restore`, default all),
-//! `VARDO_BENCH_GZIP_LEVEL` / `VARDO_BENCH_ZSTD_LEVEL` (the jobs' level; default: the job default).
+//! `VARDO_BENCH_GZIP_LEVEL` / `VARDO_BENCH_ZSTD_LEVEL` (the jobs' level; default: the job default),
+//! `VARDO_BENCH_PERF=<dir>` (sample the whole machine with `perf` during each run and print where
+//! the CPU time went).
 //! Everything it creates — volumes, bucket, database — is removed at the end.
 
 mod measure;
@@ -29,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use uuid::Uuid;
 use vardo_actors::model::{
-    Backup, Compression, Organization, RetentionPolicy, Status, TargetConfig, TargetKind, VolumeKind,
+    Backup, Compression, Organization, RetentionPolicy, Status, TargetConfig, TargetKind,
+    VolumeKind,
 };
 use vardo_actors::storage::TargetStorage;
 use vardo_actors::store::NewJob;
@@ -91,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
 async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     let binary = process::binary();
     println!("backup_volume benchmark");
-    println!("  date:    {}", text(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"])?);
+    println!(
+        "  date:    {}",
+        text(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"])?
+    );
     println!(
         "  machine: {} CPUs (nproc), {}, {} RAM, {}",
         text(&["nproc"])?,
@@ -107,7 +113,9 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     println!("  load:    {} (1, 5, 15 min) at the start", loadavg());
 
     let org = bed.organization().await;
-    let app = bed.app(&org, "bench", &[("data", VolumeKind::Generic)]).await;
+    let app = bed
+        .app(&org, "bench", &[("data", VolumeKind::Generic)])
+        .await;
     let volume = bed.track_volume(&bed.blue(&app, "data"));
     bed.docker.create_volume(&volume).await?;
     let started = Instant::now();
@@ -121,7 +129,11 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     println!();
 
     let target = bed
-        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(Some("vardo")))
+        .target(
+            Some(org.id),
+            TargetKind::S3,
+            bed.bucket.target_json(Some("vardo")),
+        )
         .await;
     let storage = TargetStorage::open(&TargetConfig::S3(bed.bucket.config()), false)?;
     let mut report = Report::new(volume_bytes);
@@ -149,11 +161,13 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
         for (compression, backup) in &backups {
             let key = backup.storage_path.as_deref().context("no storage path")?;
             if *compression == Compression::Gzip {
-                report.push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
+                report
+                    .push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
             }
             report.push(vardo_restore(bed, &binary, &volume, backup, *compression, &source).await?);
             if *compression == Compression::Zstd {
-                report.push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
+                report
+                    .push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
             }
         }
     }
@@ -212,21 +226,24 @@ async fn baseline_backup(
 docker run --rm -v "$1:/v:ro" -v "$2:/out" "$3" tar czf /out/a.tar.gz -C /v .
 curl -sS --fail -o /dev/null --aws-sigv4 "aws:amz:$4:s3" --user "$5" \
   -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' -T "$2/a.tar.gz" "$6""#;
-    let (_, cost) = timed(Command::new("bash").args([
-        "-c",
-        script,
-        "baseline",
-        volume,
-        &tmp.path().display().to_string(),
-        &setting("VARDO_HELPER_IMAGE"),
-        &setting("VARDO_TEST_S3_REGION"),
-        &format!(
-            "{}:{}",
-            setting("VARDO_TEST_S3_ACCESS_KEY"),
-            setting("VARDO_TEST_S3_SECRET_KEY")
-        ),
-        &url,
-    ]))
+    let (_, cost) = timed(
+        "baseline-backup",
+        Command::new("bash").args([
+            "-c",
+            script,
+            "baseline",
+            volume,
+            &tmp.path().display().to_string(),
+            &setting("VARDO_HELPER_IMAGE"),
+            &setting("VARDO_TEST_S3_REGION"),
+            &format!(
+                "{}:{}",
+                setting("VARDO_TEST_S3_ACCESS_KEY"),
+                setting("VARDO_TEST_S3_SECRET_KEY")
+            ),
+            &url,
+        ]),
+    )
     .context("baseline: tar czf + curl")?;
     let archive_bytes = std::fs::metadata(&file)?.len();
     let stored = storage.stat(key).await?;
@@ -270,8 +287,12 @@ async fn vardo_backup(
     compression: Compression,
     storage: &TargetStorage,
 ) -> anyhow::Result<(Row, Backup)> {
-    let (out, cost) = timed(&mut vardo(bed, binary, &["backup", "--job", &job.to_string()]))
-        .with_context(|| format!("vardo-backup backup ({})", compression.as_str()))?;
+    let label = format!("vardo-backup-{}", compression.as_str());
+    let (out, cost) = timed(
+        &label,
+        &mut vardo(bed, binary, &["backup", "--job", &job.to_string()]),
+    )
+    .with_context(|| format!("vardo-backup backup ({})", compression.as_str()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let id = stdout
         .split_whitespace()
@@ -309,14 +330,17 @@ async fn vardo_backup(
 /// `tar cf - | zstd -3 -T2 > /dev/null` over the volume's folder: no Docker, no upload.
 fn raw_limit(volume: &str) -> anyhow::Result<Row> {
     let dir = volume::mountpoint(volume)?;
-    let (_, cost) = timed(Command::new("bash").args([
-        "-o",
-        "pipefail",
-        "-c",
-        r#"tar cf - -C "$1" . | zstd -q -3 -T2 > /dev/null"#,
-        "raw",
-        &dir,
-    ]))
+    let (_, cost) = timed(
+        "raw-tar-zstd",
+        Command::new("bash").args([
+            "-o",
+            "pipefail",
+            "-c",
+            r#"tar cf - -C "$1" . | zstd -q -3 -T2 > /dev/null"#,
+            "raw",
+            &dir,
+        ]),
+    )
     .context("tar | zstd")?;
     Ok(Row {
         id: Id::RawZstd,
@@ -345,16 +369,20 @@ async fn plain_restore(
         Compression::Gzip => "-z",
         Compression::Zstd => "--zstd",
     };
-    let (_, cost) = timed(Command::new("bash").args([
-        "-o",
-        "pipefail",
-        "-c",
-        r#"curl -sS --fail "$1" | tar -x "$2" -f - -C "$3""#,
-        "restore",
-        &url,
-        flag,
-        &dir,
-    ]))
+    let label = format!("curl-tar-{}", compression.as_str());
+    let (_, cost) = timed(
+        &label,
+        Command::new("bash").args([
+            "-o",
+            "pipefail",
+            "-c",
+            r#"curl -sS --fail "$1" | tar -x "$2" -f - -C "$3""#,
+            "restore",
+            &url,
+            flag,
+            &dir,
+        ]),
+    )
     .context("curl | tar x")?;
     ensure!(
         volume::fingerprint(&dir)? == source,
@@ -382,11 +410,15 @@ async fn vardo_restore(
     source: &str,
 ) -> anyhow::Result<Row> {
     volumes::remove(&bed.docker, volume).await;
-    let (out, cost) = timed(&mut vardo(
-        bed,
-        binary,
-        &["restore", "--backup", &backup.id.to_string()],
-    ))
+    let label = format!("vardo-restore-{}", compression.as_str());
+    let (out, cost) = timed(
+        &label,
+        &mut vardo(
+            bed,
+            binary,
+            &["restore", "--backup", &backup.id.to_string()],
+        ),
+    )
     .with_context(|| format!("vardo-backup restore ({})", compression.as_str()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(

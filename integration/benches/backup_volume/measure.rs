@@ -42,11 +42,31 @@ fn read_counters() -> Counters {
 }
 
 /// Runs `cmd` under `/usr/bin/time` and measures it. `cmd` must not already be wrapped.
-pub fn timed(cmd: &mut Command) -> anyhow::Result<(Output, Cost)> {
+///
+/// With `VARDO_BENCH_PERF=<dir>`, the whole machine is also sampled with `perf record -a` while
+/// `cmd` runs, into `<dir>/<label>.data`, and where the CPU time went (by process and library)
+/// is printed: the profile behind BENCHMARKS.md.
+pub fn timed(label: &str, cmd: &mut Command) -> anyhow::Result<(Output, Cost)> {
     let report = tempfile::NamedTempFile::new()?;
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
-    let mut wrapped = Command::new("/usr/bin/time");
+    let perf = std::env::var("VARDO_BENCH_PERF")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+        .map(|dir| Path::new(&dir).join(format!("{label}.data")));
+    let mut wrapped = match &perf {
+        Some(data) => {
+            if let Some(dir) = data.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-q", "-a", "-e", "cpu-clock", "-F", "499", "-o"])
+                .arg(data)
+                .args(["--", "/usr/bin/time"]);
+            perf
+        }
+        None => Command::new("/usr/bin/time"),
+    };
     wrapped
         .args(["-f", "%e %M %U %S", "-o"])
         .arg(report.path())
@@ -67,10 +87,16 @@ pub fn timed(cmd: &mut Command) -> anyhow::Result<(Output, Cost)> {
     let out = run(&mut wrapped)?;
     let wall_s = started.elapsed().as_secs_f64();
     let after = read_counters();
+    if let Some(data) = &perf {
+        print_profile(label, data)?;
+    }
     let report = std::fs::read_to_string(report.path())?;
     let last = report.lines().last().unwrap_or_default();
     let (rss, cpu) = match last.split_whitespace().collect::<Vec<_>>()[..] {
-        [_, rss, user, sys] => (rss.parse::<u64>()?, user.parse::<f64>()? + sys.parse::<f64>()?),
+        [_, rss, user, sys] => (
+            rss.parse::<u64>()?,
+            user.parse::<f64>()? + sys.parse::<f64>()?,
+        ),
         _ => bail!("unexpected /usr/bin/time report: {report:?}"),
     };
     Ok((
@@ -85,6 +111,30 @@ pub fn timed(cmd: &mut Command) -> anyhow::Result<(Output, Cost)> {
             load_before,
         },
     ))
+}
+
+/// Where the sampled CPU time went: share of all samples by process and library.
+fn print_profile(label: &str, data: &Path) -> anyhow::Result<()> {
+    let out = run(Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "-q",
+            "--sort",
+            "comm,dso",
+            "--percent-limit",
+            "1",
+            "-i",
+        ])
+        .arg(data))
+    .with_context(|| format!("perf report of {}", data.display()))?;
+    println!("    profile of {label} (perf, all cores; share of samples, by process and library):");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.trim().is_empty() {
+            println!("      {}", line.trim());
+        }
+    }
+    Ok(())
 }
 
 fn delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
@@ -136,7 +186,8 @@ fn pid_of(name: &str) -> Option<u32> {
 
 /// User + system CPU seconds of a process and its waited-for children.
 fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

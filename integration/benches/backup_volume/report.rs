@@ -170,7 +170,10 @@ impl Report {
         println!("Goals:");
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         if let Some(x) = self.speedup(Id::GzipBackup, Id::BaselineBackup) {
-            println!("  .tar.gz at least 3x faster than the baseline: {x:.2}x ({})", verdict(x >= 3.0));
+            println!(
+                "  .tar.gz at least 3x faster than the baseline: {x:.2}x ({})",
+                verdict(x >= 3.0)
+            );
         }
         if let (Some(ours), Some(base)) = (
             self.get(Id::GzipBackup).and_then(|r| r.archive_bytes),
@@ -212,7 +215,9 @@ impl Report {
             }
         }
         if let Some(x) = self.speedup(Id::RestoreZst, Id::PlainRestoreZst) {
-            println!("  (not a goal) vardo-backup restore .tar.zst vs curl | tar x --zstd: {x:.2}x");
+            println!(
+                "  (not a goal) vardo-backup restore .tar.zst vs curl | tar x --zstd: {x:.2}x"
+            );
         }
     }
 }

@@ -85,9 +85,13 @@ echo "$(find . -type f | wc -l) $(find . -type f -exec stat -c %s {} + | awk '{ 
 
 /// Fills `volume` with about `mib` MiB of files; returns (files, bytes of file contents).
 pub async fn generate(docker: &DockerClient, volume: &str, mib: u64) -> anyhow::Result<(u64, u64)> {
-    let out = volumes::sh(docker, volume, &GENERATE.replace("__MIB__", &mib.to_string()))
-        .await
-        .context("generate the volume")?;
+    let out = volumes::sh(
+        docker,
+        volume,
+        &GENERATE.replace("__MIB__", &mib.to_string()),
+    )
+    .await
+    .context("generate the volume")?;
     let last = out.lines().last().unwrap_or_default();
     match last.split_whitespace().collect::<Vec<_>>()[..] {
         [files, bytes] => Ok((files.parse()?, bytes.parse()?)),
