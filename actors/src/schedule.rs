@@ -345,4 +345,57 @@ mod tests {
             Err(ScheduleError::Never(_))
         ));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const ZONES: [&str; 5] = [
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Sydney",
+            "Asia/Kolkata",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// next_after is strictly later, due, and nothing in between is due.
+            #[test]
+            fn next_after_is_the_first_due_minute(
+                minute in 0u32..60, step in 1u32..30, hour in 0u32..24,
+                zone in 0usize..5, start in 1_700_000_000i64..1_800_000_000,
+            ) {
+                let exprs = [format!("{minute} * * * *"), format!("*/{step} * * * *"), format!("{minute} {hour} * * *")];
+                let t = DateTime::from_timestamp(start, 0).expect("valid");
+                for expr in &exprs {
+                    let s = Schedule::parse(expr, ZONES[zone]).expect("valid");
+                    let next = s.next_after(t).expect("fires");
+                    prop_assert!(next > t);
+                    prop_assert!(s.is_due(next), "{} not due at {}", expr, next);
+                    if next - t <= Duration::hours(3) {
+                        let mut m = minute_of(t) + Duration::minutes(1);
+                        while m < next {
+                            prop_assert!(!s.is_due(m), "{} due at {} before {}", expr, m, next);
+                            m += Duration::minutes(1);
+                        }
+                    }
+                }
+            }
+
+            /// Catch-up over a span fires at most once, at the span's latest due minute.
+            #[test]
+            fn catch_up_picks_the_latest_due_minute(
+                step in 1u32..20, gap in 0i64..120, zone in 0usize..5, start in 1_700_000_000i64..1_800_000_000,
+            ) {
+                let s = Schedule::parse(&format!("*/{step} * * * *"), ZONES[zone]).expect("valid");
+                let from = minute_of(DateTime::from_timestamp(start, 0).expect("valid"));
+                let to = from + Duration::minutes(gap);
+                let latest = s.latest_due_between(from, to);
+                let due: Vec<_> = (1..=gap).map(|m| from + Duration::minutes(m)).filter(|m| s.is_due(*m)).collect();
+                prop_assert_eq!(latest, due.last().copied());
+            }
+        }
+    }
 }
