@@ -223,3 +223,7 @@ ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS overdue_since timestamptz;
 -- often the message is delivered.
 CREATE UNIQUE INDEX IF NOT EXISTS run_request_deploy_once
     ON run_request (job_id, request_id) WHERE reason = 'deploy' AND request_id IS NOT NULL;
+
+-- When the run of a claimed request ended; a request claimed by an engine that died before its run
+-- recorded anything is handed back by the janitor.
+ALTER TABLE run_request ADD COLUMN IF NOT EXISTS finished_at timestamptz;

@@ -1,6 +1,7 @@
 //! Janitor: every instance sweeps, every quarter of the lease, the rows whose engine died — a
 //! `pending` or `running` row with no heartbeat within the lease is failed with the reason, so no
-//! row stays `running` and no job is blocked by a dead run.
+//! row stays `running` and no job is blocked by a dead run. Requests such an engine had claimed
+//! but not yet started are handed back for another instance to claim.
 
 use actix::prelude::*;
 
@@ -37,6 +38,18 @@ impl Actor for Janitor {
                             "failed rows left unfinished by a stopped engine"
                         ),
                         Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+                    }
+                    match engine
+                        .store()
+                        .release_abandoned_claims(engine.settings().run_lease)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            requests = n,
+                            "handed back requests claimed by a stopped engine"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
                 }
                 .into_actor(act),

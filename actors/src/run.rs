@@ -77,6 +77,9 @@ impl Handler<RunEnded> for RunSupervisor {
                     None
                 }
             };
+            if let Err(e) = store.finish_run_request(msg.run_id).await {
+                tracing::warn!(run_id = %msg.run_id, error = %e, "could not mark the run's request finished");
+            }
             let rows = store.run_backups(msg.run_id).await.unwrap_or_default();
             let finished = RunFinished {
                 run_id: msg.run_id,

@@ -330,3 +330,47 @@ async fn a_redis_outage_fires_nothing_twice_and_catches_the_missed_minute_up_onc
     );
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_request_claimed_by_a_dead_engine_is_handed_back_and_run() {
+    let bed = TestBed::new().await;
+    let job = jobs(&bed, 1, "0 3 1 1 *").await[0];
+    let client = bed.db.client().await.expect("db");
+    let run_id = bed
+        .store
+        .request_run(job, vardo_actors::model::RunReason::Manual, None)
+        .await
+        .expect("request");
+    // Claimed an hour ago by an engine that is gone.
+    client
+        .execute(
+            "UPDATE run_request SET claimed_at = now() - interval '1 hour', claimed_by = 'dead' WHERE id = $1",
+            &[&run_id],
+        )
+        .await
+        .expect("claim");
+    let env = scheduler_env(
+        &bed,
+        &[
+            ("VARDO_RUN_LEASE_SECONDS", "8"),
+            ("VARDO_HEARTBEAT_SECONDS", "2"),
+        ],
+    );
+    let server = Server::spawn(&["--role", "scheduler"], &env).expect("engine");
+    let store = &bed.store;
+    let rows = eventually(
+        Duration::from_secs(60),
+        "the handed-back run to finish",
+        || async move {
+            let rows = store.run_backups(run_id).await.ok()?;
+            rows.iter()
+                .all(|r| r.status == vardo_actors::model::Status::Success)
+                .then_some(rows)
+                .filter(|r| !r.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    drop(server);
+    bed.cleanup().await;
+}

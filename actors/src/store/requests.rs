@@ -1,6 +1,8 @@
 //! run_request and restore claims: work asked for by the HTTP control plane or the deploy pipeline,
 //! done by whichever instance runs the scheduler role and claims it first.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -88,5 +90,42 @@ impl Store {
             )
             .await?
             == 1)
+    }
+
+    /// Records that the run of a request has ended (however it ended).
+    pub async fn finish_run_request(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE run_request SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
+                &[&run_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Hands back requests and restores claimed by an engine that died before it recorded any
+    /// work: a claimed, unfinished run request older than `lease` whose run has no rows, and a
+    /// claimed restore still `pending` with no heartbeat within `lease`. Returns how many.
+    pub async fn release_abandoned_claims(&self, lease: Duration) -> Result<u64, StoreError> {
+        let client = self.pool().get().await?;
+        let secs = lease.as_secs_f64();
+        let runs = client
+            .execute(
+                "UPDATE run_request r SET claimed_at = NULL, claimed_by = NULL
+                 WHERE r.claimed_at < now() - make_interval(secs => $1) AND r.finished_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM backup b WHERE b.run_id = r.id)",
+                &[&secs],
+            )
+            .await?;
+        let restores = client
+            .execute(
+                "UPDATE restore SET claimed_by = NULL
+                 WHERE status = 'pending' AND claimed_by IS NOT NULL
+                   AND heartbeat_at < now() - make_interval(secs => $1)",
+                &[&secs],
+            )
+            .await?;
+        Ok(runs + restores)
     }
 }
