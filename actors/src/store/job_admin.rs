@@ -7,8 +7,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::admin::PageAfter;
+use super::jobs::as_i32;
 use super::{NewJob, Store, StoreError};
-use crate::model::{Compression, Job, RetentionPolicy};
+use crate::model::Job;
 
 /// A job with what the API shows besides the job itself.
 #[derive(Debug, Clone)]
@@ -37,42 +38,9 @@ const SELECT: &str = "SELECT j.id, j.organization_id, j.name, j.schedule, j.time
             AS app_ids
     FROM backup_job j";
 
-fn keep(row: &Row, col: &str) -> Option<u32> {
-    row.get::<_, Option<i32>>(col)
-        .and_then(|v| u32::try_from(v).ok())
-}
-
-fn as_i32(v: Option<u32>) -> Option<i32> {
-    v.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
-}
-
 fn record(row: &Row) -> Result<JobRecord, StoreError> {
-    let compression: String = row.get("compression");
     Ok(JobRecord {
-        job: Job {
-            id: row.get("id"),
-            organization_id: row.get("organization_id"),
-            name: row.get("name"),
-            schedule: row.get("schedule"),
-            timezone: row.get("timezone"),
-            enabled: row.get("enabled"),
-            target_id: row.get("target_id"),
-            retention: RetentionPolicy {
-                keep_all: row.get("keep_all"),
-                keep_last: keep(row, "keep_last"),
-                keep_hourly: keep(row, "keep_hourly"),
-                keep_daily: keep(row, "keep_daily"),
-                keep_weekly: keep(row, "keep_weekly"),
-                keep_monthly: keep(row, "keep_monthly"),
-                keep_yearly: keep(row, "keep_yearly"),
-            },
-            notify_on_success: row.get("notify_on_success"),
-            notify_on_failure: row.get("notify_on_failure"),
-            compression: Compression::parse(&compression)
-                .ok_or_else(|| StoreError::Corrupt(format!("compression {compression}")))?,
-            compression_level: row.get("compression_level"),
-            last_run_at: row.get("last_run_at"),
-        },
+        job: super::jobs::job_row(row)?,
         app_ids: row.get("app_ids"),
         overdue: row.get("overdue"),
         created_at: row.get("created_at"),

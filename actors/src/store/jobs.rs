@@ -16,7 +16,7 @@ fn keep(row: &Row, col: &str) -> Option<u32> {
         .and_then(|v| u32::try_from(v).ok())
 }
 
-fn job_row(row: &Row) -> Result<Job, StoreError> {
+pub(super) fn job_row(row: &Row) -> Result<Job, StoreError> {
     let compression: String = row.get("compression");
     Ok(Job {
         id: row.get("id"),
@@ -61,7 +61,7 @@ pub struct NewJob {
     pub app_ids: Vec<String>,
 }
 
-fn as_i32(v: Option<u32>) -> Option<i32> {
+pub(super) fn as_i32(v: Option<u32>) -> Option<i32> {
     v.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
 }
 
