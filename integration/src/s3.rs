@@ -6,6 +6,8 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use secrecy::SecretString;
 use uuid::Uuid;
 use vardo_actors::model::target::S3Config;
+use vardo_actors::model::TargetConfig;
+use vardo_actors::storage::TargetStorage;
 
 use crate::setting;
 
@@ -59,23 +61,26 @@ impl TestBucket {
         v
     }
 
-    pub fn config(&self) -> S3Config {
-        S3Config {
+    /// The bucket as a target config, with the real credentials.
+    pub fn config(&self, prefix: Option<&str>) -> TargetConfig {
+        TargetConfig::S3(S3Config {
             bucket: self.name.clone(),
             region: setting("VARDO_TEST_S3_REGION"),
             access_key_id: setting("VARDO_TEST_S3_ACCESS_KEY"),
             secret_access_key: SecretString::from(setting("VARDO_TEST_S3_SECRET_KEY")),
             endpoint: Some(setting("VARDO_TEST_S3_ENDPOINT")),
-            prefix: None,
-        }
+            prefix: prefix.map(str::to_owned),
+        })
+    }
+
+    /// The bucket through the engine's storage adapter.
+    pub fn storage(&self) -> TargetStorage {
+        TargetStorage::open(&self.config(None), false).expect("the bucket opens")
     }
 
     /// Empties and removes the bucket.
     pub async fn remove(self) -> anyhow::Result<()> {
-        let storage = vardo_actors::storage::TargetStorage::open(
-            &vardo_actors::model::TargetConfig::S3(self.config()),
-            false,
-        )?;
+        let storage = self.storage();
         for key in storage.list("").await? {
             storage.delete(&key).await?;
         }

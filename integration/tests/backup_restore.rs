@@ -248,11 +248,7 @@ async fn a_wrong_s3_secret_fails_the_row_and_leaves_nothing_in_the_bucket() {
         !row.log.contains("not-the-secret"),
         "the secret leaked into the log"
     );
-    let real = TargetStorage::open(
-        &vardo_actors::model::TargetConfig::S3(bed.bucket.config()),
-        false,
-    )
-    .expect("storage");
+    let real = TargetStorage::open(&bed.bucket.config(None), false).expect("storage");
     assert_eq!(real.list("").await.expect("list"), Vec::<String>::new());
     bed.cleanup().await;
 }

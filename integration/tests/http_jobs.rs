@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use vardo_actors::model::{Compression, TargetConfig};
+use vardo_actors::model::Compression;
 use vardo_actors::storage::TargetStorage;
 use vardo_integration::eventually;
 use vardo_integration::http::ApiBed;
@@ -161,7 +161,7 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
 }
 
 fn storage(t: &ApiBed) -> TargetStorage {
-    TargetStorage::open(&TargetConfig::S3(t.bed.bucket.config()), false).expect("storage")
+    TargetStorage::open(&t.bed.bucket.config(None), false).expect("storage")
 }
 
 #[tokio::test]

@@ -126,11 +126,8 @@ async fn a_failing_pg_dump_fails_the_row_with_its_stderr_and_stores_nothing() {
         "{}",
         row.log
     );
-    let storage = vardo_actors::storage::TargetStorage::open(
-        &vardo_actors::model::TargetConfig::S3(bed.bucket.config()),
-        false,
-    )
-    .expect("storage");
+    let storage = vardo_actors::storage::TargetStorage::open(&bed.bucket.config(None), false)
+        .expect("storage");
     assert!(
         storage.list("").await.expect("list").is_empty(),
         "a partial dump was left behind"

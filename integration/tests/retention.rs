@@ -56,11 +56,7 @@ async fn job(
 
 /// The bucket's objects, read with the bed's own (correct) credentials.
 async fn objects(bed: &TestBed) -> BTreeSet<String> {
-    let storage = TargetStorage::open(
-        &vardo_actors::model::TargetConfig::S3(bed.bucket.config()),
-        false,
-    )
-    .expect("storage");
+    let storage = TargetStorage::open(&bed.bucket.config(None), false).expect("storage");
     storage.list("").await.expect("list").into_iter().collect()
 }
 

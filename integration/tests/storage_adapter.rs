@@ -11,13 +11,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use vardo_actors::model::target::{LocalConfig, S3Config, SshConfig, TargetConfig};
+use vardo_actors::model::target::{LocalConfig, SshConfig, TargetConfig};
 use vardo_actors::storage::{archive_relative_key, archive_timestamp, StorageError, TargetStorage};
 use vardo_actors::stream::ByteStream;
+use vardo_integration::s3::TestBucket;
 use vardo_integration::setting;
 
 const MIB: usize = 1024 * 1024;
@@ -112,75 +112,6 @@ fn relative_key(volume: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // S3: a bucket per test, created with a signed CreateBucket (rusty-s3 presigns, reqwest sends).
-
-struct TestBucket {
-    name: String,
-    bucket: Bucket,
-    credentials: Credentials,
-}
-
-impl TestBucket {
-    async fn create() -> anyhow::Result<Self> {
-        let name = format!("vardo-{}", Uuid::new_v4().simple());
-        let endpoint = setting("VARDO_TEST_S3_ENDPOINT").parse()?;
-        let bucket = Bucket::new(
-            endpoint,
-            UrlStyle::Path,
-            name.clone(),
-            setting("VARDO_TEST_S3_REGION"),
-        )?;
-        let credentials = Credentials::new(
-            setting("VARDO_TEST_S3_ACCESS_KEY"),
-            setting("VARDO_TEST_S3_SECRET_KEY"),
-        );
-        let url = bucket
-            .create_bucket(&credentials)
-            .sign(Duration::from_secs(60));
-        let resp = reqwest::Client::new().put(url).send().await?;
-        anyhow::ensure!(
-            resp.status().is_success(),
-            "CreateBucket {name}: {}",
-            resp.status()
-        );
-        Ok(Self {
-            name,
-            bucket,
-            credentials,
-        })
-    }
-
-    fn config(&self, prefix: Option<&str>) -> TargetConfig {
-        TargetConfig::S3(S3Config {
-            bucket: self.name.clone(),
-            region: setting("VARDO_TEST_S3_REGION"),
-            access_key_id: setting("VARDO_TEST_S3_ACCESS_KEY"),
-            secret_access_key: SecretString::from(setting("VARDO_TEST_S3_SECRET_KEY")),
-            endpoint: Some(setting("VARDO_TEST_S3_ENDPOINT")),
-            prefix: prefix.map(str::to_owned),
-        })
-    }
-
-    /// The files s3s-fs keeps for a multipart upload of `key` still open in this bucket.
-    fn open_multipart_uploads(&self, key: &str) -> Vec<String> {
-        open_multipart_uploads(&self.name, key)
-    }
-
-    /// Removes the (by then empty) bucket.
-    async fn remove(self) -> anyhow::Result<()> {
-        let url = self
-            .bucket
-            .delete_bucket(&self.credentials)
-            .sign(Duration::from_secs(60));
-        let resp = reqwest::Client::new().delete(url).send().await?;
-        anyhow::ensure!(
-            resp.status().is_success(),
-            "DeleteBucket {}: {}",
-            self.name,
-            resp.status()
-        );
-        Ok(())
-    }
-}
 
 /// s3s-fs keeps `.bucket-{b64(bucket)}.object-{b64(key)}.upload-{id}.metadata.json` in its data
 /// folder from CreateMultipartUpload until the upload is completed or aborted (it has no
@@ -413,7 +344,7 @@ async fn s3_failed_body_aborts_the_multipart_upload() -> anyhow::Result<()> {
         "a multipart upload was open when the source failed"
     );
     assert_eq!(
-        bucket.open_multipart_uploads(&key),
+        open_multipart_uploads(&bucket.name, &key),
         Vec::<String>::new(),
         "aborted"
     );
@@ -431,8 +362,8 @@ async fn s3_cancelled_upload_aborts_the_multipart_upload() -> anyhow::Result<()>
     cancel_upload_when(
         &storage,
         &key,
-        || !bucket.open_multipart_uploads(&key).is_empty(),
-        || bucket.open_multipart_uploads(&key).is_empty(),
+        || !open_multipart_uploads(&bucket.name, &key).is_empty(),
+        || open_multipart_uploads(&bucket.name, &key).is_empty(),
     )
     .await?;
     assert!(storage.list("").await?.is_empty());

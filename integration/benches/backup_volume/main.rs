@@ -31,8 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use uuid::Uuid;
 use vardo_actors::model::{
-    Backup, Compression, Organization, RetentionPolicy, Status, TargetConfig, TargetKind,
-    VolumeKind,
+    Backup, Compression, Organization, RetentionPolicy, Status, TargetKind, VolumeKind,
 };
 use vardo_actors::storage::TargetStorage;
 use vardo_actors::store::NewJob;
@@ -135,7 +134,7 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
             bed.bucket.target_json(Some("vardo")),
         )
         .await;
-    let storage = TargetStorage::open(&TargetConfig::S3(bed.bucket.config()), false)?;
+    let storage = bed.bucket.storage();
     let mut report = Report::new(volume_bytes);
 
     if config.wants("baseline") {
