@@ -1,6 +1,7 @@
 //! Round trips through the stages, and the ways a damaged or cut archive must fail.
 
 use super::*;
+use futures::StreamExt as _;
 
 fn stream_of(data: Vec<u8>) -> ByteStream {
     let chunks: Vec<io::Result<Bytes>> = data

@@ -6,7 +6,9 @@
 //!    an ordinary S3 client (`curl --aws-sigv4`, one PUT) uploads that file;
 //! 2. `vardo-backup backup --job` (the release build next to this bench) with a gzip job;
 //! 3. the same with a zstd job;
-//! 4. the limit: `tar cf - | zstd -3 -T2 > /dev/null` on the host, over the volume's folder;
+//! 4. the limit: `tar cf - | zstd -3 -T2 > /dev/null` on the host, over the volume's folder, and
+//!    for comparison Docker's archive API alone (what vardo-backup reads volumes through), read
+//!    with curl into /dev/null;
 //! 5. restores of 2 and 3 into an empty volume with `vardo-backup restore`, against the baseline
 //!    `curl <presigned URL> | tar xz` of the same .tar.gz into an empty volume's folder (one
 //!    baseline for both formats, as the issue sets it), plus `curl | tar x --zstd` of the .tar.zst
@@ -37,7 +39,7 @@ use vardo_actors::storage::TargetStorage;
 use vardo_actors::store::NewJob;
 use vardo_integration::{process, repo_root, setting, volumes, TestBed};
 
-use measure::{text, timed};
+use measure::{run, text, timed};
 use report::{Id, Report, Row};
 
 struct Config {
@@ -154,6 +156,7 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     }
     if config.wants("raw") {
         report.push(raw_limit(&volume)?);
+        report.push(docker_export(&volume)?);
     }
     if config.wants("restore") {
         // One baseline for both formats, as the issue sets it: `curl | tar xz` of the .tar.gz.
@@ -343,6 +346,40 @@ fn raw_limit(volume: &str) -> anyhow::Result<Row> {
     .context("tar | zstd")?;
     Ok(Row {
         id: Id::RawZstd,
+        cost,
+        archive_bytes: None,
+    })
+}
+
+/// Docker's archive API alone — what vardo-backup reads a volume through — into /dev/null: no
+/// compression, no upload.
+fn docker_export(volume: &str) -> anyhow::Result<Row> {
+    let id = text(&[
+        "docker",
+        "create",
+        "-v",
+        &format!("{volume}:/volume:ro"),
+        &setting("VARDO_HELPER_IMAGE"),
+        "true",
+    ])?;
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let result = timed(
+        "docker-export",
+        Command::new("curl")
+            .args(["-sS", "--fail", "-o", "/dev/null", "--unix-socket", &socket])
+            .arg(format!(
+                "http://localhost/containers/{id}/archive?path=/volume/."
+            )),
+    );
+    if let Err(e) = run(Command::new("docker").args(["rm", "-f", &id])) {
+        eprintln!("could not remove the export container {id}: {e:#}");
+    }
+    let (_, cost) = result.context("curl GET archive")?;
+    Ok(Row {
+        id: Id::DockerExport,
         cost,
         archive_bytes: None,
     })

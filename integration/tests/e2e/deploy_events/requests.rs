@@ -9,7 +9,7 @@ use vardo_actors::storage::TargetStorage;
 use vardo_integration::process::Server;
 use vardo_integration::{eventually, volumes, TestBed};
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn backup_requested_runs_the_apps_job_and_publishes_its_completion() {

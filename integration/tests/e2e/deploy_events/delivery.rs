@@ -5,7 +5,7 @@ use vardo_actors::model::TargetKind;
 use vardo_integration::process::Server;
 use vardo_integration::{eventually, TestBed};
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn the_same_event_handled_by_two_engines_at_once_creates_one_job() {

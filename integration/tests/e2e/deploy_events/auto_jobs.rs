@@ -7,7 +7,7 @@ use vardo_actors::storage::TargetStorage;
 use vardo_integration::process::Server;
 use vardo_integration::TestBed;
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn app_deployed_creates_one_auto_job_with_the_seeds_settings_however_often_it_arrives() {

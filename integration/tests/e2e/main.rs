@@ -1,0 +1,25 @@
+//! vardo-backup's end-to-end tests, one module per feature, in one test binary (one link instead
+//! of one per file). Every test runs the real binary or engine against the real services that
+//! `scripts/services` starts; each has its own database, bucket, volumes and streams.
+
+mod backup_restore;
+mod deploy_events;
+mod docker_adapter;
+mod downloads_and_locks;
+mod foundation;
+mod http_apps;
+mod http_bad_input;
+mod http_channels;
+mod http_history;
+mod http_isolation;
+mod http_jobs;
+mod http_metrics;
+mod http_openapi;
+mod http_organizations;
+mod http_targets;
+mod notifications;
+mod postgres_volume;
+mod retention;
+mod retention_oracle;
+mod scheduler;
+mod storage_adapter;
