@@ -3,9 +3,10 @@
 //! bounded channels, so memory stays flat and the actors' threads stay free.
 //!
 //! Throughput (see BENCHMARKS.md): gzip is compressed in parallel into independent members
-//! ([`gzip_parallel`], libdeflate), zstd with the library's own worker threads; chunks move between
-//! stages as `Bytes`, handed on without copying where the format allows; a restore hashes the
-//! download on a thread of its own while another one decompresses and checks the tar.
+//! ([`gzip_parallel`], libdeflate), zstd with the library's own worker threads; a stage's input is
+//! read ahead in batches by a task on the runtime and reaches it without copying ([`source`]), its
+//! output leaves in 1 MiB chunks; a restore hashes the download on a thread of its own while
+//! another one decompresses and checks the tar.
 
 mod gzip_parallel;
 mod source;

@@ -151,7 +151,12 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
             let job = insert_job(bed, &org, target, &app.id, compression, level).await?;
             let (row, backup) = vardo_backup(bed, &binary, job, compression, &storage).await?;
             report.push(row);
-            backups.push((compression, backup));
+            if config.wants("restore") {
+                backups.push((compression, backup));
+            } else if let Some(key) = &backup.storage_path {
+                // Not needed any more: a 10 GiB run needs the disk.
+                storage.delete(key).await?;
+            }
         }
     }
     if config.wants("raw") {

@@ -80,7 +80,7 @@ BEGIN {
     n += sz; i++
   }
 }' | while read i sz; do head -c $sz /dev/urandom > bin/blob$i.bin; done
-echo "$(find . -type f | wc -l) $(find . -type f -exec stat -c %s {} + | awk '{ s += $1 } END { printf "%d", s }')"
+echo "$(find . -type f | wc -l) $(find . -type f -exec stat -c %s {} + | awk '{ s += $1 } END { printf "%.0f", s }')"
 "#;
 
 /// Fills `volume` with about `mib` MiB of files; returns (files, bytes of file contents).
