@@ -243,7 +243,17 @@ where
     let put = helper.put_archive(&format!("/volume/{staging}"), tar).await;
     let verified = verified.await;
     match (put, verified) {
-        (Ok(()), Ok(())) => {}
+        (Ok(()), Ok(held)) if held.is_empty() => {}
+        (Ok(()), Ok(held)) => {
+            helper
+                .create_symlinks(&format!("/volume/{staging}"), &held)
+                .await?;
+            log(format!(
+                "created {} symlinks that point outside the volume after extraction",
+                held.len()
+            ))
+            .await?;
+        }
         (Err(e), _) => {
             return Err(RestoreError::Failed(format!(
                 "extracting the archive failed: {e}"

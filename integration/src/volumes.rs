@@ -28,7 +28,7 @@ pub async fn sh(docker: &DockerClient, volume: &str, script: &str) -> anyhow::Re
 /// mtime (except directories, whose mtime a restore's renames may touch), sha256 or link target.
 pub async fn listing(docker: &DockerClient, volume: &str) -> anyhow::Result<String> {
     let script = r#"cd /volume && find . -mindepth 1 | sort | while IFS= read -r f; do
-  if [ -L "$f" ]; then printf '%s link %s\n' "$f" "$(readlink "$f")";
+  if [ -L "$f" ]; then printf '%s link %s %s\n' "$f" "$(readlink "$f")" "$(stat -c '%u:%g %Y' "$f")";
   elif [ -d "$f" ]; then stat -c '%n dir %a %u:%g' "$f";
   else printf '%s %s\n' "$(stat -c '%n file %a %u:%g %s %Y' "$f")" "$(sha256sum < "$f" | cut -c1-64)"; fi
 done; stat -c 'root %a %u:%g' ."#;

@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::model::Compression;
 use crate::stream::ByteStream;
+use crate::tar_guard::HeldSymlink;
 use source::ChunkSource;
 
 pub use gzip_parallel::DEFAULT_LEVEL as DEFAULT_GZIP_LEVEL;
@@ -204,14 +205,15 @@ pub enum Payload {
 /// Verifies and decompresses a downloaded archive. The SHA-256 and size of the downloaded bytes are
 /// checked against `expected` when the input ends, and a mismatch ends the output with an error, so
 /// a consumer that only commits on a clean end never commits a damaged archive. The receiver
-/// yields `()` only when everything was read, verified and handed on: a consumer that stops reading
-/// early (having seen the end of the tar) must still wait for it.
+/// yields only when everything was read, verified and handed on: a consumer that stops reading
+/// early (having seen the end of the tar) must still wait for it. It yields the symlinks that the
+/// tar check held back (see [`crate::tar_guard`]), for the consumer to create.
 pub fn unpack(
     input: ByteStream,
     compression: Compression,
     payload: Payload,
     expected: Digest,
-) -> (ByteStream, oneshot::Receiver<()>) {
+) -> (ByteStream, oneshot::Receiver<Vec<HeldSymlink>>) {
     // Hashing on a thread of its own: the decompressing thread is the restore's bottleneck.
     let verified = verify(input, expected);
     blocking_stage(verified, false, move |source, writer| {
@@ -219,15 +221,16 @@ pub fn unpack(
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut *source)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut *source)?),
         };
-        match payload {
+        let held = match payload {
             Payload::Tar => crate::tar_guard::check_and_forward(&mut decoded, &mut *writer)?,
-            Payload::Sql => pump(&mut decoded, writer)?,
-        }
+            Payload::Sql => pump(&mut decoded, writer).map(|()| Vec::new())?,
+        };
         // Read to the very end so that the checksum is always checked.
         io::copy(&mut decoded, &mut io::sink())?;
         drop(decoded);
         while source.next_chunk()?.is_some() {}
-        writer.finish().map(drop)
+        writer.finish()?;
+        Ok(held)
     })
 }
 

@@ -13,6 +13,7 @@ use super::error::DockerError;
 use super::helper::{HelperContainer, VOLUME_MOUNT};
 use super::DockerClient;
 use crate::stream::ByteStream;
+use crate::tar_guard::HeldSymlink;
 
 /// Docker answers a PUT archive only once it has extracted the whole body, and bollard's request
 /// timeout (2 minutes by default) covers that wait: uploads get a day.
@@ -157,6 +158,53 @@ impl HelperContainer {
                 ),
             })
         }
+    }
+}
+
+/// Held-back symlinks created per `docker exec` (arguments stay far below ARG_MAX).
+const SYMLINKS_PER_EXEC: usize = 256;
+
+impl HelperContainer {
+    /// Creates symlinks below `path` with their owners and mtimes, for those that Docker's archive
+    /// API refuses to extract (targets above the extraction root). Names travel as arguments, never
+    /// through the script's text.
+    pub async fn create_symlinks(
+        &self,
+        path: &str,
+        links: &[HeldSymlink],
+    ) -> Result<(), DockerError> {
+        // The link's folder keeps the mtime the extraction gave it.
+        const SCRIPT: &str = r#"cd "$1" || exit 1; shift
+while [ $# -gt 0 ]; do
+  d=$(dirname -- "$1") && m=$(stat -c %Y "$d") || exit 1
+  ln -s -- "$2" "$1" && chown -h "$3" "$1" && touch -h -c -d "@$4" "$1" || exit 1
+  touch -c -d "@$m" "$d" || exit 1
+  shift 4
+done"#;
+        for batch in links.chunks(SYMLINKS_PER_EXEC) {
+            let mut cmd = ["sh", "-c", SCRIPT, "sh", path].map(str::to_owned).to_vec();
+            for link in batch {
+                cmd.push(link.path.clone());
+                cmd.push(link.target.clone());
+                cmd.push(format!("{}:{}", link.uid, link.gid));
+                cmd.push(link.mtime.to_string());
+            }
+            let outcome = self
+                .client()
+                .exec_collect(self.id(), cmd, Vec::new())
+                .await?;
+            if !outcome.success() {
+                return Err(DockerError::Exec {
+                    container: self.id().to_owned(),
+                    detail: format!(
+                        "could not create symlinks pointing outside {path} (exit code {}): {}",
+                        outcome.exit_code,
+                        outcome.stderr.trim()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,12 +6,16 @@ use vardo_actors::model::{App, Compression, Status, TargetKind, VolumeKind};
 use vardo_actors::storage::TargetStorage;
 use vardo_integration::{describe as stdout, volumes, TestBed};
 
-/// Nested folders, an empty folder, a symlink, a 0600 file of uid 1234, a ~200-byte non-ASCII
-/// name, and a 50 MiB random file.
+/// Nested folders, an empty folder, symlinks (inside the volume, absolute, and relative ones that
+/// climb above the volume root, which Docker's archive API alone will not extract), a 0600 file of
+/// uid 1234, a ~200-byte non-ASCII name, and a 50 MiB random file.
 const POPULATE: &str = r#"set -e; cd /volume
 mkdir -p a/b/c empty
 echo hello > a/b/c/file.txt
 ln -s a/b/c/file.txt link
+ln -s /run/app.sock a/absolute
+ln -s ../../../shared/doc a/b/escapes && chown -h 1234:1234 a/b/escapes
+ln -s .. up
 echo key > secret.key && chmod 600 secret.key && chown 1234:1234 secret.key
 n=$(printf 'ünïcødé-%.0s' 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16); echo long > "a/$n"
 head -c 52428800 /dev/urandom > big.bin
