@@ -227,3 +227,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS run_request_deploy_once
 -- When the run of a claimed request ended; a request claimed by an engine that died before its run
 -- recorded anything is handed back by the janitor.
 ALTER TABLE run_request ADD COLUMN IF NOT EXISTS finished_at timestamptz;
+
+-- Events for other systems (the Redis Stream `vardo:backup-events`), written in the transaction
+-- that writes the run's `notification_run` marker (or, for an answer to a deploy request that
+-- started no run, on their own) and published by any instance's publisher, oldest first.
+CREATE TABLE IF NOT EXISTS event_outbox (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stream        text NOT NULL,
+    type          text NOT NULL,
+    payload       jsonb NOT NULL,
+    run_id        uuid,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    published_at  timestamptz,
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text
+);
+CREATE INDEX IF NOT EXISTS event_outbox_unpublished ON event_outbox (id) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS event_outbox_published ON event_outbox (published_at) WHERE published_at IS NOT NULL;
+-- One event of each type per run, whoever enqueues it (the run's end or the recovery sweep).
+CREATE UNIQUE INDEX IF NOT EXISTS event_outbox_run_type
+    ON event_outbox (run_id, type) WHERE run_id IS NOT NULL;

@@ -16,6 +16,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("DOCKER_HOST", "docker_host"),
     ("VARDO_LISTEN", "listen"),
     ("ALLOW_LOCAL_BACKUPS", "allow_local_backups"),
+    ("VARDO_READ_VOLUMES_FROM_HOST", "read_volumes_from_host"),
     ("VARDO_SECRET_KEY", "secret_key"),
     ("VARDO_ADMIN_TOKEN", "admin_token"),
     ("VARDO_HELPER_IMAGE", "helper_image"),
@@ -63,6 +64,9 @@ pub struct Config {
     pub docker_host: Option<String>,
     #[serde(default)]
     pub allow_local_backups: bool,
+    /// Read file volumes from their folders on the Docker host (engine on that host, as root).
+    #[serde(default)]
+    pub read_volumes_from_host: bool,
     pub secret_key: SecretString,
     #[serde(default)]
     pub admin_token: Option<SecretString>,
@@ -370,6 +374,7 @@ impl Config {
             "redis_url": mask(&self.redis_url),
             "docker_host": self.docker_host,
             "allow_local_backups": self.allow_local_backups,
+            "read_volumes_from_host": self.read_volumes_from_host,
             "secret_key": MASK,
             "admin_token": self.admin_token.as_ref().map(|_| MASK),
             "helper_image": self.helper_image,

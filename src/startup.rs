@@ -68,6 +68,7 @@ impl Application {
             docker_host: config.docker_host.clone(),
             helper_image: config.helper_image.clone(),
             allow_local_backups: config.allow_local_backups,
+            read_volumes_from_host: config.read_volumes_from_host,
             heartbeat_interval: Duration::from_secs(config.scheduler.heartbeat_seconds),
             run_lease: Duration::from_secs(config.scheduler.lease_seconds),
             max_concurrent_runs: config.scheduler.max_concurrent_runs,
@@ -124,6 +125,9 @@ impl Application {
             .then(|| vardo_actors::notifier::Notifier::start(self.engine.clone()))
             .transpose()
             .context("start the notifier")?;
+        // The events publisher drains the event outbox to Redis; several instances share it.
+        let _publisher = (role != Role::Web && self.engine.settings().events.publish)
+            .then(|| vardo_actors::events_publisher::EventsPublisher::start(self.engine.clone()));
         let server = crate::http::server(self.engine.clone(), listen, self.admin_token.as_ref())?;
         server.await.context("http server")?;
         Ok(())
@@ -178,6 +182,25 @@ impl Application {
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "notices not delivered; a running server delivers them")
+            }
+        }
+        // And its run's events (backup.succeeded / failed, backup.completed): one attempt each;
+        // what fails stays in the event outbox for a running server's publisher.
+        if self.engine.settings().events.publish {
+            match vardo_actors::events_publisher::publish_run(&self.engine, outcome.run_id).await {
+                Ok(p) => {
+                    if let Some(error) = p.error {
+                        tracing::warn!(
+                            published = p.published,
+                            error,
+                            "some events were not published; a running server publishes them"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "events not published; a running server publishes them"
+                ),
             }
         }
         Ok(outcome)

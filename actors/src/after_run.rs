@@ -1,6 +1,6 @@
-//! What follows every run's end, in order: retention pruning of the job's series, notifications,
-//! and the run's event for other systems. Each step records its own failure and never changes the
-//! run's rows.
+//! What follows every run's end, in order: retention pruning of the job's series, then the run's
+//! notifications and events for other systems (to their outboxes). Each step records its own
+//! failure and never changes the run's rows.
 
 use crate::engine::Engine;
 use crate::messages::RunFinished;
@@ -13,18 +13,12 @@ pub async fn run_finished(engine: &Engine, finished: &RunFinished) {
             tracing::error!(run_id = %finished.run_id, job_id = %finished.job_id, error = %e, "retention pruning failed");
         }
     }
-    // Notifications: the run's notices go to the outbox with the run's marker in one transaction;
-    // if that fails, the notifier's sweep enqueues them once the database answers.
-    if let Err(e) =
-        crate::notify::enqueue_run(engine, finished.run_id, finished.job_id, &finished.rows).await
-    {
-        tracing::error!(run_id = %finished.run_id, error = %e, "could not enqueue the run's notices");
-    }
-    // Events: the run's result on the backup-events stream (and its answer to a deploy request).
-    if engine.settings().events.publish {
-        if let Err(e) = crate::events_out::publish_run(engine, finished).await {
-            tracing::error!(run_id = %finished.run_id, error = %e, "could not publish the run's events");
-        }
+    // Notifications and events: the run's notices and its events for other systems (its result
+    // on the backup-events stream, its answer to a deploy request) go to the outboxes with the
+    // run's marker in one transaction; if that fails, the notifier's sweep enqueues them once the
+    // database answers. The publisher and the notifier deliver them.
+    if let Err(e) = crate::notify::enqueue_run(engine, &finished.into()).await {
+        tracing::error!(run_id = %finished.run_id, error = %e, "could not enqueue the run's notices and events");
     }
 }
 

@@ -193,7 +193,13 @@ impl VolumeJob<'_> {
             .await?;
         let lock = VolumeLock::acquire(self.engine.redis(), &docker_volume).await?;
         let result = async {
-            let archive = volume_runner::open_archive(docker, &docker_volume, self.volume).await?;
+            let archive = volume_runner::open_archive(
+                docker,
+                &docker_volume,
+                self.volume,
+                self.engine.settings().read_volumes_from_host,
+            )
+            .await?;
             self.log(&archive.source).await?;
             let extension = format!("{}.{}", archive.extension, self.job.compression.suffix());
             let key = self.storage.object_key(&archive_relative_key(

@@ -532,7 +532,7 @@ async fn apply(engine: &Engine, event: DeployEvent) -> Result<Verdict, HandleErr
                             finished_at: None,
                             volumes: Vec::new(),
                         };
-                        events_out::publish_completed(engine, &answer).await?;
+                        events_out::enqueue_completed(engine, &answer).await?;
                     }
                     Ok(Verdict::Ack(format!(
                         "request {request_id:?}: nothing to run: {reason}"

@@ -20,6 +20,9 @@ pub struct EngineSettings {
     pub docker_host: Option<String>,
     pub helper_image: String,
     pub allow_local_backups: bool,
+    /// Read file volumes from their folders on the Docker host instead of through Docker's
+    /// archive API (the engine must run on that host and be able to read them).
+    pub read_volumes_from_host: bool,
     /// How often a run refreshes `heartbeat_at` on its unfinished rows.
     pub heartbeat_interval: Duration,
     /// Unfinished rows whose heartbeat is older than this belong to a dead engine.
@@ -59,6 +62,8 @@ struct Inner {
     /// reports itself unready, while the Docker daemon is down.
     docker: OnceCell<DockerClient>,
     metrics: crate::metrics::Metrics,
+    /// Rung after events are enqueued, so that this process's publisher sends them at once.
+    events_wake: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -89,6 +94,7 @@ impl Engine {
                 redis,
                 docker: OnceCell::new(),
                 metrics: Default::default(),
+                events_wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -114,6 +120,16 @@ impl Engine {
     /// In-process counters that `GET /metrics` shows (see `crate::metrics` for the names).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// Tells this process's events publisher that the outbox has new rows.
+    pub fn events_enqueued(&self) {
+        self.inner.events_wake.notify_one();
+    }
+
+    /// Resolves after `events_enqueued` (at once when it was called since the last wait).
+    pub async fn events_wait(&self) {
+        self.inner.events_wake.notified().await;
     }
 
     pub fn redis(&self) -> &deadpool_redis::Pool {

@@ -4,9 +4,12 @@
 //! wait for a pre-deploy backup. Each stream entry has the fields `type`, `payload` (JSON) and,
 //! when there is one, `runId` (to deduplicate on).
 //!
-//! Delivery is at most once per run end plus retries: a publish is tried three times within
-//! about three seconds and then given up with an error in the log (the run's rows and
-//! notifications are unaffected).
+//! Durability: this module only decides what the events are; they are written to `event_outbox`
+//! in Postgres — a run's in the transaction of its `notification_run` marker, so the notifier's
+//! sweep covers a run whose process died before it wrote them — and the publisher
+//! (events_publisher.rs) sends them, retrying while Redis is away. Delivery is at least once: a
+//! process that dies between a send and its record sends the event again, so consumers
+//! deduplicate on `runId` and `type`.
 
 use std::time::Duration;
 
@@ -19,11 +22,12 @@ use crate::engine::Engine;
 use crate::messages::RunFinished;
 use crate::model::{Backup, Job, Status, VolumeKind};
 use crate::notify::payload::{run_notice, Notice};
-use crate::store::StoreError;
+use crate::store::{EventRow, NewEvent, StoreError};
 
 /// Approximate length the output streams are trimmed to (`XADD MAXLEN ~`).
 const STREAM_MAXLEN: u64 = 10_000;
-const ATTEMPTS: u32 = 3;
+/// The longest one `XADD` may take (a Redis that accepts connections but does not answer).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const COMPLETED: &str = "backup.completed";
 
@@ -93,19 +97,51 @@ pub struct Completed {
     pub volumes: Vec<VolumeResult>,
 }
 
-/// Publishes what a run's end means to other systems: `backup.succeeded` / `backup.failed` for
-/// every run that attempted volumes, and `backup.completed` for a requested run.
-#[tracing::instrument(skip(engine, finished), fields(run_id = %finished.run_id, job_id = %finished.job_id))]
-pub async fn publish_run(engine: &Engine, finished: &RunFinished) -> Result<(), EventsError> {
-    let store = engine.store();
-    let job = store.job(finished.job_id).await?;
-    let run_id = finished.run_id.to_string();
-    let notice = result_notice(&job, &finished.rows);
-    if let Some(notice) = &notice {
-        let payload = serde_json::to_string(notice)?;
-        publish(engine, notice.kind.as_str(), &payload, Some(&run_id)).await?;
+/// A run's end as the outbox needs it: from `RunFinished`, or read back from the database for a
+/// run whose process died before it enqueued anything.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    /// The deploy pipeline's `requestId`, for a run it asked for.
+    pub request_id: Option<&'a str>,
+    /// Why the run attempted nothing, when it did not.
+    pub skipped: Option<&'a str>,
+    pub rows: &'a [Backup],
+}
+
+impl<'a> From<&'a RunFinished> for RunEnd<'a> {
+    fn from(f: &'a RunFinished) -> Self {
+        Self {
+            run_id: f.run_id,
+            job_id: f.job_id,
+            request_id: f.request_id.as_deref(),
+            skipped: f.skipped.as_deref(),
+            rows: &f.rows,
+        }
     }
-    if let Some(request_id) = &finished.request_id {
+}
+
+/// The events a run's end means to other systems: `backup.succeeded` / `backup.failed` for every
+/// run that attempted volumes, and `backup.completed` for a requested run, in that order.
+#[tracing::instrument(skip(engine, job, end), fields(run_id = %end.run_id, job_id = %end.job_id))]
+pub async fn run_events(
+    engine: &Engine,
+    job: &Job,
+    end: &RunEnd<'_>,
+) -> Result<Vec<NewEvent>, EventsError> {
+    let store = engine.store();
+    let mut events = Vec::new();
+    let notice = result_notice(job, end.rows);
+    if let Some(notice) = &notice {
+        events.push(event(
+            engine,
+            notice.kind.as_str(),
+            serde_json::to_value(notice)?,
+            Some(end.run_id),
+        ));
+    }
+    if let Some(request_id) = end.request_id {
         let org = store.organization(job.organization_id).await?;
         let request_runs = store.deploy_request_runs(org.id, request_id).await?;
         // The notice lists the rows in their order; it carries each failed volume's reason.
@@ -113,14 +149,14 @@ pub async fn publish_run(engine: &Engine, finished: &RunFinished) -> Result<(), 
             .as_ref()
             .map(|n| n.volumes.iter().map(|v| v.error.clone()).collect())
             .unwrap_or_default();
-        let volumes: Vec<VolumeResult> = finished
+        let volumes: Vec<VolumeResult> = end
             .rows
             .iter()
             .enumerate()
             .map(|(i, row)| volume_result(row, errors.get(i).cloned().flatten()))
             .collect();
-        let (status, reason) = match (&finished.skipped, notice.as_ref().map(|n| n.failed_count)) {
-            (Some(why), _) => (Outcome::Skipped, Some(why.clone())),
+        let (status, reason) = match (end.skipped, notice.as_ref().map(|n| n.failed_count)) {
+            (Some(why), _) => (Outcome::Skipped, Some(why.to_owned())),
             (None, Some(0)) => (Outcome::Success, None),
             (None, Some(_)) => (Outcome::Failed, None),
             (None, None) => (
@@ -130,8 +166,8 @@ pub async fn publish_run(engine: &Engine, finished: &RunFinished) -> Result<(), 
         };
         let completed = Completed {
             kind: COMPLETED,
-            request_id: request_id.clone(),
-            run_id: Some(finished.run_id),
+            request_id: request_id.to_owned(),
+            run_id: Some(end.run_id),
             organization_id: Some(org.id),
             org_slug: org.slug,
             job: Some(JobRef {
@@ -146,24 +182,52 @@ pub async fn publish_run(engine: &Engine, finished: &RunFinished) -> Result<(), 
                 .filter(|v| matches!(v.status, Status::Success | Status::Pruned))
                 .filter_map(|v| v.size_bytes)
                 .sum(),
-            started_at: finished
+            started_at: end
                 .rows
                 .iter()
                 .filter_map(|r| r.started_at.or(Some(r.created_at)))
                 .min(),
-            finished_at: finished.rows.iter().filter_map(|r| r.finished_at).max(),
+            finished_at: end.rows.iter().filter_map(|r| r.finished_at).max(),
             volumes,
         };
-        publish_completed(engine, &completed).await?;
+        events.push(completed_event(engine, &completed)?);
     }
+    Ok(events)
+}
+
+/// One `backup.completed` as an outbox event.
+pub fn completed_event(engine: &Engine, completed: &Completed) -> Result<NewEvent, EventsError> {
+    Ok(event(
+        engine,
+        COMPLETED,
+        serde_json::to_value(completed)?,
+        completed.run_id,
+    ))
+}
+
+/// Enqueues one `backup.completed` that belongs to no run (a request that started none) and
+/// wakes the publisher.
+pub async fn enqueue_completed(engine: &Engine, completed: &Completed) -> Result<(), EventsError> {
+    engine
+        .store()
+        .enqueue_events(&[completed_event(engine, completed)?])
+        .await?;
+    engine.events_enqueued();
     Ok(())
 }
 
-/// Publishes one `backup.completed` (also used for a request that started no run).
-pub async fn publish_completed(engine: &Engine, completed: &Completed) -> Result<(), EventsError> {
-    let payload = serde_json::to_string(completed)?;
-    let run_id = completed.run_id.map(|r| r.to_string());
-    publish(engine, COMPLETED, &payload, run_id.as_deref()).await
+fn event(
+    engine: &Engine,
+    kind: &str,
+    payload: serde_json::Value,
+    run_id: Option<Uuid>,
+) -> NewEvent {
+    NewEvent {
+        stream: engine.settings().events.backup_events_stream.clone(),
+        kind: kind.to_owned(),
+        payload,
+        run_id,
+    }
 }
 
 /// The webhook body for a run's result, whatever the job's notification flags say.
@@ -189,60 +253,97 @@ fn volume_result(row: &Backup, error: Option<String>) -> VolumeResult {
     }
 }
 
-/// `XADD stream MAXLEN ~ n * type … payload … [runId …]`, tried a few times.
-async fn publish(
-    engine: &Engine,
-    kind: &str,
-    payload: &str,
-    run_id: Option<&str>,
-) -> Result<(), EventsError> {
-    let stream = &engine.settings().events.backup_events_stream;
+/// The `XADD` of one outbox row: `XADD stream MAXLEN ~ n * type … payload … [runId …]`.
+pub fn xadd_command(row: &EventRow) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream)
+    cmd.arg(&row.stream)
         .arg("MAXLEN")
         .arg("~")
         .arg(STREAM_MAXLEN)
         .arg("*")
         .arg("type")
-        .arg(kind)
+        .arg(&row.kind)
         .arg("payload")
-        .arg(payload);
-    if let Some(run_id) = run_id {
-        cmd.arg("runId").arg(run_id);
+        .arg(row.payload.to_string());
+    if let Some(run_id) = row.run_id {
+        cmd.arg("runId").arg(run_id.to_string());
     }
-    let mut delay = Duration::from_millis(300);
-    let mut attempt = 1;
-    loop {
-        let result = async {
-            let mut conn = engine
-                .redis()
-                .get()
-                .await
-                .map_err(|e| EventsError::Redis(e.to_string()))?;
-            cmd.query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| EventsError::Redis(e.to_string()))
-        }
-        .await;
-        match result {
-            Ok(id) => {
-                tracing::debug!(%stream, %kind, %id, "event published");
-                return Ok(());
-            }
-            Err(e) if attempt >= ATTEMPTS => return Err(e),
-            Err(e) => {
-                tracing::warn!(%stream, %kind, attempt, error = %e, "publishing an event failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 3;
-                attempt += 1;
-            }
-        }
-    }
+    cmd
+}
+
+/// Sends one outbox row to its stream, once; answers the entry's id.
+pub async fn send(engine: &Engine, row: &EventRow) -> Result<String, EventsError> {
+    let cmd = xadd_command(row);
+    let attempt = async {
+        let mut conn = engine
+            .redis()
+            .get()
+            .await
+            .map_err(|e| EventsError::Redis(e.to_string()))?;
+        cmd.query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| EventsError::Redis(e.to_string()))
+    };
+    tokio::time::timeout(SEND_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(EventsError::Redis("no answer within 10 s".to_owned())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<cursor>".to_owned(),
+            })
+            .collect()
+    }
+
+    fn row(run_id: Option<Uuid>) -> EventRow {
+        EventRow {
+            id: 7,
+            stream: "vardo:backup-events".into(),
+            kind: "backup.failed".into(),
+            payload: serde_json::json!({"type": "backup.failed", "failedCount": 1}),
+            run_id,
+            created_at: Utc::now(),
+            published_at: None,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn an_outbox_row_becomes_a_trimmed_xadd_with_type_payload_and_run_id() {
+        let run = Uuid::new_v4();
+        let with_run = args(&xadd_command(&row(Some(run))));
+        assert_eq!(
+            with_run[..7],
+            [
+                "XADD",
+                "vardo:backup-events",
+                "MAXLEN",
+                "~",
+                "10000",
+                "*",
+                "type"
+            ]
+        );
+        assert_eq!(with_run[7], "backup.failed");
+        assert_eq!(with_run[8], "payload");
+        let payload: serde_json::Value = serde_json::from_str(&with_run[9]).expect("JSON");
+        assert_eq!(payload, row(None).payload);
+        assert_eq!(with_run[10..], ["runId".to_owned(), run.to_string()]);
+        let without = args(&xadd_command(&row(None)));
+        assert_eq!(
+            without.len(),
+            10,
+            "no runId field without a run: {without:?}"
+        );
+    }
 
     #[test]
     fn completion_wire_shape_is_camel_case_with_a_type() {

@@ -10,6 +10,8 @@ pub mod docker;
 pub mod download;
 pub mod engine;
 pub mod events_out;
+pub mod events_publisher;
+pub mod host_volume;
 pub mod janitor;
 pub mod lock;
 pub mod messages;

@@ -2,6 +2,7 @@
 //! files for generic volumes, a `pg_dump` from the database container for Postgres volumes.
 
 use std::io;
+use std::path::PathBuf;
 
 use futures::StreamExt as _;
 
@@ -46,21 +47,60 @@ pub async fn find_volume(
     }
 }
 
-/// Opens the archive stream of a volume already found.
+/// Opens the archive stream of a volume already found. File volumes are read from their folder on
+/// the Docker host when `from_host` is set and the folder can be read there, else through
+/// Docker's archive API.
 #[tracing::instrument(skip(docker))]
 pub async fn open_archive(
     docker: &DockerClient,
     docker_volume: &str,
     volume: &Volume,
+    from_host: bool,
 ) -> Result<VolumeArchive, VolumeError> {
-    match volume.kind {
-        VolumeKind::Generic => Ok(VolumeArchive {
-            docker_volume: docker_volume.to_owned(),
-            extension: "tar",
-            stream: docker.export_volume(docker_volume).await?,
-            source: format!("reading {docker_volume} through the Docker archive API"),
-        }),
-        VolumeKind::Postgres => pg_dump(docker, docker_volume).await,
+    if volume.kind == VolumeKind::Postgres {
+        return pg_dump(docker, docker_volume).await;
+    }
+    let mut source = format!("reading {docker_volume} through the Docker archive API");
+    if from_host {
+        match readable_host_folder(docker, docker_volume).await? {
+            Ok(folder) => {
+                return Ok(VolumeArchive {
+                    docker_volume: docker_volume.to_owned(),
+                    extension: "tar",
+                    source: format!(
+                        "reading {docker_volume} from its folder on the Docker host, {}",
+                        folder.display()
+                    ),
+                    stream: crate::host_volume::archive(folder),
+                })
+            }
+            Err(why) => source.push_str(&format!(" ({why})")),
+        }
+    }
+    Ok(VolumeArchive {
+        docker_volume: docker_volume.to_owned(),
+        extension: "tar",
+        stream: docker.export_volume(docker_volume).await?,
+        source,
+    })
+}
+
+/// The volume's host folder if this process can read it, else why not.
+async fn readable_host_folder(
+    docker: &DockerClient,
+    docker_volume: &str,
+) -> Result<Result<PathBuf, String>, VolumeError> {
+    let Some(folder) = docker.host_folder(docker_volume).await? else {
+        return Ok(Err(
+            "its driver or options keep its files elsewhere than a host folder".to_owned(),
+        ));
+    };
+    match tokio::fs::read_dir(&folder).await {
+        Ok(_) => Ok(Ok(folder)),
+        Err(e) => Ok(Err(format!(
+            "its host folder {} cannot be read here: {e}",
+            folder.display()
+        ))),
     }
 }
 

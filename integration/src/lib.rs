@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod http;
 pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod s3;
 pub mod volumes;
 
@@ -197,6 +198,7 @@ impl TestBed {
             docker_host: None,
             helper_image: setting("VARDO_HELPER_IMAGE"),
             allow_local_backups: true,
+            read_volumes_from_host: false,
             heartbeat_interval: Duration::from_secs(15),
             run_lease: Duration::from_secs(120),
             max_concurrent_runs: 2,

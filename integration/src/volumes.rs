@@ -30,7 +30,9 @@ pub async fn listing(docker: &DockerClient, volume: &str) -> anyhow::Result<Stri
     let script = r#"cd /volume && find . -mindepth 1 | sort | while IFS= read -r f; do
   if [ -L "$f" ]; then printf '%s link %s %s\n' "$f" "$(readlink "$f")" "$(stat -c '%u:%g %Y' "$f")";
   elif [ -d "$f" ]; then stat -c '%n dir %a %u:%g' "$f";
-  else printf '%s %s\n' "$(stat -c '%n file %a %u:%g %s %Y' "$f")" "$(sha256sum < "$f" | cut -c1-64)"; fi
+  elif [ -p "$f" ]; then stat -c '%n fifo %a %u:%g %Y' "$f";
+  elif [ -c "$f" ] || [ -b "$f" ]; then stat -c '%n device %F %t:%T %a %u:%g %Y' "$f";
+  else printf '%s %s\n' "$(stat -c '%n file %a %u:%g %s %Y links=%h' "$f")" "$(sha256sum < "$f" | cut -c1-64)"; fi
 done; stat -c 'root %a %u:%g' ."#;
     sh(docker, volume, script).await
 }

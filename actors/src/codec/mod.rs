@@ -152,6 +152,28 @@ where
     (Box::pin(ReceiverStream::new(rx)), done_rx)
 }
 
+/// Runs `work` on a blocking thread and streams what it writes, in [`CHUNK`]-sized chunks with at
+/// most [`DEPTH`] in flight. An error from `work` (or a panic) ends the stream with an error; if the
+/// stream is dropped, `work`'s next write fails and it stops.
+pub fn blocking_source<F>(work: F) -> ByteStream
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChannelWriter::new(tx.clone(), false);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            work(&mut writer)?;
+            writer.finish().map(drop)
+        }))
+        .unwrap_or_else(|panic| Err(crashed(panic.as_ref())));
+        if let Err(e) = outcome {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
 fn crashed(panic: &(dyn Any + Send)) -> io::Error {
     let why = panic
         .downcast_ref::<&str>()

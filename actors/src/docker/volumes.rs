@@ -40,6 +40,22 @@ impl DockerClient {
         }
     }
 
+    /// The folder on the Docker host that holds a volume's files, for volumes whose files live
+    /// there at all times: the `local` driver without options. (A `local` volume with options —
+    /// NFS, a bind of another device — is mounted there only while a container uses it; reading
+    /// the folder otherwise would find it empty.) `None` for any other volume.
+    #[tracing::instrument(skip(self))]
+    pub async fn host_folder(&self, name: &str) -> Result<Option<std::path::PathBuf>, DockerError> {
+        let volume = self
+            .docker
+            .inspect_volume(name)
+            .await
+            .map_err(|e| DockerError::api(format!("inspect the volume {name:?}"), e))?;
+        let plain_local =
+            volume.driver == "local" && volume.options.is_empty() && !volume.mountpoint.is_empty();
+        Ok(plain_local.then(|| std::path::PathBuf::from(volume.mountpoint)))
+    }
+
     /// Creates a local volume; creating one that exists already is a no-op (Docker's semantics).
     #[tracing::instrument(skip(self))]
     pub async fn create_volume(&self, name: &str) -> Result<(), DockerError> {

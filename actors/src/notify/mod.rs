@@ -21,7 +21,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::model::{Backup, ChannelKind};
+use crate::events_out::{self, EventsError, RunEnd};
+use crate::model::ChannelKind;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedNotice, NewNotice, StoreError};
 use payload::Notice;
 
@@ -111,6 +112,8 @@ pub enum NotifyError {
     Senders(#[from] SendError),
     #[error("a notice could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the run's events: {0}")]
+    Events(#[from] EventsError),
 }
 
 /// Checks a channel's config for its kind, as the API receives it: email `to` is a non-empty
@@ -338,34 +341,55 @@ pub async fn deliver_run(engine: &Engine, run_id: Uuid) -> Result<Tally, NotifyE
     Ok(total)
 }
 
-/// Enqueues a run's notices per its job's flags, one per channel of the job's organization;
-/// idempotent per run. Answers how many were enqueued.
-#[tracing::instrument(skip(engine, rows), fields(rows = rows.len()))]
-pub async fn enqueue_run(
-    engine: &Engine,
-    run_id: Uuid,
-    job_id: Uuid,
-    rows: &[Backup],
-) -> Result<usize, NotifyError> {
-    if rows.is_empty() {
-        // A skipped run attempted nothing; there is nothing to report per volume.
-        return Ok(0);
+/// What `enqueue_run` added to the outboxes (nothing when the run's were written already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    pub notices: usize,
+    pub events: usize,
+}
+
+/// Enqueues a run's notices per its job's flags, one per channel of the job's organization, and,
+/// when `events.publish` is on, its events for other systems (events_out.rs), with the run's
+/// marker in one transaction; idempotent per run. Wakes the events publisher.
+#[tracing::instrument(skip(engine, end), fields(run_id = %end.run_id, rows = end.rows.len()))]
+pub async fn enqueue_run(engine: &Engine, end: &RunEnd<'_>) -> Result<Enqueued, NotifyError> {
+    let publish = engine.settings().events.publish;
+    if end.rows.is_empty() && !(publish && end.request_id.is_some()) {
+        // A skipped run attempted nothing; there is nothing to report per volume (only a
+        // requested run answers its request).
+        return Ok(Enqueued::default());
     }
     let store = engine.store();
-    let job = match store.job(job_id).await {
+    let job = match store.job(end.job_id).await {
         Ok(job) => job,
         Err(StoreError::NotFound { .. }) => {
-            store.enqueue_run_notices(run_id, &[]).await?;
-            return Ok(0);
+            store.enqueue_run_outbox(end.run_id, &[], &[]).await?;
+            return Ok(Enqueued::default());
         }
         Err(e) => return Err(e.into()),
     };
-    let notices = match payload::run_notice(&job, rows) {
+    let notices = match payload::run_notice(&job, end.rows) {
         Some(notice) => for_channels(engine, &notice).await?,
         None => Vec::new(),
     };
-    let fresh = store.enqueue_run_notices(run_id, &notices).await?;
-    Ok(if fresh { notices.len() } else { 0 })
+    let events = if publish {
+        events_out::run_events(engine, &job, end).await?
+    } else {
+        Vec::new()
+    };
+    if !store
+        .enqueue_run_outbox(end.run_id, &notices, &events)
+        .await?
+    {
+        return Ok(Enqueued::default());
+    }
+    if !events.is_empty() {
+        engine.events_enqueued();
+    }
+    Ok(Enqueued {
+        notices: notices.len(),
+        events: events.len(),
+    })
 }
 
 /// Enqueues one "overdue" notice for the job to each channel of its organization (when the job
@@ -401,7 +425,8 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(60);
 /// How far back the sweep looks.
 pub const SWEEP_WINDOW: Duration = Duration::from_secs(2 * 24 * 3600);
 
-/// Enqueues the notices of settled runs that have none (their process died before it could).
+/// Enqueues the notices and events of settled runs that have none (their process died before it
+/// could); answers how many notices.
 #[tracing::instrument(skip(engine))]
 pub async fn enqueue_missed(engine: &Engine) -> Result<usize, NotifyError> {
     let store = engine.store();
@@ -413,15 +438,24 @@ pub async fn enqueue_missed(engine: &Engine) -> Result<usize, NotifyError> {
         let n = match job_id {
             Some(job_id) => {
                 let rows = store.run_backups(run_id).await?;
-                enqueue_run(engine, run_id, job_id, &rows).await?
+                let request_id = store.deploy_request_id(run_id).await?;
+                let end = RunEnd {
+                    run_id,
+                    job_id,
+                    request_id: request_id.as_deref(),
+                    skipped: None,
+                    rows: &rows,
+                };
+                enqueue_run(engine, &end).await?
             }
             None => {
-                store.enqueue_run_notices(run_id, &[]).await?;
-                0
+                store.enqueue_run_outbox(run_id, &[], &[]).await?;
+                Enqueued::default()
             }
         };
-        tracing::warn!(%run_id, notices = n, "enqueued the notices of a run whose process ended first");
-        enqueued += n;
+        tracing::warn!(%run_id, notices = n.notices, events = n.events,
+            "enqueued the notices and events of a run whose process ended first");
+        enqueued += n.notices;
     }
     Ok(enqueued)
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{NewEvent, Store, StoreError};
 use crate::model::channel::secret_fields;
 use crate::model::ChannelKind;
 
@@ -191,13 +191,15 @@ impl Store {
             .collect())
     }
 
-    /// Enqueues a run's notices, with the run's marker, in one transaction. False when the run's
-    /// notices were already enqueued (by its end or by the recovery sweep): nothing is added.
-    #[tracing::instrument(skip(self, notices), fields(notices = notices.len()))]
-    pub async fn enqueue_run_notices(
+    /// Enqueues a run's notices and its events (`event_outbox`), with the run's marker, in one
+    /// transaction. False when the run's outbox was already written (by its end or by the
+    /// recovery sweep): nothing is added.
+    #[tracing::instrument(skip(self, notices, events), fields(notices = notices.len(), events = events.len()))]
+    pub async fn enqueue_run_outbox(
         &self,
         run_id: Uuid,
         notices: &[NewNotice],
+        events: &[NewEvent],
     ) -> Result<bool, StoreError> {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
@@ -220,6 +222,7 @@ impl Store {
             )
             .await?;
         }
+        super::events::insert_events(&tx, events).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -92,6 +92,18 @@ impl Store {
             == 1)
     }
 
+    /// The deploy pipeline's `requestId` of a run it asked for; None for any other run.
+    pub async fn deploy_request_id(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_opt(
+                "SELECT request_id FROM run_request WHERE id = $1 AND reason = 'deploy'",
+                &[&run_id],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     /// Records that the run of a request has ended (however it ended).
     pub async fn finish_run_request(&self, run_id: Uuid) -> Result<(), StoreError> {
         let client = self.pool().get().await?;

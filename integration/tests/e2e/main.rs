@@ -7,6 +7,7 @@ mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;
 mod foundation;
+mod host_volume;
 mod http_apps;
 mod http_bad_input;
 mod http_channels;

@@ -3,13 +3,13 @@
 //! neither double-fires nor loses the missed minute.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vardo_actors::model::{Compression, TargetKind, VolumeKind};
 use vardo_integration::process::Server;
+use vardo_integration::redis::PrivateRedis;
 use vardo_integration::{eventually, volumes, TestBed};
 
 /// Jobs covering one tiny volume each, on `schedule`, to a bucket of the bed.
@@ -219,68 +219,6 @@ async fn a_killed_engines_rows_fail_within_the_lease_and_the_job_keeps_firing() 
     .await;
     drop(second);
     bed.cleanup().await;
-}
-
-/// A Redis of the test's own, so stopping it disturbs no other test.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.resume();
-        redis
-    }
-
-    fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by scripts/services) starts");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

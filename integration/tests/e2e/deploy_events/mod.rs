@@ -5,5 +5,6 @@
 
 mod auto_jobs;
 mod delivery;
+mod outbox;
 mod requests;
 mod support;

@@ -570,6 +570,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         docker_host: None,
         helper_image: vardo_integration::setting("VARDO_HELPER_IMAGE"),
         allow_local_backups: true,
+        read_volumes_from_host: false,
         heartbeat_interval: Duration::from_secs(10),
         run_lease: Duration::from_secs(120),
         max_concurrent_runs: 1,
