@@ -5,18 +5,21 @@
 //! FIFOs and device nodes; long or non-UTF-8 names (GNU long-name records) — at a fraction of its
 //! CPU cost (BENCHMARKS.md). Sockets are skipped, as Docker skips them.
 //!
-//! A volume is live while it is read: an entry that disappears between listing and reading is
-//! left out, and a file that shrinks is padded with zeros to the size its header announced (as
-//! GNU tar does), so the archive always stays well-formed.
+//! A volume is live while it is read: an entry that disappears (or is replaced) between listing
+//! and reading is left out, and a file that shrinks is padded with zeros to the size its header
+//! announced (as GNU tar does), so the archive always stays well-formed.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata};
+use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{self as fs, AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
 use tar::{EntryType, Header};
-use walkdir::WalkDir;
 
 use crate::codec;
 use crate::stream::ByteStream;
@@ -30,7 +33,7 @@ pub fn archive(root: PathBuf) -> ByteStream {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TarReport {
     pub entries: u64,
-    /// Entries gone between listing and reading.
+    /// Entries gone (or replaced) between listing and reading.
     pub vanished: u64,
     /// Files whose size changed while they were read.
     pub changed: u64,
@@ -38,114 +41,189 @@ pub struct TarReport {
 }
 
 /// Writes a tar of `root` to `out`.
+///
+/// Every step is taken relative to an open folder with `O_NOFOLLOW`, never through a path: a
+/// container that swaps a folder of its volume for a symlink while the volume is read cannot make
+/// this (root) process read anything outside the volume.
 pub fn write_tar(root: &Path, out: &mut dyn Write) -> io::Result<TarReport> {
-    let mut builder = tar::Builder::new(out);
-    let mut report = TarReport::default();
-    let mut root_header = header(&fs::symlink_metadata(root)?, EntryType::Directory);
+    let root_fd = fs::open(root, DIR_FLAGS, Mode::empty())?;
+    let mut walk = Walk {
+        builder: tar::Builder::new(out),
+        report: TarReport::default(),
+        linked: HashMap::new(),
+    };
+    let mut root_header = header(&fs::fstat(&root_fd)?, EntryType::Directory);
     root_header.as_old_mut().name[..2].copy_from_slice(b"./");
     root_header.set_cksum();
-    builder.append(&root_header, io::empty())?;
+    walk.builder.append(&root_header, io::empty())?;
+    walk.folder(&root_fd, Path::new(""))?;
+    walk.builder.finish()?;
+    Ok(walk.report)
+}
 
-    // The first path seen of each multiply-linked file, by (device, inode).
-    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let walk = WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name();
-    for item in walk {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(e) if is_vanished(e.io_error()) => {
-                report.vanished += 1;
-                continue;
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+/// `O_NONBLOCK` so that opening a FIFO swapped in for a file cannot hang the read.
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY)
+    .union(OFlags::NONBLOCK);
+
+struct Walk<W: Write> {
+    builder: tar::Builder<W>,
+    report: TarReport,
+    /// The first path seen of each multiply-linked file, by (device, inode).
+    linked: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> Walk<W> {
+    /// Appends the entries of the open folder `dir` (whose path in the archive is `at`), sorted by
+    /// name, each folder before its contents.
+    fn folder(&mut self, dir: &OwnedFd, at: &Path) -> io::Result<()> {
+        let mut names: Vec<CString> = Vec::new();
+        for entry in Dir::read_from(dir)? {
+            let name = entry?.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
             }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let path = entry.path();
-        let name = path.strip_prefix(root).map_err(io::Error::other)?;
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(e) if is_vanished(e.io_error()) => {
-                report.vanished += 1;
-                continue;
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            builder.append_data(&mut header(&meta, EntryType::Directory), name, io::empty())?;
-        } else if kind.is_symlink() {
-            let target = match fs::read_link(path) {
-                Ok(target) => target,
-                Err(e) if is_vanished(Some(&e)) => {
-                    report.vanished += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            builder.append_link(&mut header(&meta, EntryType::Symlink), name, target)?;
-        } else if kind.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = linked.get(&key) {
-                    builder.append_link(&mut header(&meta, EntryType::Link), name, first)?;
-                    report.entries += 1;
-                    continue;
-                }
-                linked.insert(key, name.to_path_buf());
-            }
-            let file = match File::open(path) {
-                Ok(file) => file,
-                Err(e) if is_vanished(Some(&e)) => {
-                    report.vanished += 1;
-                    continue;
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            };
-            let mut head = header(&meta, EntryType::Regular);
-            head.set_size(meta.len());
-            let mut body = ExactLength::new(file, meta.len());
-            builder.append_data(&mut head, name, &mut body)?;
-            if body.changed() {
-                report.changed += 1;
-                tracing::warn!(path = %path.display(), "the file changed while it was read");
-            }
-        } else if kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
-            let entry_type = if kind.is_fifo() {
-                EntryType::Fifo
-            } else if kind.is_char_device() {
-                EntryType::Char
-            } else {
-                EntryType::Block
-            };
-            let mut head = header(&meta, entry_type);
-            if !kind.is_fifo() {
-                let (major, minor) = device_numbers(meta.rdev());
-                head.set_device_major(major)?;
-                head.set_device_minor(minor)?;
-            }
-            builder.append_data(&mut head, name, io::empty())?;
-        } else {
-            report.sockets_skipped += 1;
-            continue;
         }
-        report.entries += 1;
+        names.sort();
+        for name in names {
+            let path = at.join(OsStr::from_bytes(name.as_bytes()));
+            let stat = match fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => {
+                    self.report.vanished += 1;
+                    continue;
+                }
+                Err(e) => return Err(at_path(e, &path)),
+            };
+            self.entry(dir, &name, &path, &stat)?;
+        }
+        Ok(())
     }
-    builder.finish()?;
-    Ok(report)
+
+    fn entry(&mut self, dir: &OwnedFd, name: &CString, path: &Path, stat: &Stat) -> io::Result<()> {
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        match kind {
+            FileType::Directory => {
+                let sub = match open_same(dir, name, DIR_FLAGS, stat) {
+                    Ok(Some(sub)) => sub,
+                    Ok(None) => {
+                        self.report.vanished += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(at_path(e, path)),
+                };
+                let mut head = header(stat, EntryType::Directory);
+                self.builder.append_data(&mut head, path, io::empty())?;
+                self.report.entries += 1;
+                return self.folder(&sub, path);
+            }
+            FileType::Symlink => {
+                let target = match fs::readlinkat(dir, name.as_c_str(), Vec::new()) {
+                    Ok(target) => target,
+                    Err(Errno::NOENT | Errno::INVAL) => {
+                        self.report.vanished += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(at_path(e, path)),
+                };
+                let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                let mut head = header(stat, EntryType::Symlink);
+                self.builder.append_link(&mut head, path, target)?;
+            }
+            FileType::RegularFile => {
+                #[allow(clippy::useless_conversion)]
+                let key = (u64::from(stat.st_dev), u64::from(stat.st_ino));
+                let linked = stat.st_nlink > 1;
+                if linked {
+                    if let Some(first) = self.linked.get(&key) {
+                        let mut head = header(stat, EntryType::Link);
+                        self.builder.append_link(&mut head, path, first)?;
+                        self.report.entries += 1;
+                        return Ok(());
+                    }
+                }
+                let file = match open_same(dir, name, FILE_FLAGS, stat) {
+                    Ok(Some(fd)) => File::from(fd),
+                    Ok(None) => {
+                        self.report.vanished += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(at_path(e, path)),
+                };
+                if linked {
+                    self.linked.insert(key, path.to_path_buf());
+                }
+                let size = u64::try_from(stat.st_size).unwrap_or(0);
+                let mut head = header(stat, EntryType::Regular);
+                head.set_size(size);
+                let mut body = ExactLength::new(file, size);
+                self.builder.append_data(&mut head, path, &mut body)?;
+                if body.changed() {
+                    self.report.changed += 1;
+                    tracing::warn!(path = %path.display(), "the file changed while it was read");
+                }
+            }
+            FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+                let entry_type = match kind {
+                    FileType::Fifo => EntryType::Fifo,
+                    FileType::CharacterDevice => EntryType::Char,
+                    _ => EntryType::Block,
+                };
+                let mut head = header(stat, entry_type);
+                if kind != FileType::Fifo {
+                    #[allow(clippy::useless_conversion)]
+                    let (major, minor) = device_numbers(u64::from(stat.st_rdev));
+                    head.set_device_major(major)?;
+                    head.set_device_minor(minor)?;
+                }
+                self.builder.append_data(&mut head, path, io::empty())?;
+            }
+            _ => {
+                self.report.sockets_skipped += 1;
+                return Ok(());
+            }
+        }
+        self.report.entries += 1;
+        Ok(())
+    }
 }
 
-fn is_vanished(e: Option<&io::Error>) -> bool {
-    e.is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+/// Opens `name` in `dir` without following a symlink, and only if it is still the entry that was
+/// listed (same device and inode); `None` if it is gone or was replaced meanwhile.
+fn open_same(
+    dir: &OwnedFd,
+    name: &CString,
+    flags: OFlags,
+    listed: &Stat,
+) -> Result<Option<OwnedFd>, Errno> {
+    let fd = match fs::openat(dir, name.as_c_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::NXIO) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let opened = fs::fstat(&fd)?;
+    let same = opened.st_dev == listed.st_dev && opened.st_ino == listed.st_ino;
+    Ok(same.then_some(fd))
 }
 
-fn header(meta: &Metadata, kind: EntryType) -> Header {
+fn at_path(e: Errno, path: &Path) -> io::Error {
+    let e = io::Error::from(e);
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn header(stat: &Stat, kind: EntryType) -> Header {
     let mut head = Header::new_gnu();
     head.set_entry_type(kind);
-    head.set_mode(meta.mode() & 0o7777);
-    head.set_uid(u64::from(meta.uid()));
-    head.set_gid(u64::from(meta.gid()));
-    head.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    head.set_mode(stat.st_mode & 0o7777);
+    head.set_uid(u64::from(stat.st_uid));
+    head.set_gid(u64::from(stat.st_gid));
+    head.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
     head.set_size(0);
     head
 }
@@ -286,14 +364,17 @@ mod tests {
         use std::os::unix::fs::{symlink, PermissionsExt};
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
-        fs::create_dir_all(root.join("a/empty")).expect("mkdir");
-        fs::write(root.join("a/file.txt"), b"hello").expect("write");
-        fs::set_permissions(root.join("a/file.txt"), fs::Permissions::from_mode(0o640))
-            .expect("chmod");
-        fs::hard_link(root.join("a/file.txt"), root.join("hard")).expect("link");
+        std::fs::create_dir_all(root.join("a/empty")).expect("mkdir");
+        std::fs::write(root.join("a/file.txt"), b"hello").expect("write");
+        std::fs::set_permissions(
+            root.join("a/file.txt"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .expect("chmod");
+        std::fs::hard_link(root.join("a/file.txt"), root.join("hard")).expect("link");
         symlink("../../outside", root.join("a/up")).expect("symlink");
         let long = "n".repeat(180);
-        fs::write(root.join(&long), b"long").expect("write");
+        std::fs::write(root.join(&long), b"long").expect("write");
 
         let mut tar = Vec::new();
         let report = write_tar(root, &mut tar).expect("tar");
@@ -318,5 +399,34 @@ mod tests {
             (EntryType::Link, Some("a/file.txt"))
         );
         assert_eq!(got[6].data, b"long");
+    }
+
+    #[test]
+    fn an_entry_replaced_after_listing_is_not_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outside = tempfile::tempdir().expect("temp dir");
+        std::fs::write(outside.path().join("secret"), b"host only").expect("write");
+        let root = dir.path();
+        std::fs::create_dir(root.join("a")).expect("mkdir");
+        std::fs::write(root.join("f"), b"f").expect("write");
+        std::fs::write(root.join("g"), b"g").expect("write");
+        let root_fd = fs::open(root, DIR_FLAGS, Mode::empty()).expect("open root");
+        let name = |n: &str| CString::new(n).expect("name");
+        let listed_a = fs::statat(&root_fd, "a", AtFlags::SYMLINK_NOFOLLOW).expect("stat");
+        let listed_f = fs::statat(&root_fd, "f", AtFlags::SYMLINK_NOFOLLOW).expect("stat");
+        assert!(open_same(&root_fd, &name("a"), DIR_FLAGS, &listed_a)
+            .expect("open")
+            .is_some());
+
+        // A folder swapped for a symlink to elsewhere, a file swapped for another one.
+        std::fs::remove_dir(root.join("a")).expect("rmdir");
+        std::os::unix::fs::symlink(outside.path(), root.join("a")).expect("symlink");
+        std::fs::rename(root.join("g"), root.join("f")).expect("rename");
+        assert!(open_same(&root_fd, &name("a"), DIR_FLAGS, &listed_a)
+            .expect("open")
+            .is_none());
+        assert!(open_same(&root_fd, &name("f"), FILE_FLAGS, &listed_f)
+            .expect("open")
+            .is_none());
     }
 }

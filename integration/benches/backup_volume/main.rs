@@ -5,7 +5,8 @@
 //! 1. baseline — the seed's pipeline: `tar czf` in a helper container into a temporary file, then
 //!    an ordinary S3 client (`curl --aws-sigv4`, one PUT) uploads that file;
 //! 2. `vardo-backup backup --job` (the release build next to this bench) with a gzip job;
-//! 3. the same with a zstd job;
+//! 3. the same with a zstd job; then both again with `VARDO_READ_VOLUMES_FROM_HOST=true`, reading
+//!    the volume's folder on the host instead of Docker's archive API;
 //! 4. the limit: `tar cf - | zstd -3 -T2 > /dev/null` on the host, over the volume's folder, and
 //!    for comparison Docker's archive API alone (what vardo-backup reads volumes through), read
 //!    with curl into /dev/null;
@@ -16,7 +17,7 @@
 //!    restored volume must match the original's fingerprint.
 //!
 //! Settings (environment): `VARDO_BENCH_MIB` (volume size, default 1024), `VARDO_BENCH_STEPS`
-//! (comma-separated subset of `baseline,gzip,zstd,raw,restore`, default all),
+//! (comma-separated subset of `baseline,gzip,zstd,gzip-host,zstd-host,raw,restore`, default all),
 //! `VARDO_BENCH_GZIP_LEVEL` / `VARDO_BENCH_ZSTD_LEVEL` (the jobs' level; default: the job default),
 //! `VARDO_BENCH_PERF=<dir>` (sample the whole machine with `perf` during each run and print where
 //! the CPU time went).
@@ -69,7 +70,7 @@ impl Config {
         Ok(Self {
             mib: u64::try_from(mib)?,
             steps: var("VARDO_BENCH_STEPS")
-                .unwrap_or_else(|| "baseline,gzip,zstd,raw,restore".to_owned())
+                .unwrap_or_else(|| "baseline,gzip,zstd,gzip-host,zstd-host,raw,restore".to_owned())
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .collect(),
@@ -143,15 +144,18 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
         report.push(baseline_backup(bed, &volume, &storage).await?);
     }
     let mut backups = Vec::new();
-    for (step, compression, level) in [
-        ("gzip", Compression::Gzip, config.gzip_level),
-        ("zstd", Compression::Zstd, config.zstd_level),
+    for (step, compression, level, from_host) in [
+        ("gzip", Compression::Gzip, config.gzip_level, false),
+        ("zstd", Compression::Zstd, config.zstd_level, false),
+        ("gzip-host", Compression::Gzip, config.gzip_level, true),
+        ("zstd-host", Compression::Zstd, config.zstd_level, true),
     ] {
         if config.wants(step) {
             let job = insert_job(bed, &org, target, &app.id, compression, level).await?;
-            let (row, backup) = vardo_backup(bed, &binary, job, compression, &storage).await?;
+            let (row, backup) =
+                vardo_backup(bed, &binary, job, compression, from_host, &storage).await?;
             report.push(row);
-            if config.wants("restore") {
+            if config.wants("restore") && !from_host {
                 backups.push((compression, backup));
             } else if let Some(key) = &backup.storage_path {
                 // Not needed any more: a 10 GiB run needs the disk.
@@ -292,12 +296,15 @@ async fn vardo_backup(
     binary: &Path,
     job: Uuid,
     compression: Compression,
+    from_host: bool,
     storage: &TargetStorage,
 ) -> anyhow::Result<(Row, Backup)> {
-    let label = format!("vardo-backup-{}", compression.as_str());
+    let how = if from_host { "-host" } else { "" };
+    let label = format!("vardo-backup-{}{how}", compression.as_str());
     let (out, cost) = timed(
         &label,
-        &mut vardo(bed, binary, &["backup", "--job", &job.to_string()]),
+        vardo(bed, binary, &["backup", "--job", &job.to_string()])
+            .env("VARDO_READ_VOLUMES_FROM_HOST", from_host.to_string()),
     )
     .with_context(|| format!("vardo-backup backup ({})", compression.as_str()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -320,9 +327,16 @@ async fn vardo_backup(
         stored == Some(archive_bytes),
         "the bucket holds {stored:?} bytes under {key}, the row says {archive_bytes}"
     );
-    let id = match compression {
-        Compression::Gzip => Id::GzipBackup,
-        Compression::Zstd => Id::ZstdBackup,
+    ensure!(
+        backup.log.contains("from its folder on the Docker host") == from_host,
+        "backup {id} did not read the volume the way it was asked to: {}",
+        backup.log
+    );
+    let id = match (compression, from_host) {
+        (Compression::Gzip, false) => Id::GzipBackup,
+        (Compression::Zstd, false) => Id::ZstdBackup,
+        (Compression::Gzip, true) => Id::GzipHostBackup,
+        (Compression::Zstd, true) => Id::ZstdHostBackup,
     };
     Ok((
         Row {
