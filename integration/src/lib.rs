@@ -173,7 +173,22 @@ impl TestBed {
         &self,
         job: Uuid,
     ) -> (std::process::Output, Vec<vardo_actors::model::Backup>) {
-        let out = self.cli(&["backup", "--job", &job.to_string()]);
+        self.run_job_with(job, &[]).await
+    }
+
+    /// [`TestBed::run_job`] with extra environment variables for the engine.
+    pub async fn run_job_with(
+        &self,
+        job: Uuid,
+        extra_env: &[(&str, &str)],
+    ) -> (std::process::Output, Vec<vardo_actors::model::Backup>) {
+        let mut env = self.env();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let out = process::run(&["backup", "--job", &job.to_string()], &env);
         let mut rows = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let first = line.split_whitespace().next().unwrap_or_default();

@@ -9,8 +9,8 @@ use std::io::Read as _;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use vardo_actors::docker::DockerClient;
-use vardo_actors::model::{Backup, Compression, Status, TargetKind, VolumeKind};
-use vardo_integration::{describe, process, volumes, TestBed};
+use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
+use vardo_integration::{describe, volumes, TestBed};
 
 /// Every kind of entry a volume can hold, with owners, modes and times worth keeping.
 const POPULATE: &str = r#"set -e; cd /volume
@@ -164,22 +164,7 @@ async fn the_host_folder_gives_the_archive_docker_gives() {
     bed.cleanup().await;
 }
 
-fn run_reading_from_host(bed: &TestBed, args: &[&str]) -> std::process::Output {
-    let mut env = bed.env();
-    env.push(("VARDO_READ_VOLUMES_FROM_HOST".into(), "true".into()));
-    process::run(args, &env)
-}
-
-async fn printed_rows(bed: &TestBed, out: &std::process::Output) -> Vec<Backup> {
-    let mut rows = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let first = line.split_whitespace().next().unwrap_or_default();
-        if let Ok(id) = uuid::Uuid::parse_str(first) {
-            rows.push(bed.store.backup(id).await.expect("row"));
-        }
-    }
-    rows
-}
+const FROM_HOST: &[(&str, &str)] = &[("VARDO_READ_VOLUMES_FROM_HOST", "true")];
 
 #[tokio::test]
 async fn a_backup_read_from_the_host_folder_restores_the_volume_exactly() {
@@ -203,9 +188,8 @@ async fn a_backup_read_from_the_host_folder_restores_the_volume_exactly() {
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;
 
-    let out = run_reading_from_host(&bed, &["backup", "--job", &job.to_string()]);
+    let (out, rows) = bed.run_job_with(job, FROM_HOST).await;
     assert!(out.status.success(), "{}", describe(&out));
-    let rows = printed_rows(&bed, &out).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, Status::Success, "{}", rows[0].log);
     assert!(
@@ -264,9 +248,8 @@ async fn a_volume_with_driver_options_is_read_through_docker_and_says_why() {
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
-    let out = run_reading_from_host(&bed, &["backup", "--job", &job.to_string()]);
+    let (out, rows) = bed.run_job_with(job, FROM_HOST).await;
     assert!(out.status.success(), "{}", describe(&out));
-    let rows = printed_rows(&bed, &out).await;
     assert_eq!(rows[0].status, Status::Success, "{}", rows[0].log);
     assert!(
         rows[0]
