@@ -222,6 +222,13 @@ impl VolumeJob<'_> {
                 self.job.compression_level,
             )
             .await?;
+            let changes = match archive.host_read {
+                Some(report) => report.await.ok().and_then(|r| r.changes()),
+                None => None,
+            };
+            if let Some(line) = changes {
+                self.log(&line).await?;
+            }
             Ok((key, digest))
         }
         .await;

@@ -20,13 +20,15 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as fs, AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tar::{EntryType, Header};
+use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::stream::ByteStream;
 
-/// The volume folder's contents as an uncompressed tar stream, produced on a blocking thread.
-pub fn archive(root: PathBuf) -> ByteStream {
-    codec::blocking_source(move |out| write_tar(&root, out).map(drop))
+/// The volume folder's contents as an uncompressed tar stream, produced on a blocking thread; the
+/// receiver yields what the read met once the whole tar was handed on.
+pub fn archive(root: PathBuf) -> (ByteStream, oneshot::Receiver<TarReport>) {
+    codec::blocking_source(move |out| write_tar(&root, out))
 }
 
 /// What a read of a live volume met on its way.
@@ -38,6 +40,20 @@ pub struct TarReport {
     /// Files whose size changed while they were read.
     pub changed: u64,
     pub sockets_skipped: u64,
+}
+
+impl TarReport {
+    /// A line for the backup's log when the volume changed while it was read, else `None`.
+    pub fn changes(&self) -> Option<String> {
+        if self.vanished == 0 && self.changed == 0 && self.sockets_skipped == 0 {
+            return None;
+        }
+        Some(format!(
+            "read {} entries; the volume changed while it was read: {} entries vanished (left out), \
+             {} files changed size (stored cut or zero-padded to the size first seen), {} sockets skipped",
+            self.entries, self.vanished, self.changed, self.sockets_skipped
+        ))
+    }
 }
 
 /// Writes a tar of `root` to `out`.
@@ -376,9 +392,16 @@ mod tests {
         let long = "n".repeat(180);
         std::fs::write(root.join(&long), b"long").expect("write");
 
+        let _socket =
+            std::os::unix::net::UnixListener::bind(root.join("app.sock")).expect("socket");
+
         let mut tar = Vec::new();
         let report = write_tar(root, &mut tar).expect("tar");
         assert_eq!(report.entries, 6);
+        assert_eq!(report.sockets_skipped, 1);
+        let line = report.changes().expect("the socket is reported");
+        assert!(line.contains("1 sockets skipped"), "{line}");
+        assert_eq!(TarReport::default().changes(), None);
         let got = entries(&tar);
         let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(

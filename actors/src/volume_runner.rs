@@ -30,6 +30,8 @@ pub struct VolumeArchive {
     pub stream: ByteStream,
     /// What the log should say about the source.
     pub source: String,
+    /// For a volume read from its host folder: what the read met, once it ended.
+    pub host_read: Option<tokio::sync::oneshot::Receiver<crate::host_volume::TarReport>>,
 }
 
 /// `{app}-blue_{volume}`, else `{app}-green_{volume}`.
@@ -64,15 +66,18 @@ pub async fn open_archive(
     if from_host {
         match readable_host_folder(docker, docker_volume).await? {
             Ok(folder) => {
+                let source = format!(
+                    "reading {docker_volume} from its folder on the Docker host, {}",
+                    folder.display()
+                );
+                let (stream, report) = crate::host_volume::archive(folder);
                 return Ok(VolumeArchive {
                     docker_volume: docker_volume.to_owned(),
                     extension: "tar",
-                    source: format!(
-                        "reading {docker_volume} from its folder on the Docker host, {}",
-                        folder.display()
-                    ),
-                    stream: crate::host_volume::archive(folder),
-                })
+                    source,
+                    stream,
+                    host_read: Some(report),
+                });
             }
             Err(why) => source.push_str(&format!(" ({why})")),
         }
@@ -82,6 +87,7 @@ pub async fn open_archive(
         extension: "tar",
         stream: docker.export_volume(docker_volume).await?,
         source,
+        host_read: None,
     })
 }
 
@@ -143,6 +149,7 @@ async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArc
             "pg_dump of database {} as {} in container {}",
             login.database, login.user, container.name
         ),
+        host_read: None,
     })
 }
 

@@ -162,25 +162,33 @@ where
 /// Runs `work` on a blocking thread and streams what it writes, in [`SOURCE_CHUNK`]-sized chunks,
 /// one in flight: the consuming stage reads ahead on its own (see [`source`]). An error from `work`
 /// (or a panic) ends the stream with an error; if the stream is dropped, `work`'s next write fails
-/// and it stops.
-pub fn blocking_source<F>(work: F) -> ByteStream
+/// and it stops. The receiver yields `work`'s value once everything it wrote was handed on.
+pub fn blocking_source<T, F>(work: F) -> (ByteStream, oneshot::Receiver<T>)
 where
-    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Write) -> io::Result<T> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let mut writer = ChannelWriter::new(tx.clone(), false);
         writer.chunk = SOURCE_CHUNK;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            work(&mut writer)?;
-            writer.finish().map(drop)
+            let value = work(&mut writer)?;
+            writer.finish()?;
+            Ok(value)
         }))
         .unwrap_or_else(|panic| Err(crashed(panic.as_ref())));
-        if let Err(e) = outcome {
-            let _ = tx.blocking_send(Err(e));
+        match outcome {
+            Ok(value) => {
+                let _ = done_tx.send(value);
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
         }
     });
-    Box::pin(ReceiverStream::new(rx))
+    (Box::pin(ReceiverStream::new(rx)), done_rx)
 }
 
 fn crashed(panic: &(dyn Any + Send)) -> io::Error {
