@@ -7,6 +7,8 @@
 //! - `lock_attempts_total{lock, outcome="acquired|contended|error"}` — [`Metrics::record_lock`]
 //! - `notification_deliveries_total{kind, outcome="delivered|retry|failed"}` —
 //!   [`Metrics::record_delivery`]
+//! - `scheduled_runs_skipped_total{reason="busy"}` — a due job not started because its previous
+//!   run was still going — [`Metrics::record_skipped_run`]
 //!
 //! Counts are per process (they restart at zero), as Prometheus counters expect.
 
@@ -52,6 +54,7 @@ pub struct Metrics {
     ticks: Mutex<TickHistogram>,
     locks: Mutex<BTreeMap<(String, &'static str), u64>>,
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
+    skipped_runs: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A poisoned lock only means another thread panicked while counting; the counts stay usable.
@@ -89,6 +92,12 @@ impl Metrics {
         *lock(&self.deliveries)
             .entry((kind.to_owned(), outcome.to_owned()))
             .or_default() += 1;
+    }
+
+    /// A due job's scheduled run was not started, for `reason` (`busy`: its previous run was
+    /// still going).
+    pub fn record_skipped_run(&self, reason: &'static str) {
+        *lock(&self.skipped_runs).entry(reason).or_default() += 1;
     }
 
     /// Appends the registry in the Prometheus text format.
@@ -133,6 +142,15 @@ impl Metrics {
                 escape(outcome)
             );
         }
+        let name = "vardo_scheduled_runs_skipped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Due scheduled runs not started, by reason (busy = the job's previous run was still going)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (reason, n) in lock(&self.skipped_runs).iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
     }
 }
 
@@ -154,6 +172,7 @@ mod tests {
         m.record_lock("backup", LockOutcome::Contended);
         m.record_lock("backup", LockOutcome::Contended);
         m.record_delivery("webhook", "delivered");
+        m.record_skipped_run("busy");
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("vardo_scheduler_tick_duration_seconds_bucket{le=\"0.025\"} 0"));
@@ -163,5 +182,6 @@ mod tests {
         assert!(out.contains(
             "vardo_notification_deliveries_total{kind=\"webhook\",outcome=\"delivered\"} 1"
         ));
+        assert!(out.contains("vardo_scheduled_runs_skipped_total{reason=\"busy\"} 1"));
     }
 }

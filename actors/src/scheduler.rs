@@ -220,6 +220,7 @@ async fn fire(
         .await?
     {
         report.busy += 1;
+        engine.metrics().record_skipped_run("busy");
         tracing::warn!(job_id = %job.id, minute = %due, "skipped: the job's previous run is still going");
         return Ok(());
     }
