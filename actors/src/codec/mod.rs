@@ -140,23 +140,8 @@ where
     T: Send + 'static,
     F: FnOnce(&mut ChunkSource, &mut ChannelWriter) -> io::Result<T> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(DEPTH);
-    let (done_tx, done_rx) = oneshot::channel();
     let mut source = ChunkSource::new(input);
-    tokio::task::spawn_blocking(move || {
-        let mut writer = ChannelWriter::new(tx.clone(), hash);
-        let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut source, &mut writer)))
-            .unwrap_or_else(|panic| Err(crashed(panic.as_ref())));
-        match outcome {
-            Ok(value) => {
-                let _ = done_tx.send(value);
-            }
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-            }
-        }
-    });
-    (Box::pin(ReceiverStream::new(rx)), done_rx)
+    spawn_writing(DEPTH, CHUNK, hash, move |writer| work(&mut source, writer))
 }
 
 /// Runs `work` on a blocking thread and streams what it writes, in [`SOURCE_CHUNK`]-sized chunks,
@@ -168,17 +153,32 @@ where
     T: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<T> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(1);
+    spawn_writing(1, SOURCE_CHUNK, false, move |writer| {
+        let value = work(&mut *writer)?;
+        writer.finish()?;
+        Ok(value)
+    })
+}
+
+/// The thread behind both: `work` writes into a [`ChannelWriter`] of `depth` chunks of `chunk`
+/// bytes; its value goes to the receiver, its error (or panic) to the end of the stream.
+fn spawn_writing<T, F>(
+    depth: usize,
+    chunk: usize,
+    hash: bool,
+    work: F,
+) -> (ByteStream, oneshot::Receiver<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut ChannelWriter) -> io::Result<T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(depth);
     let (done_tx, done_rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let mut writer = ChannelWriter::new(tx.clone(), false);
-        writer.chunk = SOURCE_CHUNK;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let value = work(&mut writer)?;
-            writer.finish()?;
-            Ok(value)
-        }))
-        .unwrap_or_else(|panic| Err(crashed(panic.as_ref())));
+        let mut writer = ChannelWriter::new(tx.clone(), hash);
+        writer.chunk = chunk;
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut writer)))
+            .unwrap_or_else(|panic| Err(crashed(panic.as_ref())));
         match outcome {
             Ok(value) => {
                 let _ = done_tx.send(value);
