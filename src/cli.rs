@@ -88,8 +88,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
-            app.prepare_in_background(config.backup.as_ref().map(|b| (b.kind, b.target_json())));
-            app.serve(role, listen.as_deref().unwrap_or(&config.listen))
+            let prepared = app
+                .prepare_in_background(config.backup.as_ref().map(|b| (b.kind, b.target_json())));
+            app.serve(role, listen.as_deref().unwrap_or(&config.listen), prepared)
                 .await?;
             Ok(ExitCode::SUCCESS)
         }

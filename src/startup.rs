@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::oneshot;
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 use vardo_actors::engine::{Engine, EngineSettings};
@@ -96,14 +97,22 @@ impl Application {
     }
 
     /// `prepare` for a server: it keeps trying while the database is away (the server answers
-    /// `/readyz` with 503 meanwhile), so start-up order does not matter.
-    pub fn prepare_in_background(&self, system_target: Option<(TargetKind, serde_json::Value)>) {
+    /// `/readyz` with 503 meanwhile), so start-up order does not matter. The receiver resolves once
+    /// the schema is applied.
+    pub fn prepare_in_background(
+        &self,
+        system_target: Option<(TargetKind, serde_json::Value)>,
+    ) -> oneshot::Receiver<()> {
         let engine = self.engine.clone();
+        let (done, prepared) = oneshot::channel();
         actix::spawn(async move {
             let mut delay = Duration::from_millis(500);
             loop {
                 match prepare(&engine, system_target.clone()).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        let _ = done.send(());
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(
                             error = format!("{e:#}"),
@@ -115,50 +124,46 @@ impl Application {
                 }
             }
         });
+        prepared
     }
 
-    pub async fn serve(&self, role: Role, listen: &str) -> anyhow::Result<()> {
-        // Kept alive for as long as the server runs.
-        let _workers = (role != Role::Web).then(|| self.start_workers());
-        // The notification delivery loop runs where runs run; several instances share the outbox.
-        let _notifier = (role != Role::Web)
-            .then(|| vardo_actors::notifier::Notifier::start(self.engine.clone()))
-            .transpose()
-            .context("start the notifier")?;
-        // The events publisher drains the event outbox to Redis; several instances share it.
-        let _publisher = (role != Role::Web && self.engine.settings().events.publish)
-            .then(|| vardo_actors::events_publisher::EventsPublisher::start(self.engine.clone()));
+    /// Serves HTTP at once; the workers of the scheduler role start once `prepared` resolves, so
+    /// that none of them queries a schema that is still being applied.
+    pub async fn serve(
+        &self,
+        role: Role,
+        listen: &str,
+        prepared: oneshot::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        if role != Role::Web {
+            // Bad notification settings stop the server now, not once the database answers.
+            vardo_actors::notify::Senders::new(&self.engine.settings().notifications)
+                .context("notification settings")?;
+            let engine = self.engine.clone();
+            actix::spawn(async move {
+                if prepared.await.is_err() {
+                    return;
+                }
+                // Kept alive for as long as the server runs.
+                let _workers = start_workers(&engine);
+                // Notices are delivered where runs run; several instances share the outbox.
+                let _notifier = match vardo_actors::notifier::Notifier::start(engine.clone()) {
+                    Ok(addr) => Some(addr),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the notifier could not start");
+                        None
+                    }
+                };
+                // The events publisher drains the event outbox to Redis; instances share it.
+                let _publisher = engine.settings().events.publish.then(|| {
+                    vardo_actors::events_publisher::EventsPublisher::start(engine.clone())
+                });
+                std::future::pending::<()>().await;
+            });
+        }
         let server = crate::http::server(self.engine.clone(), listen, self.admin_token.as_ref())?;
         server.await.context("http server")?;
         Ok(())
-    }
-
-    /// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor,
-    /// the deploy events consumer.
-    fn start_workers(&self) -> Workers {
-        use actix::Actor as _;
-        use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
-        let instance = format!(
-            "{}-{}",
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
-        tracing::info!(%instance, "scheduler role started");
-        let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        Workers {
-            scheduler: Scheduler::new(self.engine.clone(), supervisor.clone(), instance.clone())
-                .start(),
-            deploy_events: self.engine.settings().events.consume.then(|| {
-                vardo_actors::deploy_events::DeployEvents::new(
-                    self.engine.clone(),
-                    instance.clone(),
-                )
-                .start()
-            }),
-            dispatcher: Dispatcher::new(self.engine.clone(), supervisor.clone(), instance).start(),
-            janitor: Janitor::new(self.engine.clone()).start(),
-            supervisor,
-        }
     }
 
     pub async fn run_job_now(&self, job: Uuid) -> anyhow::Result<RunFinished> {
@@ -209,5 +214,28 @@ impl Application {
     pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
         Ok(vardo_actors::run::restore_and_wait(&self.engine, &supervisor, backup).await?)
+    }
+}
+
+/// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor,
+/// the deploy events consumer.
+fn start_workers(engine: &Engine) -> Workers {
+    use actix::Actor as _;
+    use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    tracing::info!(%instance, "scheduler role started");
+    let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone());
+    Workers {
+        scheduler: Scheduler::new(engine.clone(), supervisor.clone(), instance.clone()).start(),
+        deploy_events: engine.settings().events.consume.then(|| {
+            vardo_actors::deploy_events::DeployEvents::new(engine.clone(), instance.clone()).start()
+        }),
+        dispatcher: Dispatcher::new(engine.clone(), supervisor.clone(), instance).start(),
+        janitor: Janitor::new(engine.clone()).start(),
+        supervisor,
     }
 }
