@@ -247,3 +247,11 @@ CREATE INDEX IF NOT EXISTS event_outbox_published ON event_outbox (published_at)
 -- One event of each type per run, whoever enqueues it (the run's end or the recovery sweep).
 CREATE UNIQUE INDEX IF NOT EXISTS event_outbox_run_type
     ON event_outbox (run_id, type) WHERE run_id IS NOT NULL;
+
+-- A file restore writes into its volume (a staging folder, then a journaled swap) only while
+-- `recovery_pending` is set on its row, with the Docker volume named: if its engine dies, the
+-- janitor of any instance, or the next backup or restore of that volume, finishes or undoes the
+-- swap before anything else touches the volume.
+ALTER TABLE restore ADD COLUMN IF NOT EXISTS docker_volume text;
+ALTER TABLE restore ADD COLUMN IF NOT EXISTS recovery_pending boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS restore_recovery ON restore (docker_volume) WHERE recovery_pending;

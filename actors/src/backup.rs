@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::codec::Digest;
 use crate::docker::DockerError;
 use crate::engine::Engine;
-use crate::lock::{LockError, VolumeLock};
+use crate::lock::LockError;
 use crate::messages::RunOutcome;
 use crate::model::{App, Job, Organization, RunReason, Target, Volume};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
@@ -28,6 +28,8 @@ pub enum BackupError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Upload(#[from] UploadError),
+    #[error("an interrupted restore of this volume could not be recovered, so it was not read: {0}")]
+    Recovery(String),
 }
 
 /// The whole run. Errors returned here are the run's own (database away); each volume's failure is
@@ -191,8 +193,9 @@ impl VolumeJob<'_> {
             volume_runner::find_volume(docker, &self.app.name, &self.volume.name).await?;
         self.log(&format!("found Docker volume {docker_volume}"))
             .await?;
-        let lock = VolumeLock::acquire(self.engine.redis(), &docker_volume).await?;
+        let lock = self.engine.lock_volume(&docker_volume).await?;
         let result = async {
+            self.recover_first(docker, &docker_volume).await?;
             let archive = volume_runner::open_archive(
                 docker,
                 &docker_volume,
@@ -234,5 +237,27 @@ impl VolumeJob<'_> {
         .await;
         lock.release().await;
         result
+    }
+
+    /// A volume that an interrupted restore left mid-swap is recovered before it is read, so that
+    /// an archive never holds half of two trees or a restore's reserved folders.
+    async fn recover_first(
+        &self,
+        docker: &crate::docker::DockerClient,
+        docker_volume: &str,
+    ) -> Result<(), BackupError> {
+        let store = self.engine.store();
+        if !store.volume_needs_recovery(docker_volume).await? {
+            return Ok(());
+        }
+        match crate::restore::files::recover_in_helper(docker, store, docker_volume).await {
+            Ok(lines) => {
+                for line in lines {
+                    self.log(&format!("recovered the volume first: {line}")).await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(BackupError::Recovery(e.to_string())),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Janitor: every instance sweeps, every quarter of the lease, the rows whose engine died — a
 //! `pending` or `running` row with no heartbeat within the lease is failed with the reason, so no
 //! row stays `running` and no job is blocked by a dead run. Requests such an engine had claimed
-//! but not yet started are handed back for another instance to claim.
+//! but not yet started are handed back for another instance to claim. A file restore whose engine
+//! stopped mid-way has its volume recovered here (its swap finished or undone, see
+//! [`crate::restore::swap`]), at start-up and then on every sweep.
 
 use actix::prelude::*;
 
@@ -22,6 +24,7 @@ impl Actor for Janitor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = self.engine.settings().run_lease / 4;
+        ctx.spawn(recover_abandoned(self.engine.clone()).into_actor(self));
         ctx.run_interval(every, |act, ctx| {
             let engine = act.engine.clone();
             ctx.spawn(
@@ -51,9 +54,57 @@ impl Actor for Janitor {
                         ),
                         Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
+                    recover_abandoned(engine).await;
                 }
                 .into_actor(act),
             );
         });
+    }
+}
+
+/// Recovers the volumes of restores that ended, or whose engine stopped, with their volume marked
+/// as possibly needing recovery. A volume whose lock is held is left for the next sweep.
+pub async fn recover_abandoned(engine: Engine) {
+    let store = engine.store();
+    let volumes = match store.abandoned_recoveries(engine.settings().run_lease).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for volumes to recover");
+            return;
+        }
+    };
+    for (volume, restore_id) in volumes {
+        let Ok(lock) = engine.lock_volume(&volume).await else {
+            continue;
+        };
+        let outcome = match engine.docker().await {
+            Ok(docker) => {
+                crate::restore::files::recover_in_helper(docker, store, &volume).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        lock.release().await;
+        let note = match outcome {
+            Ok(lines) if lines.is_empty() => {
+                "recovery after the engine stopped: the volume needed nothing".to_owned()
+            }
+            Ok(lines) => format!("recovery after the engine stopped: {}", lines.join("; ")),
+            Err(crate::restore::RestoreError::Docker(
+                crate::docker::DockerError::VolumeNotFound { .. },
+            )) => {
+                if let Err(e) = store.clear_volume_recovery(&volume, None).await {
+                    tracing::warn!(error = %e, %volume, "could not clear recovery marks");
+                }
+                format!("recovery: the volume {volume} no longer exists; nothing to recover")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %volume, "recovery of an interrupted restore failed");
+                format!("recovery after the engine stopped failed (retried later): {e}")
+            }
+        };
+        tracing::warn!(%volume, %restore_id, "{note}");
+        if let Err(e) = store.append_restore_log(restore_id, &note).await {
+            tracing::warn!(error = %e, "could not log the recovery");
+        }
     }
 }

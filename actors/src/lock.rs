@@ -73,7 +73,9 @@ async fn extend(pool: &Pool, key: &str, token: &str, ttl: Duration) -> Result<bo
     Ok(n == 1)
 }
 
-const VOLUME_TTL: Duration = Duration::from_secs(60);
+/// A volume lock's life without renewal: a lock whose holder died frees its volume within this
+/// time, or within the engine's run lease if that is shorter.
+pub const VOLUME_TTL: Duration = Duration::from_secs(60);
 
 /// Held while a backup or restore works on one Docker volume; renewed in the background, released
 /// by `release` (or left to expire within a minute if the process dies).
@@ -86,19 +88,24 @@ pub struct VolumeLock {
 
 impl VolumeLock {
     pub async fn acquire(pool: &Pool, volume: &str) -> Result<Self, LockError> {
+        Self::acquire_for(pool, volume, VOLUME_TTL).await
+    }
+
+    /// [`VolumeLock::acquire`] with a time to live of `ttl` (renewed every third of it).
+    pub async fn acquire_for(pool: &Pool, volume: &str, ttl: Duration) -> Result<Self, LockError> {
         let key = format!("lock:volume:{volume}");
         let token = Uuid::new_v4().to_string();
-        if !try_acquire(pool, &key, &token, VOLUME_TTL).await? {
+        if !try_acquire(pool, &key, &token, ttl).await? {
             return Err(LockError::Busy(volume.to_owned()));
         }
         let renew = {
             let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(VOLUME_TTL / 3);
+                let mut every = tokio::time::interval(ttl / 3);
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    match extend(&pool, &key, &token, VOLUME_TTL).await {
+                    match extend(&pool, &key, &token, ttl).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::error!(%key, "volume lock lost");

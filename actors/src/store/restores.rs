@@ -92,4 +92,73 @@ impl Store {
             })?;
         restore_row(&row)
     }
+
+    /// Marks (or clears) that restore `id` may have left something in `docker_volume` that needs
+    /// recovery. Set before anything is written into the volume, cleared once it is clean.
+    pub async fn set_restore_recovery(
+        &self,
+        id: Uuid,
+        docker_volume: &str,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE restore SET docker_volume = $2, recovery_pending = $3 WHERE id = $1",
+                &[&id, &docker_volume, &pending],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether any restore may have left `docker_volume` in need of recovery.
+    pub async fn volume_needs_recovery(&self, docker_volume: &str) -> Result<bool, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM restore WHERE docker_volume = $1 AND recovery_pending)",
+                &[&docker_volume],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Clears the recovery marks of `docker_volume`'s restores (but `except`'s), once recovery
+    /// found the volume clean.
+    pub async fn clear_volume_recovery(
+        &self,
+        docker_volume: &str,
+        except: Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE restore SET recovery_pending = false
+                 WHERE docker_volume = $1 AND recovery_pending AND ($2::uuid IS NULL OR id <> $2)",
+                &[&docker_volume, &except],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Volumes whose restore ended (or whose engine stopped: no heartbeat within `lease`) with
+    /// the volume possibly in need of recovery, with one such restore's id each.
+    pub async fn abandoned_recoveries(
+        &self,
+        lease: std::time::Duration,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        let client = self.pool().get().await?;
+        let lease = lease.as_secs_f64();
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (docker_volume) docker_volume, id FROM restore
+                 WHERE recovery_pending AND docker_volume IS NOT NULL
+                   AND (status NOT IN ('pending', 'running')
+                        OR heartbeat_at < now() - make_interval(secs => $1))
+                 ORDER BY docker_volume, created_at DESC",
+                &[&lease],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }
