@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod s3;
+pub mod trees;
 pub mod volumes;
 
 pub use env::{repo_root, setting};

@@ -29,6 +29,16 @@ pub fn run(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("the vardo-backup binary runs")
 }
 
+/// Starts the binary with exactly `env` (plus PATH and HOME), output discarded, without waiting:
+/// for tests that kill it at a moment they choose.
+pub fn start(args: &[&str], env: &[(String, String)]) -> Child {
+    command(args, env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the vardo-backup binary starts")
+}
+
 fn command(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.args(args)

@@ -20,6 +20,7 @@ mod http_organizations;
 mod http_targets;
 mod notifications;
 mod postgres_volume;
+mod restore_swap;
 mod retention;
 mod retention_oracle;
 mod scheduler;
