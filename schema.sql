@@ -255,3 +255,30 @@ CREATE UNIQUE INDEX IF NOT EXISTS event_outbox_run_type
 ALTER TABLE restore ADD COLUMN IF NOT EXISTS docker_volume text;
 ALTER TABLE restore ADD COLUMN IF NOT EXISTS recovery_pending boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS restore_recovery ON restore (docker_volume) WHERE recovery_pending;
+
+-- Docker volume names are authority: each (app, volume) claims `{app}-blue_{volume}` and
+-- `{app}-green_{volume}`, and no other registration, of any organization, can claim them again
+-- (`x` + volume `y-blue_z` and `x-blue_y` + volume `z` name one Docker volume). Backups and
+-- restores touch only a Docker volume claimed by the backup's app of the backup's organization.
+CREATE TABLE IF NOT EXISTS docker_volume_claim (
+    name         text PRIMARY KEY,
+    app_id       text NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    volume_name  text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docker_volume_claim_app ON docker_volume_claim (app_id);
+-- Apps registered before claims existed: the earliest registration of a name keeps it.
+INSERT INTO docker_volume_claim (name, app_id, volume_name)
+SELECT c.name, v.app_id, v.name
+FROM volume v JOIN app a ON a.id = v.app_id
+CROSS JOIN LATERAL (VALUES (a.name || '-blue_' || v.name), (a.name || '-green_' || v.name)) AS c (name)
+WHERE NOT EXISTS (SELECT 1 FROM docker_volume_claim d WHERE d.app_id = v.app_id AND d.volume_name = v.name)
+ORDER BY a.created_at, a.id
+ON CONFLICT (name) DO NOTHING;
+
+-- Every object a backup writes is reserved here first (by the target's scheme, bucket or root,
+-- and key), so a second upload can never overwrite the object of another row.
+CREATE TABLE IF NOT EXISTS stored_object (
+    location    text PRIMARY KEY,
+    backup_id   uuid NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

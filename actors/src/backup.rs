@@ -28,10 +28,14 @@ pub enum BackupError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Upload(#[from] UploadError),
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
     #[error(
         "an interrupted restore of this volume could not be recovered, so it was not read: {0}"
     )]
     Recovery(String),
+    #[error("no free storage key: a thousand archives of this volume share its timestamp")]
+    KeyTaken,
 }
 
 /// The whole run. Errors returned here are the run's own (database away); each volume's failure is
@@ -112,7 +116,7 @@ pub async fn execute(
             return Ok(RunOutcome::Finished);
         }
     };
-    let timestamp = archive_timestamp(Utc::now());
+    let started = Utc::now();
     for (id, (app, volume)) in ids.into_iter().zip(work) {
         let ctx = VolumeJob {
             engine: &engine,
@@ -122,7 +126,7 @@ pub async fn execute(
             job: &job,
             app: &app,
             volume: &volume,
-            timestamp: &timestamp,
+            started,
             row: id,
         };
         ctx.run().await?;
@@ -139,7 +143,8 @@ struct VolumeJob<'a> {
     job: &'a Job,
     app: &'a App,
     volume: &'a Volume,
-    timestamp: &'a str,
+    /// When the run began: the archives' timestamp.
+    started: DateTime<Utc>,
     row: Uuid,
 }
 
@@ -191,8 +196,19 @@ impl VolumeJob<'_> {
 
     async fn archive_and_upload(&self) -> Result<(String, Digest), BackupError> {
         let docker = self.engine.docker().await?;
-        let docker_volume =
-            volume_runner::find_volume(docker, &self.app.name, &self.volume.name).await?;
+        let owner = crate::ownership::Owner {
+            organization_id: self.org.id,
+            app_id: &self.app.id,
+            app_name: &self.app.name,
+            volume_name: &self.volume.name,
+        };
+        let docker_volume = match owner.find(self.engine.store(), docker).await? {
+            Some(v) => v,
+            None => {
+                let [blue, green] = owner.candidates(self.engine.store()).await?;
+                return Err(VolumeError::NotFound { blue, green }.into());
+            }
+        };
         self.log(&format!("found Docker volume {docker_volume}"))
             .await?;
         let lock = self.engine.lock_volume(&docker_volume).await?;
@@ -207,13 +223,7 @@ impl VolumeJob<'_> {
             .await?;
             self.log(&archive.source).await?;
             let extension = format!("{}.{}", archive.extension, self.job.compression.suffix());
-            let key = self.storage.object_key(&archive_relative_key(
-                &self.org.slug,
-                &self.app.name,
-                &self.volume.name,
-                self.timestamp,
-                &extension,
-            ));
+            let key = self.reserve_key(&extension).await?;
             self.log(&format!(
                 "uploading to {key} ({} compression)",
                 self.job.compression.as_str()
@@ -262,5 +272,31 @@ impl VolumeJob<'_> {
             }
             Err(e) => Err(BackupError::Recovery(e.to_string())),
         }
+    }
+
+    /// The storage key of this volume's archive, reserved for this row: when another row's object
+    /// has the key already (another run in the same millisecond, another target writing to the same
+    /// place), the next millisecond is taken, so an upload never overwrites another row's object.
+    async fn reserve_key(&self, extension: &str) -> Result<String, BackupError> {
+        for ms in 0..1000 {
+            let timestamp = archive_timestamp(self.started + chrono::Duration::milliseconds(ms));
+            let key = self.storage.object_key(&archive_relative_key(
+                &self.org.slug,
+                &self.app.name,
+                &self.volume.name,
+                &timestamp,
+                extension,
+            ));
+            let location = self.storage.location(&key);
+            if self
+                .engine
+                .store()
+                .reserve_object(&location, self.row)
+                .await?
+            {
+                return Ok(key);
+            }
+        }
+        Err(BackupError::KeyTaken)
     }
 }

@@ -454,31 +454,38 @@ fn chain(e: &dyn std::error::Error) -> String {
 async fn apply(engine: &Engine, event: DeployEvent) -> Result<Verdict, HandleError> {
     let store = engine.store();
     match event {
-        DeployEvent::AppDeployed(app) => match store.record_deployed_app(&app).await? {
-            Deployed::Foreign => Ok(Verdict::Reject(format!(
-                "app {:?} belongs to another organization than {:?}",
-                app.app_id, app.org_slug
+        DeployEvent::AppDeployed(app) => match store.record_deployed_app(&app).await {
+            Err(crate::store::StoreError::NameTaken(taken)) => Ok(Verdict::Reject(format!(
+                "app {:?} was not recorded: {taken}",
+                app.app_id
             ))),
-            Deployed::Recorded { auto_job, .. } => Ok(Verdict::Ack(match auto_job {
-                AutoJob::Created(job) => {
-                    format!("app {} recorded; auto job {job} created", app.app_id)
-                }
-                AutoJob::NoPersistentVolume => {
-                    format!(
-                        "app {} recorded; no persistent volume, no auto job",
-                        app.app_id
-                    )
-                }
-                AutoJob::AlreadyCovered => {
-                    format!("app {} recorded; a job covers it already", app.app_id)
-                }
-                AutoJob::NoTarget => {
-                    format!(
-                        "app {} recorded; no backup target exists, no auto job",
-                        app.app_id
-                    )
-                }
-            })),
+            Err(e) => Err(e.into()),
+            Ok(deployed) => match deployed {
+                Deployed::Foreign => Ok(Verdict::Reject(format!(
+                    "app {:?} belongs to another organization than {:?}",
+                    app.app_id, app.org_slug
+                ))),
+                Deployed::Recorded { auto_job, .. } => Ok(Verdict::Ack(match auto_job {
+                    AutoJob::Created(job) => {
+                        format!("app {} recorded; auto job {job} created", app.app_id)
+                    }
+                    AutoJob::NoPersistentVolume => {
+                        format!(
+                            "app {} recorded; no persistent volume, no auto job",
+                            app.app_id
+                        )
+                    }
+                    AutoJob::AlreadyCovered => {
+                        format!("app {} recorded; a job covers it already", app.app_id)
+                    }
+                    AutoJob::NoTarget => {
+                        format!(
+                            "app {} recorded; no backup target exists, no auto job",
+                            app.app_id
+                        )
+                    }
+                })),
+            },
         },
         DeployEvent::AppDeleted { org_slug, app_id } => {
             match store.remove_deleted_app(&org_slug, &app_id).await? {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod notifier;
 pub mod notify;
+pub mod ownership;
 pub mod pruner;
 pub mod restore;
 pub mod retention;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use futures::StreamExt as _;
 
-use crate::docker::{app_volume_candidates, ContainerRef, DockerClient, DockerError};
+use crate::docker::{ContainerRef, DockerClient, DockerError};
 use crate::model::{Volume, VolumeKind};
 use crate::stream::ByteStream;
 
@@ -32,21 +32,6 @@ pub struct VolumeArchive {
     pub source: String,
     /// For a volume read from its host folder: what the read met, once it ended.
     pub host_read: Option<tokio::sync::oneshot::Receiver<crate::host_volume::TarReport>>,
-}
-
-/// `{app}-blue_{volume}`, else `{app}-green_{volume}`.
-pub async fn find_volume(
-    docker: &DockerClient,
-    app_name: &str,
-    volume_name: &str,
-) -> Result<String, VolumeError> {
-    match docker.find_app_volume(app_name, volume_name).await? {
-        Some(v) => Ok(v),
-        None => {
-            let [blue, green] = app_volume_candidates(app_name, volume_name);
-            Err(VolumeError::NotFound { blue, green })
-        }
-    }
 }
 
 /// Opens the archive stream of a volume already found. File volumes are read from their folder on

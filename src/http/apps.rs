@@ -200,7 +200,17 @@ pub async fn put_app(
             .collect(),
     };
     let store = state.engine.store();
-    let outcome = store.put_app_for_org(&app).await?;
+    let outcome = match store.put_app_for_org(&app).await {
+        Err(vardo_actors::store::StoreError::NameTaken(taken)) => {
+            let field = app
+                .volumes
+                .iter()
+                .position(|v| v.name == taken.volume_name)
+                .map(|i| format!("volumes[{i}].name"));
+            return Err(ApiError::conflict(taken.to_string(), field.as_deref()));
+        }
+        other => other?,
+    };
     let body = view(store.app(&id).await?);
     match outcome {
         AppPut::Created => Ok(HttpResponse::Created().json(body)),

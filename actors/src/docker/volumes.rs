@@ -56,11 +56,35 @@ impl DockerClient {
         Ok(plain_local.then(|| std::path::PathBuf::from(volume.mountpoint)))
     }
 
+    /// A volume's labels, `None` when there is no volume of that name.
+    #[tracing::instrument(skip(self))]
+    pub async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, DockerError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(DockerError::api(format!("inspect the volume {name:?}"), e)),
+        }
+    }
+
     /// Creates a local volume; creating one that exists already is a no-op (Docker's semantics).
     #[tracing::instrument(skip(self))]
     pub async fn create_volume(&self, name: &str) -> Result<(), DockerError> {
+        self.create_labelled_volume(name, Default::default()).await
+    }
+
+    /// [`DockerClient::create_volume`] with labels.
+    #[tracing::instrument(skip(self))]
+    pub async fn create_labelled_volume(
+        &self,
+        name: &str,
+        labels: std::collections::HashMap<String, String>,
+    ) -> Result<(), DockerError> {
         let request = VolumeCreateRequest {
             name: Some(name.to_owned()),
+            labels: Some(labels),
             ..Default::default()
         };
         self.docker

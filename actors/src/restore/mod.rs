@@ -33,6 +33,8 @@ pub enum RestoreError {
     Lock(#[from] LockError),
     #[error("backup {id} cannot be restored: {why}")]
     NotRestorable { id: Uuid, why: String },
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
     #[error("{0}")]
     Failed(String),
 }
@@ -155,14 +157,17 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
     let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
     let docker = engine.docker().await?;
 
-    let volume = match docker
-        .find_app_volume(&backup.app_name, &backup.volume_name)
-        .await?
-    {
+    let owner = crate::ownership::Owner {
+        organization_id: backup.organization_id,
+        app_id: &backup.app_id,
+        app_name: &backup.app_name,
+        volume_name: &backup.volume_name,
+    };
+    let volume = match owner.find(store, docker).await? {
         Some(v) => v,
         None => {
-            let blue = format!("{}-blue_{}", backup.app_name, backup.volume_name);
-            docker.create_volume(&blue).await?;
+            let [blue, _] = owner.candidates(store).await?;
+            docker.create_labelled_volume(&blue, owner.labels()).await?;
             log.line(&format!("no volume existed; created {blue}"))
                 .await?;
             blue

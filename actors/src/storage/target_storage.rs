@@ -110,6 +110,13 @@ impl TargetStorage {
         keys::prefixed_key(self.prefix.as_deref(), relative)
     }
 
+    /// Where an object of this target lives, as one string (scheme, bucket or host, root, key):
+    /// two targets that write to one place give the same location for the same key.
+    pub fn location(&self, key: &str) -> String {
+        let info = self.op.info();
+        format!("{}:{}:{}{}", info.scheme(), info.name(), info.root(), key)
+    }
+
     /// The size of the object at `key`, `None` if there is none.
     #[tracing::instrument(skip(self), fields(kind = self.kind.as_str()))]
     pub async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {

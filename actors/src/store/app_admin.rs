@@ -35,15 +35,8 @@ impl Store {
             return Ok(AppPut::Foreign);
         };
         let created: bool = row.get(0);
-        tx.execute("DELETE FROM volume WHERE app_id = $1", &[&app.id])
+        super::claims::write_volumes(&tx, &app.id, app.organization_id, &app.name, &app.volumes)
             .await?;
-        for v in &app.volumes {
-            tx.execute(
-                "INSERT INTO volume (app_id, name, persistent, kind) VALUES ($1, $2, $3, $4)",
-                &[&app.id, &v.name, &v.persistent, &v.kind.as_str()],
-            )
-            .await?;
-        }
         tx.commit().await?;
         Ok(if created {
             AppPut::Created

@@ -112,15 +112,7 @@ impl Store {
         if owned.is_none() {
             return Ok(Deployed::Foreign);
         }
-        tx.execute("DELETE FROM volume WHERE app_id = $1", &[&app.app_id])
-            .await?;
-        for v in &app.volumes {
-            tx.execute(
-                "INSERT INTO volume (app_id, name, persistent, kind) VALUES ($1, $2, $3, $4)",
-                &[&app.app_id, &v.name, &v.persistent, &v.kind.as_str()],
-            )
-            .await?;
-        }
+        super::claims::write_volumes(&tx, &app.app_id, org, &app.app_name, &app.volumes).await?;
         let auto_job = auto_job(&tx, org, app).await?;
         tx.commit().await?;
         Ok(Deployed::Recorded {

@@ -4,6 +4,7 @@ mod admin;
 mod app_admin;
 mod apps;
 mod backups;
+mod claims;
 mod deploy;
 mod events;
 mod history;
@@ -22,6 +23,7 @@ mod tokens;
 pub use admin::{OrganizationRecord, PageAfter};
 pub use app_admin::AppPut;
 pub use backups::{log_line, NewBackupRow, RunRef};
+pub use claims::{NameTaken, VolumeClaim};
 pub use deploy::{AutoJob, Deployed, DeployedApp, Removed, Requested, RequestedRun};
 pub use events::{EventRow, NewEvent, PublishPass};
 pub use history::HistoryFilter;
@@ -60,6 +62,9 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A registration would claim a Docker volume name that another app holds.
+    #[error("{0}")]
+    NameTaken(#[from] NameTaken),
 }
 
 /// Handle to the database: a connection pool and the secret box for encrypted columns.

@@ -1,0 +1,122 @@
+//! docker_volume_claim: which app owns which Docker volume name, and stored_object: which backup
+//! owns which stored object. Both are written before the thing they guard is touched.
+
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::docker::app_volume_candidates;
+use crate::model::Volume;
+
+/// A Docker volume name another registration holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the Docker volume name {docker_volume} is already registered to {holder}; app and volume names must name Docker volumes no other app names")]
+pub struct NameTaken {
+    pub docker_volume: String,
+    /// The volume of the registration that failed.
+    pub volume_name: String,
+    /// "app {id}" within the same organization, "another organization's app" otherwise.
+    pub holder: String,
+}
+
+/// Who holds a Docker volume name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeClaim {
+    pub app_id: String,
+    pub organization_id: Uuid,
+}
+
+/// Replaces an app's volume rows and its Docker volume claims, inside the caller's transaction.
+/// A name held by another app fails the whole transaction with [`NameTaken`].
+pub(super) async fn write_volumes(
+    tx: &Transaction<'_>,
+    app_id: &str,
+    organization_id: Uuid,
+    app_name: &str,
+    volumes: &[Volume],
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM volume WHERE app_id = $1", &[&app_id])
+        .await?;
+    tx.execute(
+        "DELETE FROM docker_volume_claim WHERE app_id = $1",
+        &[&app_id],
+    )
+    .await?;
+    for v in volumes {
+        tx.execute(
+            "INSERT INTO volume (app_id, name, persistent, kind) VALUES ($1, $2, $3, $4)",
+            &[&app_id, &v.name, &v.persistent, &v.kind.as_str()],
+        )
+        .await?;
+        for name in app_volume_candidates(app_name, &v.name) {
+            let claimed = tx
+                .query_opt(
+                    "INSERT INTO docker_volume_claim (name, app_id, volume_name) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO NOTHING RETURNING name",
+                    &[&name, &app_id, &v.name],
+                )
+                .await?;
+            if claimed.is_some() {
+                continue;
+            }
+            let holder = tx
+                .query_opt(
+                    "SELECT c.app_id, a.organization_id FROM docker_volume_claim c
+                     JOIN app a ON a.id = c.app_id WHERE c.name = $1",
+                    &[&name],
+                )
+                .await?;
+            let holder = match holder {
+                Some(row) if row.get::<_, Uuid>(1) == organization_id => {
+                    format!("app {}", row.get::<_, String>(0))
+                }
+                _ => "another organization's app".to_owned(),
+            };
+            return Err(NameTaken {
+                docker_volume: name,
+                volume_name: v.name.clone(),
+                holder,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The app holding a Docker volume name, if any.
+    pub async fn volume_claim(
+        &self,
+        docker_volume: &str,
+    ) -> Result<Option<VolumeClaim>, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_opt(
+                "SELECT c.app_id, a.organization_id FROM docker_volume_claim c
+                 JOIN app a ON a.id = c.app_id WHERE c.name = $1",
+                &[&docker_volume],
+            )
+            .await?;
+        Ok(row.map(|r| VolumeClaim {
+            app_id: r.get(0),
+            organization_id: r.get(1),
+        }))
+    }
+
+    /// Reserves a stored object's location for a backup row; false when another row holds it.
+    pub async fn reserve_object(
+        &self,
+        location: &str,
+        backup_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO stored_object (location, backup_id) VALUES ($1, $2)
+                 ON CONFLICT (location) DO NOTHING RETURNING location",
+                &[&location, &backup_id],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+}
