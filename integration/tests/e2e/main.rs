@@ -25,3 +25,4 @@ mod retention;
 mod retention_oracle;
 mod scheduler;
 mod storage_adapter;
+mod tenancy;

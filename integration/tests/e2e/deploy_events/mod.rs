@@ -5,6 +5,7 @@
 
 mod auto_jobs;
 mod delivery;
+mod foreign_names;
 mod outbox;
 mod requests;
 mod support;
