@@ -115,7 +115,10 @@ pub fn tree(max: usize) -> impl Strategy<Value = Tree> {
     proptest::collection::vec(entry, 1..max).prop_map(build)
 }
 
-fn build(seeds: Vec<(Vec<Vec<u8>>, (u8, Vec<u8>, u32), u64, u64)>) -> Tree {
+/// One generated entry: path components, (kind, contents, mode), owner, mtime.
+type Seed = (Vec<Vec<u8>>, (u8, Vec<u8>, u32), u64, u64);
+
+fn build(seeds: Vec<Seed>) -> Tree {
     let mut tree = Tree::new();
     let mut files: Vec<Vec<u8>> = Vec::new();
     'entries: for (parts, (kind, data, mode), owner, mtime) in seeds {
