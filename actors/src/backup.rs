@@ -10,7 +10,9 @@ use crate::docker::DockerError;
 use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RunOutcome;
-use crate::model::{App, Job, Organization, RunReason, Target, Volume};
+use crate::model::{
+    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Target, Volume,
+};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
 use crate::store::{NewBackupRow, RunRef, StoreError};
 use crate::uploader::{self, UploadError};
@@ -28,7 +30,9 @@ pub enum BackupError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Upload(#[from] UploadError),
-    #[error("an interrupted restore of this volume could not be recovered, so it was not read: {0}")]
+    #[error(
+        "an interrupted restore of this volume could not be recovered, so it was not read: {0}"
+    )]
     Recovery(String),
 }
 
@@ -51,7 +55,10 @@ pub async fn execute(
             job.name, job.id, org.slug
         );
         tracing::warn!("{why}");
-        return Ok(RunOutcome::Skipped(why));
+        return Ok(RunOutcome::Skipped(RunFailure::new(
+            RunFailureReason::NoTarget,
+            why,
+        )));
     };
     let work: Vec<(App, Volume)> = store
         .job_apps(job_id)
@@ -68,9 +75,12 @@ pub async fn execute(
         })
         .collect();
     if work.is_empty() {
-        return Ok(RunOutcome::Skipped(format!(
-            "job {} ({}) covers no persistent volume",
-            job.name, job.id
+        return Ok(RunOutcome::Skipped(RunFailure::new(
+            RunFailureReason::NoVolumes,
+            format!(
+                "job {} ({}) skipped: it covers no persistent volume",
+                job.name, job.id
+            ),
         )));
     }
     let rows: Vec<NewBackupRow> = work
@@ -253,7 +263,8 @@ impl VolumeJob<'_> {
         match crate::restore::files::recover_in_helper(docker, store, docker_volume).await {
             Ok(lines) => {
                 for line in lines {
-                    self.log(&format!("recovered the volume first: {line}")).await?;
+                    self.log(&format!("recovered the volume first: {line}"))
+                        .await?;
                 }
                 Ok(())
             }
