@@ -282,3 +282,19 @@ CREATE TABLE IF NOT EXISTS stored_object (
     backup_id   uuid NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Runs that ended without a single backup row (no target resolves, no persistent volume, an error
+-- before the rows were written), so that the history shows them with their reason. A run with
+-- rows is told by its rows.
+CREATE TABLE IF NOT EXISTS run (
+    id               uuid PRIMARY KEY,
+    job_id           uuid REFERENCES backup_job (id) ON DELETE SET NULL,
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'failed' CHECK (status IN ('failed')),
+    reason           text NOT NULL CHECK (reason IN ('no_target', 'no_volumes', 'error')),
+    message          text NOT NULL,
+    started_at       timestamptz NOT NULL,
+    finished_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS run_org_time ON run (organization_id, finished_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS run_finished ON run (finished_at);

@@ -1,4 +1,9 @@
-//! The command line: `serve`, `migrate`, `config`, `backup`, `restore`.
+//! The command line: `serve`, `migrate`, `config`, `backup`, `restore`, `prune`, `retention`.
+//!
+//! Exit codes: 0 when the command did all it was asked (every volume backed up, the restore
+//! succeeded, every prune delete done); 1 when it ran and something failed, or it refused (an
+//! unknown id, a job that backed up nothing), the reason on stderr; 2 when it could not run at all
+//! (bad configuration or input, the database away).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
+use vardo_actors::messages::RunFinished;
+use vardo_actors::model::Status;
+use vardo_actors::notify::payload::failure_reason;
+use vardo_actors::store::StoreError;
 
 use crate::config::Config;
 use crate::startup::Application;
@@ -38,12 +47,14 @@ pub enum Command {
     Migrate,
     /// Prints the effective configuration, secrets masked.
     Config,
-    /// Runs a backup job now, waits, prints one line per volume; exits 1 if any volume failed.
+    /// Runs a backup job now, waits, prints one line per volume; exits 1 unless every volume
+    /// succeeded (an unknown job, a run that backed up nothing), the reason on stderr.
     Backup {
         #[arg(long)]
         job: Uuid,
     },
-    /// Restores a backup into its volume and waits; exits 1 if the restore failed.
+    /// Restores a backup into its volume and waits; exits 1 if the restore failed or the backup
+    /// is unknown.
     Restore {
         #[arg(long)]
         backup: Uuid,
@@ -97,48 +108,105 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { job } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().job(job).await)? {
+                return Ok(code);
+            }
             let finished = app.run_job_now(job).await?;
-            let mut failed = false;
-            for row in &finished.rows {
-                failed |= row.status != vardo_actors::model::Status::Success;
-                println!(
-                    "{} {}/{} {} {} {}",
-                    row.id,
-                    row.app_name,
-                    row.volume_name,
-                    row.status.as_str(),
-                    row.size_bytes
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    row.storage_path.as_deref().unwrap_or("-"),
-                );
-            }
-            if let Some(why) = &finished.skipped {
-                println!("{why}");
-            }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(report_run(&finished))
         }
         Command::Retention(args) => Ok(crate::retention_cmd::retention(&args)),
         Command::Prune { job, dry_run } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().job(job).await)? {
+                return Ok(code);
+            }
             crate::retention_cmd::prune(&app, job, dry_run).await
         }
         Command::Restore { backup } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().backup(backup).await)? {
+                return Ok(code);
+            }
             let restore = app.restore_now(backup).await?;
             print!("{}", restore.log);
             println!("restore {} {}", restore.id, restore.status.as_str());
-            Ok(if restore.status == vardo_actors::model::Status::Success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            if restore.status == Status::Success {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let why = restore
+                .log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no reason was recorded");
+            eprintln!(
+                "error: restore {} {}: {why}",
+                restore.id,
+                restore.status.as_str()
+            );
+            Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// An id the command was given that names nothing is refused: the reason on stderr, exit 1.
+/// Other failures of the look-up (the database away) are the command's own error (exit 2).
+fn refused<T>(lookup: Result<T, StoreError>) -> anyhow::Result<Option<ExitCode>> {
+    match lookup {
+        Ok(_) => Ok(None),
+        Err(e @ StoreError::NotFound { .. }) => {
+            eprintln!("error: {e}");
+            Ok(Some(ExitCode::FAILURE))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints one line per volume on stdout (`id app/volume status size path`) and, on stderr, the
+/// reason of each volume that failed, or why the run backed up nothing. Exit 0 only when the run
+/// has rows and every one succeeded.
+fn report_run(finished: &RunFinished) -> ExitCode {
+    let mut ok = !finished.rows.is_empty();
+    for row in &finished.rows {
+        println!(
+            "{} {}/{} {} {} {}",
+            row.id,
+            row.app_name,
+            row.volume_name,
+            row.status.as_str(),
+            row.size_bytes
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            row.storage_path.as_deref().unwrap_or("-"),
+        );
+        if row.status != Status::Success {
+            ok = false;
+            eprintln!(
+                "error: {}/{} {}: {}",
+                row.app_name,
+                row.volume_name,
+                row.status.as_str(),
+                failure_reason(row)
+            );
+        }
+    }
+    if finished.rows.is_empty() {
+        match &finished.failure {
+            Some(f) => eprintln!(
+                "error: run {} backed up nothing: {}",
+                finished.run_id, f.message
+            ),
+            None => eprintln!(
+                "error: run {}: its volumes could not be read back; see the history",
+                finished.run_id
+            ),
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

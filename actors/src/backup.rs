@@ -10,7 +10,9 @@ use crate::docker::DockerError;
 use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RunOutcome;
-use crate::model::{App, Job, Organization, RunReason, Target, Volume};
+use crate::model::{
+    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Target, Volume,
+};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
 use crate::store::{NewBackupRow, RunRef, StoreError};
 use crate::uploader::{self, UploadError};
@@ -57,7 +59,10 @@ pub async fn execute(
             job.name, job.id, org.slug
         );
         tracing::warn!("{why}");
-        return Ok(RunOutcome::Skipped(why));
+        return Ok(RunOutcome::Skipped(RunFailure::new(
+            RunFailureReason::NoTarget,
+            why,
+        )));
     };
     let work: Vec<(App, Volume)> = store
         .job_apps(job_id)
@@ -74,9 +79,12 @@ pub async fn execute(
         })
         .collect();
     if work.is_empty() {
-        return Ok(RunOutcome::Skipped(format!(
-            "job {} ({}) covers no persistent volume",
-            job.name, job.id
+        return Ok(RunOutcome::Skipped(RunFailure::new(
+            RunFailureReason::NoVolumes,
+            format!(
+                "job {} ({}) skipped: it covers no persistent volume",
+                job.name, job.id
+            ),
         )));
     }
     let rows: Vec<NewBackupRow> = work

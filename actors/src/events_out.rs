@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::engine::Engine;
 use crate::messages::RunFinished;
-use crate::model::{Backup, Job, Status, VolumeKind};
-use crate::notify::payload::{run_notice, Notice};
+use crate::model::{Backup, Job, RunFailure, RunFailureReason, Status, VolumeKind};
+use crate::notify::payload::{run_notice, Notice, NoticeKind};
 use crate::store::{EventRow, NewEvent, StoreError};
 
 /// Approximate length the output streams are trimmed to (`XADD MAXLEN ~`).
@@ -105,8 +105,8 @@ pub struct RunEnd<'a> {
     pub job_id: Uuid,
     /// The deploy pipeline's `requestId`, for a run it asked for.
     pub request_id: Option<&'a str>,
-    /// Why the run attempted nothing, when it did not.
-    pub skipped: Option<&'a str>,
+    /// Why the run backed up nothing, when it recorded no row.
+    pub failure: Option<&'a RunFailure>,
     pub rows: &'a [Backup],
 }
 
@@ -116,14 +116,15 @@ impl<'a> From<&'a RunFinished> for RunEnd<'a> {
             run_id: f.run_id,
             job_id: f.job_id,
             request_id: f.request_id.as_deref(),
-            skipped: f.skipped.as_deref(),
+            failure: f.failure.as_ref(),
             rows: &f.rows,
         }
     }
 }
 
 /// The events a run's end means to other systems: `backup.succeeded` / `backup.failed` for every
-/// run that attempted volumes, and `backup.completed` for a requested run, in that order.
+/// run (`backup.failed` for one that backed up nothing), and `backup.completed` for a requested
+/// run, in that order.
 #[tracing::instrument(skip(engine, job, end), fields(run_id = %end.run_id, job_id = %end.job_id))]
 pub async fn run_events(
     engine: &Engine,
@@ -132,7 +133,7 @@ pub async fn run_events(
 ) -> Result<Vec<NewEvent>, EventsError> {
     let store = engine.store();
     let mut events = Vec::new();
-    let notice = result_notice(job, end.rows);
+    let notice = result_notice(job, end.rows, end.failure);
     if let Some(notice) = &notice {
         events.push(event(
             engine,
@@ -155,9 +156,18 @@ pub async fn run_events(
             .enumerate()
             .map(|(i, row)| volume_result(row, errors.get(i).cloned().flatten()))
             .collect();
-        let (status, reason) = match (end.skipped, notice.as_ref().map(|n| n.failed_count)) {
-            (Some(why), _) => (Outcome::Skipped, Some(why.to_owned())),
-            (None, Some(0)) => (Outcome::Success, None),
+        let (status, reason) = match (end.failure, notice.as_ref().map(|n| n.kind)) {
+            // Nothing to back up here is the pipeline's "skipped": no backup was asked of it.
+            (Some(f), _)
+                if matches!(
+                    f.reason,
+                    RunFailureReason::NoTarget | RunFailureReason::NoVolumes
+                ) =>
+            {
+                (Outcome::Skipped, Some(f.message.clone()))
+            }
+            (Some(f), _) => (Outcome::Failed, Some(f.message.clone())),
+            (None, Some(NoticeKind::Succeeded)) => (Outcome::Success, None),
             (None, Some(_)) => (Outcome::Failed, None),
             (None, None) => (
                 Outcome::Failed,
@@ -231,11 +241,11 @@ fn event(
 }
 
 /// The webhook body for a run's result, whatever the job's notification flags say.
-pub fn result_notice(job: &Job, rows: &[Backup]) -> Option<Notice> {
+pub fn result_notice(job: &Job, rows: &[Backup], failure: Option<&RunFailure>) -> Option<Notice> {
     let mut always = job.clone();
     always.notify_on_success = true;
     always.notify_on_failure = true;
-    run_notice(&always, rows)
+    run_notice(&always, rows, failure)
 }
 
 fn volume_result(row: &Backup, error: Option<String>) -> VolumeResult {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::model::{Backup, Restore, RunReason};
+use crate::model::{Backup, Restore, RunFailure, RunReason};
 
 /// Start a run of a job now (scheduler, HTTP `run`, deploy pipeline, CLI). Answers the run's id.
 #[derive(Message)]
@@ -31,6 +31,8 @@ pub struct RunEnded {
     pub job_id: Uuid,
     pub reason: RunReason,
     pub request_id: Option<String>,
+    /// When the run's actor started.
+    pub started_at: DateTime<Utc>,
     /// `Err` carries why the run stopped before finishing its rows (error or crash).
     pub outcome: Result<RunOutcome, String>,
 }
@@ -41,7 +43,7 @@ pub enum RunOutcome {
     /// Every volume has its row, each `success` or `failed`.
     Finished,
     /// Nothing was attempted, and why (no target resolves, no persistent volumes).
-    Skipped(String),
+    Skipped(RunFailure),
 }
 
 /// The summary of an ended run, for waiters and notifications.
@@ -52,7 +54,9 @@ pub struct RunFinished {
     pub reason: RunReason,
     pub request_id: Option<String>,
     pub rows: Vec<Backup>,
-    pub skipped: Option<String>,
+    /// Set when the run ended without any row (skipped, or stopped before its rows), with why;
+    /// such a run is recorded in table `run` and counts as failed.
+    pub failure: Option<RunFailure>,
 }
 
 /// Perform a restore that has its `pending` row already.

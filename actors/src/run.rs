@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::engine::Engine;
 use crate::messages::{RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun};
-use crate::model::{Restore, RunReason};
+use crate::model::{Restore, RunFailure, RunFailureReason, RunReason};
 
 pub use crate::backup::BackupError;
 
@@ -52,6 +52,7 @@ impl Handler<StartRun> for RunSupervisor {
             scheduled_for: msg.scheduled_for,
             request_id: msg.request_id,
             supervisor: ctx.address(),
+            started_at: Utc::now(),
         }
         .start();
         MessageResult(run_id)
@@ -65,29 +66,36 @@ impl Handler<RunEnded> for RunSupervisor {
         let engine = self.engine.clone();
         let settle = async move {
             let store = engine.store();
-            let skipped = match &msg.outcome {
-                Ok(RunOutcome::Finished) => None,
-                Ok(RunOutcome::Skipped(why)) => Some(why.clone()),
-                Err(why) => {
-                    tracing::error!(run_id = %msg.run_id, job_id = %msg.job_id, %why, "run stopped early");
-                    if let Err(e) = store.fail_unfinished_run(msg.run_id, why).await {
-                        // The janitor's lease sweep settles these rows if the database is away now.
-                        tracing::error!(run_id = %msg.run_id, error = %e, "could not settle the run's rows");
-                    }
-                    None
+            if let Err(why) = &msg.outcome {
+                tracing::error!(run_id = %msg.run_id, job_id = %msg.job_id, %why, "run stopped early");
+                if let Err(e) = store.fail_unfinished_run(msg.run_id, why).await {
+                    // The janitor's lease sweep settles these rows if the database is away now.
+                    tracing::error!(run_id = %msg.run_id, error = %e, "could not settle the run's rows");
                 }
-            };
+            }
             if let Err(e) = store.finish_run_request(msg.run_id).await {
                 tracing::warn!(run_id = %msg.run_id, error = %e, "could not mark the run's request finished");
             }
-            let rows = store.run_backups(msg.run_id).await.unwrap_or_default();
+            // Rows that cannot be read now are not taken for no rows: the run is not recorded as
+            // rowless, and its waiter gets neither rows nor a failure (the CLI exits 1).
+            let (rows, failure) = match store.run_backups(msg.run_id).await {
+                Ok(rows) if rows.is_empty() => (rows, Some(rowless_failure(&msg.outcome))),
+                Ok(rows) => (rows, None),
+                Err(e) => {
+                    tracing::error!(run_id = %msg.run_id, error = %e, "could not read the run's rows");
+                    (Vec::new(), None)
+                }
+            };
+            if let Some(failure) = &failure {
+                record_failure(&engine, &msg, failure).await;
+            }
             let finished = RunFinished {
                 run_id: msg.run_id,
                 job_id: msg.job_id,
                 reason: msg.reason,
                 request_id: msg.request_id.clone(),
                 rows,
-                skipped,
+                failure,
             };
             crate::after_run::run_finished(&engine, &finished).await;
             finished
@@ -97,6 +105,32 @@ impl Handler<RunEnded> for RunSupervisor {
                 let _ = tx.send(finished);
             }
         }))
+    }
+}
+
+/// Why a run that left no row backed up nothing.
+fn rowless_failure(outcome: &Result<RunOutcome, String>) -> RunFailure {
+    match outcome {
+        Ok(RunOutcome::Skipped(failure)) => failure.clone(),
+        Err(why) => RunFailure::new(RunFailureReason::Error, why.clone()),
+        Ok(RunOutcome::Finished) => RunFailure::new(
+            RunFailureReason::Error,
+            "the run ended without recording any volume",
+        ),
+    }
+}
+
+/// Records a run without rows in table `run`, so that the history shows it. A job that no longer
+/// exists (or never did) has no organization to show it to: only the log tells.
+async fn record_failure(engine: &Engine, msg: &RunEnded, failure: &RunFailure) {
+    tracing::warn!(run_id = %msg.run_id, job_id = %msg.job_id, reason = failure.reason.as_str(),
+        why = %failure.message, "the run backed up nothing");
+    if let Err(e) = engine
+        .store()
+        .record_run_failure(msg.run_id, msg.job_id, failure, msg.started_at)
+        .await
+    {
+        tracing::error!(run_id = %msg.run_id, error = %e, "could not record the run's failure");
     }
 }
 
@@ -159,6 +193,7 @@ pub struct BackupRun {
     scheduled_for: Option<DateTime<Utc>>,
     request_id: Option<String>,
     supervisor: Addr<RunSupervisor>,
+    started_at: DateTime<Utc>,
 }
 
 impl Actor for BackupRun {
@@ -197,6 +232,7 @@ impl Actor for BackupRun {
                 job_id: act.job_id,
                 reason: act.reason,
                 request_id: act.request_id.take(),
+                started_at: act.started_at,
                 outcome,
             });
             ctx.stop();

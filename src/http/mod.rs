@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod organizations;
 mod restores;
+mod runs;
 mod targets;
 mod tokens;
 
@@ -55,6 +56,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(history::list_history)
         .service(history::get_backup)
         .service(history::download_backup)
+        .service(runs::list_runs)
         .service(restores::create_restore)
         .service(restores::get_restore)
         .service(apps::list_apps)

@@ -4,10 +4,12 @@ pub mod app;
 pub mod backup;
 pub mod channel;
 pub mod job;
+pub mod run;
 pub mod target;
 
 pub use app::{App, Organization, Volume, VolumeKind};
 pub use backup::{Backup, Restore, RunReason, Status};
 pub use channel::ChannelKind;
 pub use job::{Compression, Job, RetentionPolicy};
+pub use run::{RunFailure, RunFailureReason, RunRecord};
 pub use target::{Target, TargetConfig, TargetKind};

@@ -197,6 +197,8 @@ mod tests {
                 },
             ],
             last_run_at: None,
+            reason: None,
+            error: None,
         }
     }
 

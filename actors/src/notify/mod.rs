@@ -354,9 +354,8 @@ pub struct Enqueued {
 #[tracing::instrument(skip(engine, end), fields(run_id = %end.run_id, rows = end.rows.len()))]
 pub async fn enqueue_run(engine: &Engine, end: &RunEnd<'_>) -> Result<Enqueued, NotifyError> {
     let publish = engine.settings().events.publish;
-    if end.rows.is_empty() && !(publish && end.request_id.is_some()) {
-        // A skipped run attempted nothing; there is nothing to report per volume (only a
-        // requested run answers its request).
+    if end.rows.is_empty() && end.failure.is_none() && !(publish && end.request_id.is_some()) {
+        // Rows that could not be read: the sweep enqueues this run's notices once they can be.
         return Ok(Enqueued::default());
     }
     let store = engine.store();
@@ -368,7 +367,7 @@ pub async fn enqueue_run(engine: &Engine, end: &RunEnd<'_>) -> Result<Enqueued, 
         }
         Err(e) => return Err(e.into()),
     };
-    let notices = match payload::run_notice(&job, end.rows) {
+    let notices = match payload::run_notice(&job, end.rows, end.failure) {
         Some(notice) => for_channels(engine, &notice).await?,
         None => Vec::new(),
     };
@@ -439,11 +438,16 @@ pub async fn enqueue_missed(engine: &Engine) -> Result<usize, NotifyError> {
             Some(job_id) => {
                 let rows = store.run_backups(run_id).await?;
                 let request_id = store.deploy_request_id(run_id).await?;
+                // A run without rows is one recorded in table `run`, with why.
+                let failure = match rows.is_empty() {
+                    true => store.run_record(run_id).await?.map(|r| r.failure()),
+                    false => None,
+                };
                 let end = RunEnd {
                     run_id,
                     job_id,
                     request_id: request_id.as_deref(),
-                    skipped: None,
+                    failure: failure.as_ref(),
                     rows: &rows,
                 };
                 enqueue_run(engine, &end).await?

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{Backup, Job, Status};
+use crate::model::{Backup, Job, RunFailure, RunFailureReason, Status};
 
 /// The kind of notice; its `type` field on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,16 +59,37 @@ pub struct Notice {
     /// Overdue notices only: when the job last started a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_at: Option<DateTime<Utc>>,
+    /// A run that backed up nothing (no volume listed): why, as a code and as a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RunFailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Longest error text a notice carries per volume.
 const MAX_ERROR_CHARS: usize = 1000;
 
 /// What a run's rows and its job's flags call for: a failure notice when any volume did not
-/// succeed (and `notifyOnFailure`), a success notice when all did (and `notifyOnSuccess`), else none.
-pub fn run_notice(job: &Job, rows: &[Backup]) -> Option<Notice> {
+/// succeed, or when the run backed up nothing (`failure`), and `notifyOnFailure`; a success notice
+/// when all did (and `notifyOnSuccess`); else none.
+pub fn run_notice(job: &Job, rows: &[Backup], failure: Option<&RunFailure>) -> Option<Notice> {
     if rows.is_empty() {
-        return None;
+        let failure = failure?;
+        return job.notify_on_failure.then(|| Notice {
+            kind: NoticeKind::Failed,
+            organization_id: job.organization_id,
+            job_id: job.id,
+            job_name: job.name.clone(),
+            failed_count: 0,
+            total_count: 0,
+            total_size_bytes: 0,
+            started_at: None,
+            finished_at: None,
+            volumes: Vec::new(),
+            last_run_at: None,
+            reason: Some(failure.reason),
+            error: Some(truncate(&failure.message, MAX_ERROR_CHARS)),
+        });
     }
     let volumes: Vec<VolumeNotice> = rows.iter().map(volume_notice).collect();
     let failed_count = volumes.iter().filter(|v| !succeeded(v.status)).count();
@@ -96,6 +117,8 @@ pub fn run_notice(job: &Job, rows: &[Backup]) -> Option<Notice> {
         finished_at: rows.iter().filter_map(|r| r.finished_at).max(),
         volumes,
         last_run_at: None,
+        reason: None,
+        error: None,
     })
 }
 
@@ -113,6 +136,8 @@ pub fn overdue_notice(job: &Job) -> Notice {
         finished_at: None,
         volumes: Vec::new(),
         last_run_at: job.last_run_at,
+        reason: None,
+        error: None,
     }
 }
 
@@ -134,7 +159,7 @@ fn volume_notice(row: &Backup) -> VolumeNotice {
 }
 
 /// The row's last log line without its timestamp: the reason it failed.
-fn failure_reason(row: &Backup) -> String {
+pub fn failure_reason(row: &Backup) -> String {
     let line = row
         .log
         .lines()
@@ -193,10 +218,15 @@ impl Notice {
     /// One sentence saying what happened.
     pub fn summary(&self) -> String {
         match self.kind {
-            NoticeKind::Failed => format!(
-                "{} of {} volumes failed to back up.",
-                self.failed_count, self.total_count
-            ),
+            NoticeKind::Failed => match &self.error {
+                Some(why) if self.volumes.is_empty() => {
+                    format!("No volume was backed up: {why}")
+                }
+                _ => format!(
+                    "{} of {} volumes failed to back up.",
+                    self.failed_count, self.total_count
+                ),
+            },
             NoticeKind::Succeeded => format!(
                 "All {} volumes backed up: {} in total ({} bytes).",
                 self.total_count,
@@ -301,7 +331,7 @@ mod tests {
                 "2024-01-15T02:00:00.000Z queued (manual)\n2024-01-15T02:00:01.000Z failed: volume not found\n",
             ),
         ];
-        let n = run_notice(&job(false, true), &rows).expect("a notice");
+        let n = run_notice(&job(false, true), &rows, None).expect("a notice");
         assert_eq!(n.kind, NoticeKind::Failed);
         assert_eq!(
             (n.failed_count, n.total_count, n.total_size_bytes),
@@ -311,26 +341,30 @@ mod tests {
         assert_eq!(n.volumes[0].error, None);
         assert_eq!(n.title(), "Backup failed: nightly");
         assert!(n.summary().contains("1 of 2"));
-        assert!(run_notice(&job(true, false), &rows).is_none());
+        assert!(run_notice(&job(true, false), &rows, None).is_none());
     }
 
     #[test]
     fn success_is_silent_unless_asked_for() {
         let rows = [row("data", Status::Success, Some(1536), "")];
-        assert!(run_notice(&job(false, true), &rows).is_none());
-        let n = run_notice(&job(true, true), &rows).expect("a notice");
+        assert!(run_notice(&job(false, true), &rows, None).is_none());
+        let n = run_notice(&job(true, true), &rows, None).expect("a notice");
         assert_eq!(n.kind, NoticeKind::Succeeded);
         assert!(n.summary().contains("1.5 KiB") && n.summary().contains("1536 bytes"));
         assert!(
-            run_notice(&job(true, true), &[]).is_none(),
-            "no rows: nothing ran"
+            run_notice(&job(true, true), &[], None).is_none(),
+            "no rows and no failure: nothing to say"
         );
     }
 
     #[test]
     fn the_wire_shape_is_camel_case_with_a_type() {
-        let n = run_notice(&job(true, true), &[row("d", Status::Success, Some(1), "")])
-            .expect("a notice");
+        let n = run_notice(
+            &job(true, true),
+            &[row("d", Status::Success, Some(1), "")],
+            None,
+        )
+        .expect("a notice");
         let v = serde_json::to_value(&n).expect("serializes");
         for key in [
             "type",
@@ -360,6 +394,28 @@ mod tests {
         }
         let back: Notice = serde_json::from_value(v).expect("round trip");
         assert_eq!(back, n);
+    }
+
+    #[test]
+    fn a_run_that_backed_up_nothing_is_a_failure_with_its_reason() {
+        let failure = RunFailure::new(
+            RunFailureReason::NoTarget,
+            "job nightly skipped: no backup target resolves",
+        );
+        let n = run_notice(&job(false, true), &[], Some(&failure)).expect("a failure notice");
+        assert_eq!(n.kind, NoticeKind::Failed);
+        assert_eq!(n.reason, Some(RunFailureReason::NoTarget));
+        assert_eq!(
+            n.summary(),
+            "No volume was backed up: job nightly skipped: no backup target resolves"
+        );
+        let v = serde_json::to_value(&n).expect("serializes");
+        assert_eq!(v["reason"], "no_target");
+        assert_eq!(v["volumes"], serde_json::json!([]));
+        assert!(
+            run_notice(&job(true, false), &[], Some(&failure)).is_none(),
+            "notifyOnFailure off"
+        );
     }
 
     #[test]

@@ -80,6 +80,8 @@ mod tests {
                 error: Some("volume not found".into()),
             }],
             last_run_at: None,
+            reason: None,
+            error: None,
         };
         let b = body(&notice);
         let text = b["text"].as_str().expect("text");

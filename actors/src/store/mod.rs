@@ -14,6 +14,7 @@ mod notifications;
 mod requests;
 mod restores;
 mod retention;
+mod runs;
 mod scheduling;
 mod stats;
 mod target_admin;

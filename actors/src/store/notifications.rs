@@ -246,6 +246,7 @@ impl Store {
     /// Runs created within `window` whose rows have all settled more than `grace` ago and whose
     /// notices were never enqueued (the process died between the run's end and the enqueue).
     /// Only runs newer than the first marker count, so history from before notifications is left.
+    /// Runs recorded in table `run` (they have no rows) count once finished more than `grace` ago.
     #[tracing::instrument(skip(self))]
     pub async fn runs_missing_notices(
         &self,
@@ -264,6 +265,12 @@ impl Store {
                  HAVING bool_and(b.status NOT IN ('pending', 'running'))
                     AND max(b.finished_at) < now() - make_interval(secs => $1)
                     AND NOT EXISTS (SELECT 1 FROM notification_run n WHERE n.run_id = b.run_id)
+                 UNION ALL
+                 SELECT r.id, r.job_id
+                 FROM run r
+                 WHERE r.finished_at > now() - make_interval(secs => $2)
+                   AND r.finished_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM notification_run n WHERE n.run_id = r.id)
                  LIMIT 100",
                 &[&grace.as_secs_f64(), &window.as_secs_f64()],
             )

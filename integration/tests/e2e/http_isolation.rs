@@ -22,6 +22,7 @@ async fn snapshot(t: &ApiBed) -> Vec<String> {
         "SELECT t::text FROM restore t",
         "SELECT t::text FROM notification_channel t",
         "SELECT t::text FROM run_request t",
+        "SELECT t::text FROM run t",
     ] {
         let mut rows: Vec<String> = db
             .query(q, &[])
@@ -94,6 +95,7 @@ fn routes(base: &str, r: &Resources, t: &ApiBed) -> Vec<(Method, String, Option<
             None,
         ),
         (Method::GET, format!("{base}/backups/history"), None),
+        (Method::GET, format!("{base}/backups/runs"), None),
         (
             Method::GET,
             format!("{base}/backups/history/{}", r.backup),

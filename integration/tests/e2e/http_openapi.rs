@@ -42,6 +42,7 @@ async fn the_document_lists_every_route_with_its_methods() {
             &["post"],
         ),
         ("/api/v1/organizations/{orgId}/backups/history", &["get"]),
+        ("/api/v1/organizations/{orgId}/backups/runs", &["get"]),
         (
             "/api/v1/organizations/{orgId}/backups/history/{backupId}",
             &["get"],

@@ -3,6 +3,7 @@
 //! `scripts/services` starts; each has its own database, bucket, volumes and streams.
 
 mod backup_restore;
+mod cli_exit_codes;
 mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;

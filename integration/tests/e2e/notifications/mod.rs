@@ -2,7 +2,7 @@
 //! SMTP sink (read back from its Maildir) and to HTTP receivers that each test starts on loopback;
 //! the outbox, its attempts and the receivers show what was sent, how often, and how it ended.
 
-mod support;
+pub(crate) mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
