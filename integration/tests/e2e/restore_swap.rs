@@ -155,7 +155,8 @@ async fn restore_over(old: trees::Tree, new: trees::Tree) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 5, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed: the same five trees in every CI run; change it to explore others.
+    #![proptest_config(ProptestConfig { cases: 5, failure_persistence: None, rng_seed: proptest::test_runner::RngSeed::Fixed(0x7661_7264_6f00), ..ProptestConfig::default() })]
     #[test]
     fn a_restored_volume_is_exactly_the_archive_whatever_the_names(
         old in trees::tree(30),
