@@ -28,7 +28,9 @@ pub enum BackupError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Upload(#[from] UploadError),
-    #[error("an interrupted restore of this volume could not be recovered, so it was not read: {0}")]
+    #[error(
+        "an interrupted restore of this volume could not be recovered, so it was not read: {0}"
+    )]
     Recovery(String),
 }
 
@@ -253,7 +255,8 @@ impl VolumeJob<'_> {
         match crate::restore::files::recover_in_helper(docker, store, docker_volume).await {
             Ok(lines) => {
                 for line in lines {
-                    self.log(&format!("recovered the volume first: {line}")).await?;
+                    self.log(&format!("recovered the volume first: {line}"))
+                        .await?;
                 }
                 Ok(())
             }

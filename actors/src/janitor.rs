@@ -66,7 +66,10 @@ impl Actor for Janitor {
 /// as possibly needing recovery. A volume whose lock is held is left for the next sweep.
 pub async fn recover_abandoned(engine: Engine) {
     let store = engine.store();
-    let volumes = match store.abandoned_recoveries(engine.settings().run_lease).await {
+    let volumes = match store
+        .abandoned_recoveries(engine.settings().run_lease)
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "could not look for volumes to recover");
@@ -78,9 +81,7 @@ pub async fn recover_abandoned(engine: Engine) {
             continue;
         };
         let outcome = match engine.docker().await {
-            Ok(docker) => {
-                crate::restore::files::recover_in_helper(docker, store, &volume).await
-            }
+            Ok(docker) => crate::restore::files::recover_in_helper(docker, store, &volume).await,
             Err(e) => Err(e.into()),
         };
         lock.release().await;

@@ -74,7 +74,8 @@ impl FileRestore<'_> {
                 let cause = failure.to_string();
                 let committed = failure.step.is_some_and(Step::committed);
                 // A fresh helper: the failure may have been this one's end.
-                let recovered = match recover_in_helper(self.docker, self.store, self.volume).await {
+                let recovered = match recover_in_helper(self.docker, self.store, self.volume).await
+                {
                     Ok(lines) => {
                         for line in lines {
                             log.line(&format!("recovery: {line}")).await?;
@@ -120,7 +121,12 @@ impl FileRestore<'_> {
             )));
         }
         let download = self.storage.download(self.key).await?;
-        let (tar, verified) = codec::unpack(download, self.compression, Payload::Tar, self.expected.clone());
+        let (tar, verified) = codec::unpack(
+            download,
+            self.compression,
+            Payload::Tar,
+            self.expected.clone(),
+        );
         let put = helper.put_archive(&staging, tar).await;
         let verified = verified.await;
         match (put, verified) {

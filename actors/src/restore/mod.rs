@@ -163,7 +163,8 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
         None => {
             let blue = format!("{}-blue_{}", backup.app_name, backup.volume_name);
             docker.create_volume(&blue).await?;
-            log.line(&format!("no volume existed; created {blue}")).await?;
+            log.line(&format!("no volume existed; created {blue}"))
+                .await?;
             blue
         }
     };

@@ -337,7 +337,10 @@ mod tests {
             assert!(!body.contains("for "), "{body}");
         }
         let recovery = recovery_script();
-        for line in recovery.lines().filter(|l| l.trim_start().starts_with("for ")) {
+        for line in recovery
+            .lines()
+            .filter(|l| l.trim_start().starts_with("for "))
+        {
             assert!(
                 line.contains(UUID_GLOB),
                 "loops only over reserved names: {line}"
