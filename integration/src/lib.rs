@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod env;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod http;
 pub mod postgres;

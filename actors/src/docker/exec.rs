@@ -92,8 +92,8 @@ impl DockerClient {
     /// `docker exec -i`: streams `input` into the process's stdin and closes it at the end, while
     /// collecting stdout and stderr (each capped at 64 KiB); then the exit code. A process that
     /// exits without reading all its input is not an error here: its exit code tells. If `input`
-    /// fails, feeding stops, the process gets EOF (it is not killed: Docker has no API for that)
-    /// and `DockerError::Input` is returned.
+    /// fails, feeding stops, the process gets EOF (it is not killed: Docker has no API for that),
+    /// its output is read until it ends (at most 30 s more), and `DockerError::Input` is returned.
     #[tracing::instrument(skip(self, cmd, env, input), fields(program = cmd.first().map(String::as_str)))]
     pub async fn exec_write(
         &self,
@@ -111,18 +111,32 @@ impl DockerClient {
             let collect = collect_output(output, &mut stdout, &mut stderr);
             tokio::pin!(feed, collect);
             let mut fed = false;
-            loop {
+            let failed_input = loop {
                 tokio::select! {
                     fed_result = &mut feed, if !fed => {
-                        fed_result?;
+                        if let Err(e) = fed_result {
+                            break Some(e);
+                        }
                         fed = true;
                     }
                     collected = &mut collect => {
                         // Output ended: the process is done, fed or not.
                         collected?;
-                        break;
+                        break None;
                     }
                 }
+            };
+            if let Some(e) = failed_input {
+                // Its stdin is closed: let the process take that end and exit (psql ending its
+                // session, so that the server rolls back) before the caller hears of the failure
+                // and, say, releases the volume's lock. Bounded: a process that ignores the end
+                // of its input is the caller's to report.
+                if tokio::time::timeout(EXIT_WAIT, &mut collect).await.is_err() {
+                    tracing::warn!(
+                        "the command was still running {EXIT_WAIT:?} after its input failed"
+                    );
+                }
+                return Err(e);
             }
         }
 

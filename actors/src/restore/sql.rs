@@ -91,8 +91,8 @@ pub async fn restore_dump(
         .await;
     match outcome {
         Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-            "the archive did not arrive whole ({e}); psql never received COMMIT, so its \
-             transaction was rolled back and the database is as it was"
+            "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
+             so its transaction was rolled back and the database is as it was"
         ))),
         Err(e) => Err(RestoreError::Failed(format!(
             "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
