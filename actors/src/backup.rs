@@ -267,14 +267,25 @@ impl VolumeJob<'_> {
         docker_volume: &str,
     ) -> Result<(), BackupError> {
         let store = self.engine.store();
-        if !store.volume_needs_recovery(docker_volume).await? {
+        let (ids, live) = store
+            .volume_recoveries(docker_volume, self.engine.settings().run_lease)
+            .await?;
+        if live {
+            return Err(BackupError::Recovery(
+                "a restore of this volume is still running".to_owned(),
+            ));
+        }
+        if ids.is_empty() {
             return Ok(());
         }
-        match crate::restore::files::recover_in_helper(docker, store, docker_volume).await {
-            Ok(lines) => {
-                for line in lines {
-                    self.log(&format!("recovered the volume first: {line}"))
-                        .await?;
+        match crate::restore::files::recover_in_helper(docker, store, docker_volume, &ids).await {
+            Ok(done) => {
+                for (id, what) in done {
+                    self.log(&format!(
+                        "recovered the volume first: restore {id}: {}",
+                        what.describe()
+                    ))
+                    .await?;
                 }
                 Ok(())
             }

@@ -76,36 +76,61 @@ pub async fn recover_abandoned(engine: Engine) {
             return;
         }
     };
-    for (volume, restore_id) in volumes {
+    for (volume, ids) in volumes {
         let Ok(lock) = engine.lock_volume(&volume).await else {
             continue;
         };
         let outcome = match engine.docker().await {
-            Ok(docker) => crate::restore::files::recover_in_helper(docker, store, &volume).await,
+            Ok(docker) => {
+                crate::restore::files::recover_in_helper(docker, store, &volume, &ids).await
+            }
             Err(e) => Err(e.into()),
         };
         lock.release().await;
-        let note = match outcome {
-            Ok(lines) if lines.is_empty() => {
-                "recovery after the engine stopped: the volume needed nothing".to_owned()
-            }
-            Ok(lines) => format!("recovery after the engine stopped: {}", lines.join("; ")),
+        let notes: Vec<(uuid::Uuid, String)> = match outcome {
+            Ok(done) => done
+                .into_iter()
+                .map(|(id, what)| {
+                    (
+                        id,
+                        format!("recovery after the engine stopped: {}", what.describe()),
+                    )
+                })
+                .collect(),
             Err(crate::restore::RestoreError::Docker(
                 crate::docker::DockerError::VolumeNotFound { .. },
             )) => {
-                if let Err(e) = store.clear_volume_recovery(&volume, None).await {
+                if let Err(e) = store.clear_restore_recovery(&ids).await {
                     tracing::warn!(error = %e, %volume, "could not clear recovery marks");
                 }
-                format!("recovery: the volume {volume} no longer exists; nothing to recover")
+                ids.iter()
+                    .map(|id| {
+                        (
+                            *id,
+                            format!("recovery: the volume {volume} no longer exists"),
+                        )
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::error!(error = %e, %volume, "recovery of an interrupted restore failed");
-                format!("recovery after the engine stopped failed (retried later): {e}")
+                ids.iter()
+                    .map(|id| {
+                        (
+                            *id,
+                            format!(
+                                "recovery after the engine stopped failed (retried later): {e}"
+                            ),
+                        )
+                    })
+                    .collect()
             }
         };
-        tracing::warn!(%volume, %restore_id, "{note}");
-        if let Err(e) = store.append_restore_log(restore_id, &note).await {
-            tracing::warn!(error = %e, "could not log the recovery");
+        for (id, note) in notes {
+            tracing::warn!(%volume, restore_id = %id, "{note}");
+            if let Err(e) = store.append_restore_log(id, &note).await {
+                tracing::warn!(error = %e, "could not log the recovery");
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum LockError {
     Redis(String),
     #[error("volume {0} is busy: a backup or restore of it is in progress")]
     Busy(String),
+    #[error("the lock {0} was lost: it expired or another holder took it")]
+    Lost(String),
 }
 
 fn redis_err(e: impl std::fmt::Display) -> LockError {
@@ -83,6 +85,7 @@ pub struct VolumeLock {
     pool: Pool,
     key: String,
     token: String,
+    ttl: Duration,
     renew: tokio::task::JoinHandle<()>,
 }
 
@@ -120,8 +123,20 @@ impl VolumeLock {
             pool: pool.clone(),
             key,
             token,
+            ttl,
             renew,
         })
+    }
+
+    /// Confirms, now, that this holder still holds the lock (and extends it): a holder about to do
+    /// something that another holder must never overlap calls it first. A lock that expired or
+    /// was taken by someone else is [`LockError::Lost`]; Redis not answering is an error too.
+    pub async fn confirm(&self) -> Result<(), LockError> {
+        if extend(&self.pool, &self.key, &self.token, self.ttl).await? {
+            Ok(())
+        } else {
+            Err(LockError::Lost(self.key.clone()))
+        }
     }
 
     pub async fn release(self) {

@@ -126,6 +126,23 @@ impl HelperContainer {
         self.client.exec_collect(self.id(), cmd, Vec::new()).await
     }
 
+    /// Runs `sh -c script sh args…`: the arguments reach the script as `$1…`, never through its text.
+    #[tracing::instrument(skip(self, script, args), fields(container = %self.id()))]
+    pub async fn sh_with_args(
+        &self,
+        script: &str,
+        args: &[String],
+    ) -> Result<ExecOutcome, DockerError> {
+        let mut cmd = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            script.to_owned(),
+            "sh".to_owned(),
+        ];
+        cmd.extend(args.iter().cloned());
+        self.client.exec_collect(self.id(), cmd, Vec::new()).await
+    }
+
     /// Removes the container (force: it is running). A container already gone counts as removed.
     #[tracing::instrument(skip(self), fields(container = %self.id()))]
     pub async fn remove(mut self) -> Result<(), DockerError> {

@@ -1,15 +1,19 @@
-//! A file volume's restore: recover what an earlier restore left unfinished, stage the verified
-//! archive inside the volume, then swap it in through the journaled steps of [`super::swap`]. Any
-//! failure before the swap's commit point brings the old contents back; the database knows, from
-//! the moment anything is written into the volume until it is clean again, that the volume may
-//! need recovery (`restore.recovery_pending`), so another engine recovers it if this one dies.
+//! A file volume's restore: recover what earlier restores of the volume left unfinished, stage the
+//! verified archive inside the volume, then swap it in through the journaled steps of
+//! [`super::swap`], each only after the volume lock is confirmed. Any failure before the swap's
+//! commit point brings the old contents back; the database knows, from the moment anything is
+//! written into the volume until it is clean again, that the volume may need recovery
+//! (`restore.recovery_pending`), so another engine recovers it if this one dies or loses its lock.
+
+use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::swap::{self, Step, SwapNames};
+use super::swap::{self, Fence as _, Recovered, SwapNames};
 use super::{Log, RestoreError};
 use crate::codec::{self, Digest, Payload};
 use crate::docker::{DockerClient, HelperContainer};
+use crate::lock::VolumeLock;
 use crate::model::Compression;
 use crate::storage::TargetStorage;
 use crate::store::Store;
@@ -24,84 +28,119 @@ pub struct FileRestore<'a> {
     pub expected: Digest,
     pub volume: &'a str,
     pub restore_id: Uuid,
+    /// The volume lock this restore holds; confirmed before every step that changes the volume.
+    pub lock: &'a VolumeLock,
+    /// The engine's run lease: a restore whose heartbeat is older is dead.
+    pub lease: Duration,
 }
 
 impl FileRestore<'_> {
     pub async fn run(&self, log: &Log<'_>) -> Result<(), RestoreError> {
-        let helper = self.docker.start_helper(self.volume, false).await?;
-        let result = self.run_in(&helper, log).await;
-        if let Err(e) = helper.remove().await {
-            tracing::warn!(error = %e, "could not remove the helper container");
+        let (earlier, live) = self
+            .store
+            .volume_recoveries(self.volume, self.lease)
+            .await?;
+        if live {
+            return Err(RestoreError::Failed(format!(
+                "another restore of {} is still running; nothing was changed",
+                self.volume
+            )));
         }
-        result
-    }
-
-    async fn run_in(&self, helper: &HelperContainer, log: &Log<'_>) -> Result<(), RestoreError> {
-        recover_logged(helper, self.store, self.volume, Some(self.restore_id), log)
-            .await
-            .map_err(|e| {
-                RestoreError::Failed(format!(
-                    "an earlier restore of {} was interrupted and could not be recovered, so \
-                     nothing was changed: {e}",
-                    self.volume
+        if !earlier.is_empty() {
+            self.lock.still_held().await.map_err(RestoreError::Failed)?;
+            let recovered = recover_in_helper(self.docker, self.store, self.volume, &earlier)
+                .await
+                .map_err(|e| {
+                    RestoreError::Failed(format!(
+                        "an earlier restore of {} was interrupted and could not be recovered, \
+                         so nothing was changed: {e}",
+                        self.volume
+                    ))
+                })?;
+            for (id, what) in recovered {
+                log.line(&format!(
+                    "recovery of the earlier restore {id}: {}",
+                    what.describe()
                 ))
-            })?;
+                .await?;
+            }
+        }
         let names = SwapNames::of(self.restore_id);
         // From here on the volume holds something of this restore until it is clean again.
         self.store
             .set_restore_recovery(self.restore_id, self.volume, true)
             .await?;
-        let staged = self.stage(helper, &names, log).await;
-        let swapped = match staged {
+        let helper = self.docker.start_helper(self.volume, false).await?;
+        let swapped = match self.stage(&helper, &names, log).await {
             Ok(()) => {
                 log.line("archive downloaded, sha256 verified and staged; replacing the volume's contents")
                     .await?;
-                swap::run(helper, &names, None).await
+                swap::run(&helper, &names, self.lock, None).await
             }
             Err(e) => Err(swap::Failure {
                 step: None,
                 error: e.to_string(),
+                lock_lost: false,
             }),
         };
-        match swapped {
+        // Removed before any recovery, so that no step of this helper still runs meanwhile.
+        if let Err(e) = helper.remove().await {
+            tracing::warn!(error = %e, "could not remove the helper container");
+        }
+        let failure = match swapped {
             Ok(()) => {
-                self.store
-                    .set_restore_recovery(self.restore_id, self.volume, false)
-                    .await?;
+                self.clear_mark().await;
+                return Ok(());
+            }
+            Err(failure) => failure,
+        };
+        let cause = failure.to_string();
+        if failure.lock_lost {
+            return Err(RestoreError::Failed(format!(
+                "{cause}; the volume is left to the engine that holds its lock now, or to the \
+                 janitor, to recover"
+            )));
+        }
+        if let Err(e) = self.lock.still_held().await {
+            return Err(RestoreError::Failed(format!(
+                "{cause}; the volume lock was lost before rolling back ({e}); the janitor \
+                 recovers the volume"
+            )));
+        }
+        let outcome = recover_in_helper(self.docker, self.store, self.volume, &[self.restore_id])
+            .await
+            .map(|done| {
+                done.into_iter()
+                    .find(|(id, _)| *id == self.restore_id)
+                    .map_or(Recovered::Nothing, |(_, what)| what)
+            });
+        match outcome {
+            Ok(Recovered::Completed) => {
+                log.line(&format!(
+                    "the swap had committed; cleaning up failed at first ({cause}) and was completed"
+                ))
+                .await?;
                 Ok(())
             }
-            Err(failure) => {
-                let cause = failure.to_string();
-                let committed = failure.step.is_some_and(Step::committed);
-                // A fresh helper: the failure may have been this one's end.
-                let recovered = match recover_in_helper(self.docker, self.store, self.volume).await
-                {
-                    Ok(lines) => {
-                        for line in lines {
-                            log.line(&format!("recovery: {line}")).await?;
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                match (committed, recovered) {
-                    (true, Ok(())) => {
-                        log.line(&format!("the archive is in place; cleaning up failed at first ({cause}) and was completed")).await?;
-                        Ok(())
-                    }
-                    (true, Err(e)) => {
-                        log.line(&format!("the archive is in place, but the old entries could not be removed yet ({cause}; {e}); the next restore or backup of this volume removes them")).await?;
-                        Ok(())
-                    }
-                    (false, Ok(())) => Err(RestoreError::Failed(format!(
-                        "{cause}; the volume holds its old contents"
-                    ))),
-                    (false, Err(e)) => Err(RestoreError::Failed(format!(
-                        "{cause}; rolling back did not finish ({e}); the next restore or backup \
-                         of this volume, or any engine's janitor, finishes it"
-                    ))),
-                }
-            }
+            Ok(what) => Err(RestoreError::Failed(format!(
+                "{cause}; recovery {}",
+                what.describe()
+            ))),
+            Err(e) => Err(RestoreError::Failed(format!(
+                "{cause}; recovery did not finish ({e}); the next restore or backup of this \
+                 volume, or any engine's janitor, finishes it"
+            ))),
+        }
+    }
+
+    async fn clear_mark(&self) {
+        if let Err(e) = self
+            .store
+            .set_restore_recovery(self.restore_id, self.volume, false)
+            .await
+        {
+            // The volume is clean; a later recovery of this id finds nothing and clears it.
+            tracing::warn!(error = %e, "could not clear the restore's recovery mark");
         }
     }
 
@@ -150,45 +189,21 @@ impl FileRestore<'_> {
     }
 }
 
-/// Finishes or rolls back whatever interrupted restores left in the volume, and clears the
-/// database's recovery marks of the volume's restores (but `except`'s). Returns what it did, one
-/// line per thing.
-pub async fn recover_volume(
-    helper: &HelperContainer,
-    store: &Store,
-    volume: &str,
-    except: Option<Uuid>,
-) -> Result<Vec<String>, RestoreError> {
-    let lines = swap::recover(helper)
-        .await
-        .map_err(|e| RestoreError::Failed(e.to_string()))?;
-    store.clear_volume_recovery(volume, except).await?;
-    Ok(lines)
-}
-
-/// [`recover_volume`] in a helper container of its own, for a volume whose lock the caller holds.
+/// Recovers the swaps of restores `ids` of `volume` in a helper container of its own, for a
+/// volume whose lock the caller holds, and clears their database marks. Returns what recovery did
+/// for each.
 pub async fn recover_in_helper(
     docker: &DockerClient,
     store: &Store,
     volume: &str,
-) -> Result<Vec<String>, RestoreError> {
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Recovered)>, RestoreError> {
     let helper = docker.start_helper(volume, false).await?;
-    let result = recover_volume(&helper, store, volume, None).await;
+    let result = swap::recover(&helper, ids).await;
     if let Err(e) = helper.remove().await {
         tracing::warn!(error = %e, "could not remove the helper container");
     }
-    result
-}
-
-async fn recover_logged(
-    helper: &HelperContainer,
-    store: &Store,
-    volume: &str,
-    except: Option<Uuid>,
-    log: &Log<'_>,
-) -> Result<(), RestoreError> {
-    for line in recover_volume(helper, store, volume, except).await? {
-        log.line(&format!("recovery: {line}")).await?;
-    }
-    Ok(())
+    let done = result.map_err(|e| RestoreError::Failed(e.to_string()))?;
+    store.clear_restore_recovery(ids).await?;
+    Ok(done)
 }

@@ -190,6 +190,8 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
                 expected,
                 volume: &volume,
                 restore_id,
+                lock: &lock,
+                lease: engine.settings().run_lease,
             }
             .run(&log)
             .await

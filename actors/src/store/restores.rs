@@ -111,52 +111,53 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any restore may have left `docker_volume` in need of recovery.
-    pub async fn volume_needs_recovery(&self, docker_volume: &str) -> Result<bool, StoreError> {
-        let client = self.pool().get().await?;
-        let row = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM restore WHERE docker_volume = $1 AND recovery_pending)",
-                &[&docker_volume],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
-
-    /// Clears the recovery marks of `docker_volume`'s restores (but `except`'s), once recovery
-    /// found the volume clean.
-    pub async fn clear_volume_recovery(
+    /// The restores whose marks say `docker_volume` may need recovery, and whether any of them
+    /// is still alive (running with a heartbeat within `lease`).
+    pub async fn volume_recoveries(
         &self,
         docker_volume: &str,
-        except: Option<Uuid>,
-    ) -> Result<(), StoreError> {
+        lease: std::time::Duration,
+    ) -> Result<(Vec<Uuid>, bool), StoreError> {
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT id, status IN ('pending', 'running')
+                        AND heartbeat_at >= now() - make_interval(secs => $2)
+                 FROM restore WHERE docker_volume = $1 AND recovery_pending ORDER BY created_at",
+                &[&docker_volume, &lease.as_secs_f64()],
+            )
+            .await?;
+        let live = rows.iter().any(|r| r.get::<_, bool>(1));
+        Ok((rows.iter().map(|r| r.get(0)).collect(), live))
+    }
+
+    /// Clears the recovery marks of these restores, once recovery dealt with them.
+    pub async fn clear_restore_recovery(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         let client = self.pool().get().await?;
         client
             .execute(
-                "UPDATE restore SET recovery_pending = false
-                 WHERE docker_volume = $1 AND recovery_pending AND ($2::uuid IS NULL OR id <> $2)",
-                &[&docker_volume, &except],
+                "UPDATE restore SET recovery_pending = false WHERE id = ANY($1)",
+                &[&ids],
             )
             .await?;
         Ok(())
     }
 
-    /// Volumes whose restore ended (or whose engine stopped: no heartbeat within `lease`) with
-    /// the volume possibly in need of recovery, with one such restore's id each.
+    /// Volumes with restores that ended (or whose engine stopped: no heartbeat within `lease`)
+    /// marked as possibly needing recovery, with those restores' ids.
     pub async fn abandoned_recoveries(
         &self,
         lease: std::time::Duration,
-    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+    ) -> Result<Vec<(String, Vec<Uuid>)>, StoreError> {
         let client = self.pool().get().await?;
-        let lease = lease.as_secs_f64();
         let rows = client
             .query(
-                "SELECT DISTINCT ON (docker_volume) docker_volume, id FROM restore
+                "SELECT docker_volume, array_agg(id ORDER BY created_at) FROM restore
                  WHERE recovery_pending AND docker_volume IS NOT NULL
                    AND (status NOT IN ('pending', 'running')
                         OR heartbeat_at < now() - make_interval(secs => $1))
-                 ORDER BY docker_volume, created_at DESC",
-                &[&lease],
+                 GROUP BY docker_volume",
+                &[&lease.as_secs_f64()],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

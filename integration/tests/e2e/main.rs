@@ -22,6 +22,7 @@ mod http_targets;
 mod notifications;
 mod postgres_cut;
 mod postgres_volume;
+mod restore_recovery;
 mod restore_swap;
 mod retention;
 mod retention_oracle;

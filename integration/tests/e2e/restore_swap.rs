@@ -12,7 +12,7 @@ use proptest::strategy::ValueTree as _;
 use proptest::test_runner::TestRunner;
 use uuid::Uuid;
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
-use vardo_actors::restore::swap::{self, Step, SwapNames};
+use vardo_actors::restore::swap::{self, Recovered, Step, SwapNames, Unfenced};
 use vardo_integration::{describe, eventually, process, trees, volumes, TestBed};
 
 type Listing = BTreeMap<Vec<u8>, String>;
@@ -88,8 +88,8 @@ async fn a_failure_before_any_step_of_the_swap_leaves_the_old_contents_or_the_wh
             .start_helper(&volume, false)
             .await
             .expect("helper");
-        let swapped = swap::run(&helper, &names, fail_before).await;
-        let recovered = swap::recover(&helper).await;
+        let swapped = swap::run(&helper, &names, &Unfenced, fail_before).await;
+        let recovered = swap::recover(&helper, &[names.id]).await;
         helper.remove().await.expect("remove helper");
         let recovered = recovered.expect("recovery succeeds");
         let after = trees::read(&bed.docker, &volume).await;
@@ -97,12 +97,19 @@ async fn a_failure_before_any_step_of_the_swap_leaves_the_old_contents_or_the_wh
         match fail_before {
             None => {
                 assert!(swapped.is_ok(), "{swapped:?}");
-                assert!(recovered.is_empty(), "nothing to recover: {recovered:?}");
+                assert_eq!(recovered, vec![(names.id, Recovered::Nothing)]);
                 assert_eq!(after, archive, "{}", trees::show(&after));
             }
             Some(step) => {
                 assert!(swapped.is_err(), "the injected failure is reported");
-                assert!(!recovered.is_empty(), "recovery says what it did");
+                let said = if step.committed() {
+                    Recovered::Completed
+                } else if step == Step::Begin {
+                    Recovered::StagingRemoved
+                } else {
+                    Recovered::RolledBack
+                };
+                assert_eq!(recovered, vec![(names.id, said)], "failure before {step:?}");
                 let expected = if step.committed() { &archive } else { &before };
                 assert_eq!(
                     &after,
