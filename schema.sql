@@ -260,20 +260,54 @@ CREATE INDEX IF NOT EXISTS restore_recovery ON restore (docker_volume) WHERE rec
 -- `{app}-green_{volume}`, and no other registration, of any organization, can claim them again
 -- (`x` + volume `y-blue_z` and `x-blue_y` + volume `z` name one Docker volume). Backups and
 -- restores touch only a Docker volume claimed by the backup's app of the backup's organization.
+-- A claim belongs to its organization for good: when its app is deleted, renamed or stops listing
+-- the volume, `app_id` becomes NULL (released to the organization; the Docker volume may still
+-- hold the organization's data) and only an app of that organization can claim the name again.
+-- Deleting an organization that holds claims fails until its claims are deleted on purpose.
 CREATE TABLE IF NOT EXISTS docker_volume_claim (
-    name         text PRIMARY KEY,
-    app_id       text NOT NULL REFERENCES app (id) ON DELETE CASCADE,
-    volume_name  text NOT NULL
+    name             text PRIMARY KEY,
+    app_id           text,
+    organization_id  uuid NOT NULL REFERENCES organization (id),
+    volume_name      text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS docker_volume_claim_app ON docker_volume_claim (app_id);
--- Apps registered before claims existed: the earliest registration of a name keeps it.
-INSERT INTO docker_volume_claim (name, app_id, volume_name)
-SELECT c.name, v.app_id, v.name
+-- Claims from before they named their organization: the organization of their app (then still
+-- required, so every row has one).
+ALTER TABLE docker_volume_claim ADD COLUMN IF NOT EXISTS organization_id uuid REFERENCES organization (id);
+UPDATE docker_volume_claim c SET organization_id = a.organization_id
+FROM app a WHERE a.id = c.app_id AND c.organization_id IS NULL;
+ALTER TABLE docker_volume_claim ALTER COLUMN organization_id SET NOT NULL;
+-- Deleting an app used to delete its claims (ON DELETE CASCADE); now it releases them.
+ALTER TABLE docker_volume_claim DROP CONSTRAINT IF EXISTS docker_volume_claim_app_id_fkey;
+ALTER TABLE docker_volume_claim ALTER COLUMN app_id DROP NOT NULL;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conname = 'docker_volume_claim_app_released'
+                     AND conrelid = 'docker_volume_claim'::regclass) THEN
+        ALTER TABLE docker_volume_claim ADD CONSTRAINT docker_volume_claim_app_released
+            FOREIGN KEY (app_id) REFERENCES app (id) ON DELETE SET NULL;
+    END IF;
+END
+$$;
+
+-- One-off data migrations that ran, by name: a step guarded by its marker runs exactly once.
+CREATE TABLE IF NOT EXISTS schema_marker (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Apps registered before claims existed: the earliest registration of a name keeps it. Once only:
+-- an app that lost a name here must never pick it up at a later start, when its holder has
+-- released it.
+INSERT INTO docker_volume_claim (name, app_id, organization_id, volume_name)
+SELECT c.name, v.app_id, a.organization_id, v.name
 FROM volume v JOIN app a ON a.id = v.app_id
 CROSS JOIN LATERAL (VALUES (a.name || '-blue_' || v.name), (a.name || '-green_' || v.name)) AS c (name)
-WHERE NOT EXISTS (SELECT 1 FROM docker_volume_claim d WHERE d.app_id = v.app_id AND d.volume_name = v.name)
+WHERE NOT EXISTS (SELECT 1 FROM schema_marker m WHERE m.name = 'docker_volume_claim_backfill')
+  AND NOT EXISTS (SELECT 1 FROM docker_volume_claim d WHERE d.app_id = v.app_id AND d.volume_name = v.name)
 ORDER BY a.created_at, a.id
 ON CONFLICT (name) DO NOTHING;
+INSERT INTO schema_marker (name) VALUES ('docker_volume_claim_backfill') ON CONFLICT (name) DO NOTHING;
 
 -- Every object a backup writes is reserved here first (by the target's scheme, bucket or root,
 -- and key), so a second upload can never overwrite the object of another row.

@@ -2,8 +2,8 @@
 //! every backup or restore touches a volume. The app must hold both of its volume's Docker names
 //! (`{app}-blue_{volume}`, `{app}-green_{volume}`) in `docker_volume_claim`, as an app of the
 //! organization the backup belongs to; and a Docker volume that carries the label
-//! `vardo-backup.app` must name that app. A database container is reached only through the owned
-//! volume it mounts.
+//! `vardo-backup.organization` must name that organization, one that carries `vardo-backup.app`
+//! that app. A database container is reached only through the owned volume it mounts.
 
 use std::collections::HashMap;
 
@@ -36,6 +36,11 @@ pub enum OwnershipError {
         app_id: String,
         label: String,
     },
+    #[error(
+        "the Docker volume {docker_volume} is labelled {ORGANIZATION_LABEL} for another \
+         organization, not this one; nothing was read or written"
+    )]
+    LabelledForeign { docker_volume: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -57,8 +62,15 @@ impl Owner<'_> {
         let names = app_volume_candidates(self.app_name, self.volume_name);
         for name in &names {
             let why = match store.volume_claim(name).await? {
-                Some(c) if c.app_id == self.app_id && c.organization_id == self.organization_id => {
+                Some(c)
+                    if c.organization_id == self.organization_id
+                        && c.app_id.as_deref() == Some(self.app_id) =>
+                {
                     continue
+                }
+                Some(c) if c.organization_id == self.organization_id && c.app_id.is_none() => {
+                    "the app that held that name was deleted or renamed; register the app's \
+                     volumes again"
                 }
                 Some(_) => "another app holds that name",
                 None => "no app holds that name; register the app's volumes first",
@@ -83,6 +95,15 @@ impl Owner<'_> {
             let Some(labels) = docker.volume_labels(&name).await? else {
                 continue;
             };
+            if let Some(label) = labels.get(ORGANIZATION_LABEL) {
+                // Compared as a UUID: a pipeline may spell it in upper case; anything that is
+                // not this organization's id refuses.
+                if label.parse::<uuid::Uuid>().ok() != Some(self.organization_id) {
+                    return Err(OwnershipError::LabelledForeign {
+                        docker_volume: name,
+                    });
+                }
+            }
             if let Some(label) = labels.get(APP_LABEL) {
                 if label != self.app_id {
                     return Err(OwnershipError::Labelled {

@@ -65,7 +65,8 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Deletes the organization's app; false when it has no such app.
+    /// Deletes the organization's app; false when it has no such app. Its Docker volume names
+    /// stay the organization's (the claims' `app_id` becomes NULL), since its volumes may stay.
     #[tracing::instrument(skip(self))]
     pub async fn delete_app(&self, organization_id: Uuid, id: &str) -> Result<bool, StoreError> {
         let client = self.pool().get().await?;

@@ -47,17 +47,21 @@ impl Store {
         })
     }
 
-    /// Creates or replaces an app and its volume list in one transaction.
+    /// Creates or replaces an app and its volume list in one transaction. An existing app keeps
+    /// its organization, and claims names as that organization's.
     pub async fn upsert_app(&self, app: &App) -> Result<(), StoreError> {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO app (id, organization_id, name) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()",
-            &[&app.id, &app.organization_id, &app.name],
-        )
-        .await?;
-        super::claims::write_volumes(&tx, &app.id, app.organization_id, &app.name, &app.volumes)
+        let organization_id: Uuid = tx
+            .query_one(
+                "INSERT INTO app (id, organization_id, name) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
+                 RETURNING organization_id",
+                &[&app.id, &app.organization_id, &app.name],
+            )
+            .await?
+            .get(0);
+        super::claims::write_volumes(&tx, &app.id, organization_id, &app.name, &app.volumes)
             .await?;
         tx.commit().await?;
         Ok(())

@@ -1,5 +1,6 @@
-//! docker_volume_claim: which app owns which Docker volume name, and stored_object: which backup
-//! owns which stored object. Both are written before the thing they guard is touched.
+//! docker_volume_claim: which organization, and which of its apps, owns which Docker volume name;
+//! stored_object: which backup owns which stored object. Both are written before the thing they
+//! guard is touched, and a claim is never deleted: it outlives its app, bound to its organization.
 
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -15,19 +16,24 @@ pub struct NameTaken {
     pub docker_volume: String,
     /// The volume of the registration that failed.
     pub volume_name: String,
-    /// "app {id}" within the same organization, "another organization's app" otherwise.
+    /// "app {id}" within the same organization, "another organization" otherwise (never which
+    /// one, nor its app).
     pub holder: String,
 }
 
 /// Who holds a Docker volume name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeClaim {
-    pub app_id: String,
+    /// None once the app that claimed it was deleted or stopped naming it: the name stays the
+    /// organization's, for any of its apps to claim again.
+    pub app_id: Option<String>,
     pub organization_id: Uuid,
 }
 
 /// Replaces an app's volume rows and its Docker volume claims, inside the caller's transaction.
-/// A name held by another app fails the whole transaction with [`NameTaken`].
+/// The names it no longer forms are released to the organization, never freed; a name held by
+/// another app of the organization, or by another organization at all, fails the whole
+/// transaction with [`NameTaken`].
 pub(super) async fn write_volumes(
     tx: &Transaction<'_>,
     app_id: &str,
@@ -38,7 +44,7 @@ pub(super) async fn write_volumes(
     tx.execute("DELETE FROM volume WHERE app_id = $1", &[&app_id])
         .await?;
     tx.execute(
-        "DELETE FROM docker_volume_claim WHERE app_id = $1",
+        "UPDATE docker_volume_claim SET app_id = NULL WHERE app_id = $1",
         &[&app_id],
     )
     .await?;
@@ -51,9 +57,14 @@ pub(super) async fn write_volumes(
         for name in app_volume_candidates(app_name, &v.name) {
             let claimed = tx
                 .query_opt(
-                    "INSERT INTO docker_volume_claim (name, app_id, volume_name) VALUES ($1, $2, $3)
-                     ON CONFLICT (name) DO NOTHING RETURNING name",
-                    &[&name, &app_id, &v.name],
+                    "INSERT INTO docker_volume_claim (name, app_id, organization_id, volume_name)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE
+                         SET app_id = EXCLUDED.app_id, volume_name = EXCLUDED.volume_name
+                         WHERE docker_volume_claim.app_id IS NULL
+                           AND docker_volume_claim.organization_id = EXCLUDED.organization_id
+                     RETURNING name",
+                    &[&name, &app_id, &organization_id, &v.name],
                 )
                 .await?;
             if claimed.is_some() {
@@ -61,16 +72,22 @@ pub(super) async fn write_volumes(
             }
             let holder = tx
                 .query_opt(
-                    "SELECT c.app_id, a.organization_id FROM docker_volume_claim c
-                     JOIN app a ON a.id = c.app_id WHERE c.name = $1",
+                    "SELECT app_id, organization_id FROM docker_volume_claim WHERE name = $1",
                     &[&name],
                 )
                 .await?;
             let holder = match holder {
                 Some(row) if row.get::<_, Uuid>(1) == organization_id => {
-                    format!("app {}", row.get::<_, String>(0))
+                    match row.get::<_, Option<String>>(0) {
+                        Some(app) => format!("app {app}"),
+                        // A released name is taken just above; only a concurrent
+                        // registration that took and released it since ends here.
+                        None => {
+                            "a concurrent registration of this organization (try again)".to_owned()
+                        }
+                    }
                 }
-                _ => "another organization's app".to_owned(),
+                _ => "another organization".to_owned(),
             };
             return Err(NameTaken {
                 docker_volume: name,
@@ -84,7 +101,7 @@ pub(super) async fn write_volumes(
 }
 
 impl Store {
-    /// The app holding a Docker volume name, if any.
+    /// Who holds a Docker volume name, if anyone.
     pub async fn volume_claim(
         &self,
         docker_volume: &str,
@@ -92,8 +109,7 @@ impl Store {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(
-                "SELECT c.app_id, a.organization_id FROM docker_volume_claim c
-                 JOIN app a ON a.id = c.app_id WHERE c.name = $1",
+                "SELECT app_id, organization_id FROM docker_volume_claim WHERE name = $1",
                 &[&docker_volume],
             )
             .await?;

@@ -152,7 +152,8 @@ impl Store {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        // Cascades to its volumes and job memberships; an auto job forgets its app.
+        // Cascades to its volumes and job memberships; an auto job forgets its app; its Docker
+        // volume names are released to the organization, not freed (the volumes may stay).
         tx.execute("DELETE FROM app WHERE id = $1", &[&app_id])
             .await?;
         let disabled: Vec<Uuid> = tx
