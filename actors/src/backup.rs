@@ -179,7 +179,7 @@ impl VolumeJob<'_> {
             .await?;
         match self.archive_and_upload().await {
             Ok((key, digest)) => {
-                store
+                let settled = store
                     .mark_backup_success(
                         self.row,
                         digest.size,
@@ -190,7 +190,20 @@ impl VolumeJob<'_> {
                             digest.size, digest.sha256_hex
                         ),
                     )
-                    .await
+                    .await?;
+                if !settled {
+                    // The row was failed meanwhile (its engine seemed gone): it stays failed,
+                    // and the object nobody records is removed.
+                    let removed = match self.storage.delete(&key).await {
+                        Ok(()) => "removed".to_owned(),
+                        Err(e) => format!("could not be removed ({e})"),
+                    };
+                    self.log(&format!(
+                        "the upload finished after this row had been failed; its object {key} {removed}"
+                    ))
+                    .await?;
+                }
+                Ok(())
             }
             Err(BackupError::Store(e)) => Err(e),
             Err(e) => {

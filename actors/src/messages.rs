@@ -73,4 +73,7 @@ pub struct StartRestore {
 pub struct RestoreEnded {
     pub restore_id: Uuid,
     pub outcome: Result<(), String>,
+    /// False when this engine found the restore no longer `pending` and left it alone: its row
+    /// belongs to whoever started it, and nothing is recorded.
+    pub ours: bool,
 }

@@ -153,6 +153,10 @@ impl Handler<RestoreEnded> for RunSupervisor {
         let settle = async move {
             let store = engine.store();
             let outcome = match &msg.outcome {
+                Err(why) if !msg.ours => {
+                    tracing::warn!(restore_id = %msg.restore_id, %why, "restore left to another engine");
+                    Ok(())
+                }
                 Ok(()) => {
                     store
                         .finish_restore(

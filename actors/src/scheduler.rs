@@ -214,6 +214,25 @@ async fn fire(
         report.taken_elsewhere += 1;
         return Ok(());
     }
+    let fired = fire_locked(engine, supervisor, job, due, report).await;
+    if fired.is_err() {
+        // The minute was not fired: give its lock back, so that the next good tick (here or on
+        // another instance) fires it instead of finding it taken until the lock expires.
+        if let Err(e) = lock::release(engine.redis(), &key, instance).await {
+            tracing::warn!(%key, error = %e, "could not release the minute's lock after an error");
+        }
+    }
+    fired
+}
+
+/// The part of [`fire`] done under the minute's lock.
+async fn fire_locked(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    job: &ScheduledJob,
+    due: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), TickError> {
     let store = engine.store();
     if store
         .job_has_live_run(job.id, engine.settings().run_lease)

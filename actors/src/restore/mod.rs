@@ -31,6 +31,9 @@ pub enum RestoreError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The restore is not `pending` any more: another engine performs it, or it was failed.
+    #[error("the restore was started by another engine or has ended; this engine leaves it alone")]
+    NotOurs,
     #[error("backup {id} cannot be restored: {why}")]
     NotRestorable { id: Uuid, why: String },
     #[error(transparent)]
@@ -85,19 +88,27 @@ impl Actor for RestoreRun {
         });
         let watch = async move {
             match work.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("restore failed: {e}")),
-                Err(join) if join.is_panic() => Err(format!(
-                    "restore crashed: {}",
-                    panic_message(join.into_panic())
-                )),
-                Err(_) => Err("restore was cancelled (engine shutting down)".to_owned()),
+                Ok(Ok(())) => (Ok(()), true),
+                Ok(Err(e @ RestoreError::NotOurs)) => (Err(e.to_string()), false),
+                Ok(Err(e)) => (Err(format!("restore failed: {e}")), true),
+                Err(join) if join.is_panic() => (
+                    Err(format!(
+                        "restore crashed: {}",
+                        panic_message(join.into_panic())
+                    )),
+                    true,
+                ),
+                Err(_) => (
+                    Err("restore was cancelled (engine shutting down)".to_owned()),
+                    true,
+                ),
             }
         };
-        ctx.spawn(watch.into_actor(self).map(|outcome, act, ctx| {
+        ctx.spawn(watch.into_actor(self).map(|(outcome, ours), act, ctx| {
             act.supervisor.do_send(RestoreEnded {
                 restore_id: act.restore_id,
                 outcome,
+                ours,
             });
             ctx.stop();
         }));
@@ -128,7 +139,9 @@ fn expected_digest(backup: &Backup) -> Option<Digest> {
 #[tracing::instrument(skip(engine))]
 async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
     let store = engine.store();
-    store.mark_restore_running(restore_id).await?;
+    if !store.mark_restore_running(restore_id).await? {
+        return Err(RestoreError::NotOurs);
+    }
     let log = Log { store, restore_id };
     let restore = store.restore(restore_id).await?;
     let backup = store.backup(restore.backup_id).await?;

@@ -142,7 +142,9 @@ impl Store {
         Ok(())
     }
 
-    /// `success`, only ever called after the target confirmed the whole object.
+    /// `running` → `success`, only ever called after the target confirmed the whole object. False
+    /// when the row is not `running` any more (the janitor failed it, believing its engine dead):
+    /// a settled row never changes again.
     pub async fn mark_backup_success(
         &self,
         id: Uuid,
@@ -150,14 +152,14 @@ impl Store {
         storage_path: &str,
         sha256_hex: &str,
         message: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let client = self.pool().get().await?;
         let size = i64::try_from(size_bytes).unwrap_or(i64::MAX);
-        client
+        let n = client
             .execute(
                 "UPDATE backup SET status = 'success', size_bytes = $2, storage_path = $3,
                     checksum = $4, finished_at = now(), heartbeat_at = now(), log = log || $5
-                 WHERE id = $1",
+                 WHERE id = $1 AND status = 'running'",
                 &[
                     &id,
                     &size,
@@ -167,7 +169,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub async fn mark_backup_failed(&self, id: Uuid, message: &str) -> Result<(), StoreError> {

@@ -70,7 +70,7 @@ impl Store {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(
-                "UPDATE restore SET claimed_by = $1
+                "UPDATE restore SET claimed_by = $1, heartbeat_at = now()
                  WHERE id = (SELECT id FROM restore WHERE claimed_by IS NULL AND status = 'pending'
                              ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1)
                  RETURNING id",
@@ -85,7 +85,8 @@ impl Store {
         let client = self.pool().get().await?;
         Ok(client
             .execute(
-                "UPDATE restore SET claimed_by = $2 WHERE id = $1 AND claimed_by IS NULL",
+                "UPDATE restore SET claimed_by = $2, heartbeat_at = now()
+                 WHERE id = $1 AND claimed_by IS NULL",
                 &[&id, &instance],
             )
             .await?

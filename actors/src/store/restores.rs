@@ -37,16 +37,19 @@ impl Store {
         Ok(row.get(0))
     }
 
-    pub async fn mark_restore_running(&self, id: Uuid) -> Result<(), StoreError> {
+    /// `pending` → `running`; false when the restore is not `pending` any more (another engine
+    /// claimed it after a hand-back and started it, or the janitor failed it): then this engine
+    /// must not perform it.
+    pub async fn mark_restore_running(&self, id: Uuid) -> Result<bool, StoreError> {
         let client = self.pool().get().await?;
-        client
+        let n = client
             .execute(
                 "UPDATE restore SET status = 'running', started_at = now(), heartbeat_at = now(),
-                    log = log || $2 WHERE id = $1",
+                    log = log || $2 WHERE id = $1 AND status = 'pending'",
                 &[&id, &log_line("started")],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub async fn append_restore_log(&self, id: Uuid, message: &str) -> Result<(), StoreError> {

@@ -29,3 +29,4 @@ mod retention_oracle;
 mod scheduler;
 mod storage_adapter;
 mod tenancy;
+mod transitions;
