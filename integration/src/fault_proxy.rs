@@ -2,17 +2,18 @@
 //! loopback port, forwards every connection to one loopback upstream (usually the S3 server), and
 //! lets the test switch, at run time, what happens to the connections it accepts from then on —
 //! pass through, cut after so many bytes, cut for good once a byte budget is spent, stall, crawl,
-//! or reset at once. Point a target's `endpoint` at [`FaultProxy::url`], run the engine, flip
+//! reset at once, or hold one request back until the test lets it go. Point a target's `endpoint` at [`FaultProxy::url`], run the engine, flip
 //! [`FaultProxy::set`]. A fault applies to connections accepted after the switch; connections
 //! already open keep the fault they were accepted under. Dropping the proxy stops it and closes
 //! every connection it holds.
 //!
 //! Faults act on the upstream → client direction (the response), which is what a client reading
-//! an object sees; requests always go through whole unless the connection is cut or stalled.
+//! an object sees; requests always go through whole unless the connection is cut or stalled, or
+//! held by [`Fault::HoldRequest`] (which delays one, whole, and changes nothing else).
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,13 +42,45 @@ pub enum Fault {
     Slow { bytes: usize, every: Duration },
     /// Accepts and resets the connection at once (zero linger), before anything is forwarded.
     Refuse,
+    /// Forwards untouched, except the `nth` request (counted from 1 across every connection
+    /// accepted after the switch) whose first bytes are `starting_with` — e.g. `"GET "`, an HTTP
+    /// request line: a client→upstream read that starts with them starts a request (HTTP/1.1
+    /// clients send a request's head in one write and never pipeline). That request is not
+    /// forwarded until [`FaultProxy::release`] (or the next [`FaultProxy::set`]), so the test can
+    /// change what upstream will answer while [`FaultProxy::holding`] says it waits.
+    HoldRequest {
+        starting_with: &'static str,
+        nth: usize,
+    },
 }
 
-/// The fault in force, with the byte budget of a [`Fault::CutAllAfter`] (new at every switch).
+/// The fault in force, with the byte budget of a [`Fault::CutAllAfter`] and the request count and
+/// hold of a [`Fault::HoldRequest`] (new at every switch).
 #[derive(Clone)]
 struct Active {
     fault: Fault,
     budget: Arc<AtomicU64>,
+    requests: Arc<AtomicUsize>,
+    hold: Arc<Hold>,
+}
+
+/// One held request: whether it is waiting, and the switch that lets it go.
+struct Hold {
+    holding: AtomicBool,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hold {
+    async fn wait(&self) {
+        self.holding.store(true, Ordering::SeqCst);
+        let mut released = self.released.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+        self.holding.store(false, Ordering::SeqCst);
+    }
+
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
 }
 
 impl Active {
@@ -59,6 +92,11 @@ impl Active {
         Self {
             fault,
             budget: Arc::new(AtomicU64::new(budget)),
+            requests: Arc::new(AtomicUsize::new(0)),
+            hold: Arc::new(Hold {
+                holding: AtomicBool::new(false),
+                released: tokio::sync::watch::channel(false).0,
+            }),
         }
     }
 }
@@ -156,9 +194,32 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Applies `fault` to the connections accepted from now on.
+    /// Applies `fault` to the connections accepted from now on, and lets a held request go.
     pub fn set(&self, fault: Fault) {
-        *self.active.lock().unwrap_or_else(PoisonError::into_inner) = Active::new(fault);
+        let old = std::mem::replace(
+            &mut *self.active.lock().unwrap_or_else(PoisonError::into_inner),
+            Active::new(fault),
+        );
+        old.hold.release();
+    }
+
+    /// Whether a request is held by [`Fault::HoldRequest`] right now.
+    pub fn holding(&self) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hold
+            .holding
+            .load(Ordering::SeqCst)
+    }
+
+    /// Lets the request held by [`Fault::HoldRequest`] go on (and the hold never comes back).
+    pub fn release(&self) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hold
+            .release();
     }
 
     /// The fault in force.
@@ -224,7 +285,11 @@ async fn serve(client: TcpStream, upstream: SocketAddr, active: Active, counters
         }
         Fault::Refuse => refuse(client),
         Fault::CutAllAfter(_) if active.budget.load(Ordering::SeqCst) == 0 => refuse(client),
-        Fault::PassThrough | Fault::CutAfter(_) | Fault::CutAllAfter(_) | Fault::Slow { .. } => {
+        Fault::PassThrough
+        | Fault::CutAfter(_)
+        | Fault::CutAllAfter(_)
+        | Fault::Slow { .. }
+        | Fault::HoldRequest { .. } => {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 refuse(client);
                 return;
@@ -247,11 +312,26 @@ async fn forward(client: TcpStream, server: TcpStream, active: &Active, counters
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let up = async {
-        if tokio::io::copy(&mut client_read, &mut server_write)
-            .await
-            .is_ok()
-        {
-            let _ = server_write.shutdown().await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = server_write.shutdown().await;
+                    break;
+                }
+                Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Fault::HoldRequest { starting_with, nth } = active.fault {
+                if buf[..n].starts_with(starting_with.as_bytes())
+                    && active.requests.fetch_add(1, Ordering::SeqCst) + 1 == nth
+                {
+                    active.hold.wait().await;
+                }
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
         }
         // The response may still be coming: the downstream half decides when this ends.
         std::future::pending::<()>().await;

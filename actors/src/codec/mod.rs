@@ -6,8 +6,10 @@
 //! ([`gzip_parallel`], libdeflate), zstd with the library's own worker threads; a stage's input is
 //! read ahead in batches by a task on the runtime and reaches it without copying ([`source`]), its
 //! output leaves in 1 MiB chunks; a restore hashes the download on a thread of its own while
-//! another one decompresses and checks the tar.
+//! another one decompresses and checks the tar. A Postgres restore fingerprints the archive block by
+//! block before it replays it, and replays only blocks identical to those ([`blocks`]).
 
+mod blocks;
 mod gzip_parallel;
 mod source;
 
@@ -27,6 +29,7 @@ use crate::stream::ByteStream;
 use crate::tar_guard::HeldSymlink;
 use source::ChunkSource;
 
+pub use blocks::{block_size, fingerprint, same_blocks, Fingerprint};
 pub use gzip_parallel::DEFAULT_LEVEL as DEFAULT_GZIP_LEVEL;
 
 /// The zstd level used when a job sets none (the `zstd` command's default).

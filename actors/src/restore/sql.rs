@@ -1,19 +1,36 @@
-//! A Postgres dump's restore: one download, streamed through the SHA-256 check and the
-//! decompressor into `psql` in the database container, framed as one transaction by the engine
-//! itself. `BEGIN` goes first; `COMMIT` is sent only after the last byte of the archive arrived and
-//! matched the recorded size and SHA-256. Whatever else happens — the download is cut, the target
-//! stalls, the archive differs, the engine dies — psql's input ends without a `COMMIT`, its session
-//! ends with the transaction open, and the server rolls everything back. (`psql
-//! --single-transaction` is not used: it commits whatever it has read when its input ends.)
+//! A Postgres dump's restore: verified first, replayed second, never staged.
+//!
+//! 1. Verification: the archive is downloaded once and hashed — as a whole and block by block
+//!    ([`codec::fingerprint`]) — and compared with the backup's recorded size and SHA-256. A
+//!    mismatch, or a download that fails, refuses the restore before psql is started: nothing the
+//!    archive says is executed, so a replaced archive cannot run its own `COMMIT`, `\connect`,
+//!    `\!` or `\o`.
+//! 2. Replay: the same object is downloaded again, pinned to what verification read (its stat,
+//!    and on S3 kinds a read conditional on its ETag), and each block is handed on only once it is
+//!    identical to the block verified ([`codec::same_blocks`]); psql can only ever receive a prefix
+//!    of the verified dump. It goes through the decompressor into `psql` in the database
+//!    container, framed as one transaction by the engine itself: `BEGIN` first; `COMMIT` only after
+//!    the last byte arrived and matched the recorded size and SHA-256 again. Whatever else happens
+//!    — the download is cut, the target stalls, the object changed after verification, the engine
+//!    dies — psql's input ends without a `COMMIT`, its session ends with the transaction open, and
+//!    the server rolls everything back. (`psql --single-transaction` is not used: it commits
+//!    whatever it has read when its input ends.)
+//!
+//! psql's own `\restrict` (15.14 and later) is not added around the dump: `pg_dump` 15.14 and
+//! later already writes `\restrict KEY` … `\unrestrict KEY` around its output, and psql in
+//! restricted mode refuses a second `\restrict` ("backslash commands are restricted; only
+//! \unrestrict is allowed"), so a wrapper of ours would break every dump of a current pg_dump,
+//! while older ones (no `\restrict` in psql) would not have it at all. Checked with Debian's
+//! PostgreSQL 15.18. Verification before replay is what keeps a dump we did not write from psql.
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::{Log, RestoreError};
-use crate::codec::{self, Digest, Payload};
+use crate::codec::{self, Digest, Fingerprint, Payload};
 use crate::docker::DockerClient;
 use crate::model::Compression;
-use crate::storage::TargetStorage;
+use crate::storage::{ObjectPin, StorageError, TargetStorage};
 use crate::stream::ByteStream;
 use crate::volume_runner::PgLogin;
 
@@ -72,16 +89,33 @@ pub async fn restore_dump(
                 "no running container mounts {volume}: start the database container, then restore"
             ))
         })?;
+    let pin = storage.pin(key).await?;
     log.line(&format!(
-        "replaying the dump with psql in container {} in one transaction, committed only once \
-         the archive is verified to its end",
+        "verifying {key} before psql is started: downloading it once to check its size and SHA-256"
+    ))
+    .await?;
+    let verified = verify_first(storage, key, &pin, &expected).await?;
+    log.line(&format!(
+        "the archive matches the backup's size and SHA-256; replaying the dump with psql in \
+         container {} in one transaction, from a second download checked block by block against \
+         the verified one, committed only once the archive is verified to its end",
         container.name
     ))
     .await?;
+    let download = storage
+        .download_pinned(key, &pin)
+        .await
+        .map_err(|e| match e {
+            StorageError::Changed { .. } => RestoreError::Failed(format!(
+                "the archive changed between verification and replay ({e}); psql was not \
+                 started, nothing was changed"
+            )),
+            other => other.into(),
+        })?;
     let login = PgLogin::of(&container);
     let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
     let (sql, verified) = codec::unpack(
-        storage.download(key).await?,
+        codec::same_blocks(download, verified),
         compression,
         Payload::Sql,
         expected,
@@ -91,8 +125,9 @@ pub async fn restore_dump(
         .await;
     match outcome {
         Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-            "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
-             so its transaction was rolled back and the database is as it was"
+            "the archive did not arrive whole and unchanged ({e}); psql received only bytes \
+             verified before and never COMMIT, so its transaction was rolled back and the \
+             database is as it was"
         ))),
         Err(e) => Err(RestoreError::Failed(format!(
             "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
@@ -110,6 +145,52 @@ pub async fn restore_dump(
             out.stderr.trim()
         ))),
     }
+}
+
+/// Pass 1: downloads the object pinned by `pin` once, hashing it whole and block by block, and
+/// checks it against the backup's record. Any failure refuses the restore; psql has not started.
+async fn verify_first(
+    storage: &TargetStorage,
+    key: &str,
+    pin: &ObjectPin,
+    expected: &Digest,
+) -> Result<Fingerprint, RestoreError> {
+    let refused = |why: String| {
+        RestoreError::Failed(format!("{why}; psql was not started, nothing was changed"))
+    };
+    let mismatch = |size: u64, sha: Option<&str>| {
+        let sha = sha.map(|s| format!(" with sha256:{s}")).unwrap_or_default();
+        refused(format!(
+            "checksum mismatch: the archive has {size} bytes{sha}, the backup recorded {} bytes \
+             with sha256:{}",
+            expected.size, expected.sha256_hex
+        ))
+    };
+    if pin.size != expected.size {
+        return Err(mismatch(pin.size, None));
+    }
+    let changed = |e: StorageError| match e {
+        StorageError::Changed { .. } => {
+            refused(format!("the archive changed while it was verified ({e})"))
+        }
+        other => other.into(),
+    };
+    let download = storage.download_pinned(key, pin).await.map_err(changed)?;
+    let fingerprint = codec::fingerprint(download, codec::block_size(expected.size))
+        .await
+        .map_err(|e| {
+            refused(format!(
+                "the archive could not be downloaded to verify it ({e})"
+            ))
+        })?;
+    storage.check_pin(key, pin).await.map_err(changed)?;
+    if fingerprint.digest != *expected {
+        return Err(mismatch(
+            fingerprint.digest.size,
+            Some(&fingerprint.digest.sha256_hex),
+        ));
+    }
+    Ok(fingerprint)
 }
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ pub enum StorageError {
 
     #[error("{key} is missing on the {kind} target right after its upload completed")]
     MissingAfterUpload { kind: &'static str, key: String },
+
+    /// The object is not the one an earlier read of it saw (see `TargetStorage::download_pinned`).
+    #[error("object {key} on the {kind} target changed: {what}")]
+    Changed {
+        kind: &'static str,
+        key: String,
+        what: String,
+    },
 }
 
 impl StorageError {
@@ -56,7 +64,8 @@ impl StorageError {
             Self::LocalNotAllowed
             | Self::InvalidConfig { .. }
             | Self::KeyFile(_)
-            | Self::NotFound { .. } => false,
+            | Self::NotFound { .. }
+            | Self::Changed { .. } => false,
         }
     }
 }

@@ -147,8 +147,18 @@ impl TargetStorage {
             .reader(key)
             .await
             .map_err(|e| self.read_error(key, e))?;
+        self.stream(key, reader, ..).await
+    }
+
+    /// The body of `reader` over `range` as a [`ByteStream`], its first chunk already fetched.
+    pub(super) async fn stream(
+        &self,
+        key: &str,
+        reader: opendal::Reader,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> Result<ByteStream, StorageError> {
         let mut body = reader
-            .into_bytes_stream(..)
+            .into_bytes_stream(range)
             .await
             .map_err(|e| self.read_error(key, e))?;
         // opendal opens the object on the first poll: take the first chunk now so that a missing
@@ -221,7 +231,14 @@ impl TargetStorage {
         }
     }
 
-    fn read_error(&self, key: &str, e: opendal::Error) -> StorageError {
+    pub(super) fn read_error(&self, key: &str, e: opendal::Error) -> StorageError {
+        if e.kind() == ErrorKind::ConditionNotMatch {
+            return StorageError::Changed {
+                kind: self.kind.as_str(),
+                key: key.to_owned(),
+                what: "the target refused the read: its ETag is no longer the one verified".into(),
+            };
+        }
         if e.kind() == ErrorKind::NotFound {
             return StorageError::NotFound {
                 kind: self.kind.as_str(),
@@ -269,6 +286,7 @@ fn is_retryable(e: &opendal::Error) -> bool {
         | ErrorKind::NotADirectory
         | ErrorKind::AlreadyExists
         | ErrorKind::IsSameFile
+        | ErrorKind::ConditionNotMatch
         | ErrorKind::RangeNotSatisfied => false,
         // Network trouble, 5xx, timeouts, ssh connection failures, and unclassified S3 errors.
         _ => !e.is_permanent(),

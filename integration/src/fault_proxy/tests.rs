@@ -137,6 +137,39 @@ async fn cut_all_after_spends_one_budget_across_connections() {
 }
 
 #[tokio::test]
+async fn hold_request_keeps_the_nth_request_from_upstream_until_released() {
+    let server = upstream(1000).await;
+    let proxy = FaultProxy::start(server.addr).expect("proxy");
+    proxy.set(Fault::HoldRequest {
+        starting_with: "give",
+        nth: 2,
+    });
+    assert_eq!(
+        fetch(proxy.addr()).await,
+        whole(1000),
+        "the first one passes"
+    );
+    let addr = proxy.addr();
+    let held = tokio::spawn(fetch(addr));
+    crate::eventually(
+        Duration::from_secs(5),
+        "the second request to be held",
+        || async { proxy.holding().then_some(()) },
+    )
+    .await;
+    // The upstream accepted the connection, but has not answered: nothing reached it.
+    assert_eq!(proxy.bytes_to_client(), whole(1000).len() as u64);
+    proxy.release();
+    assert_eq!(held.await.expect("fetch"), whole(1000));
+    assert!(!proxy.holding());
+    assert_eq!(
+        fetch(proxy.addr()).await,
+        whole(1000),
+        "the third one passes"
+    );
+}
+
+#[tokio::test]
 async fn a_stalled_connection_stays_open_silent_until_the_proxy_is_dropped() {
     let server = upstream(10).await;
     let proxy = FaultProxy::start(server.addr).expect("proxy");

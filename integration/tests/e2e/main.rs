@@ -20,6 +20,7 @@ mod http_openapi;
 mod http_organizations;
 mod http_targets;
 mod notifications;
+mod pinned_read;
 mod postgres_cut;
 mod postgres_volume;
 mod restore_recovery;
