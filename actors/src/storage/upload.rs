@@ -1,5 +1,5 @@
-//! Streaming an archive to a target: S3 multipart in 8 MiB parts, plain streaming writes for SFTP
-//! and local folders. Memory stays bounded whatever the object's size; a failed, refused or
+//! Streaming an archive to a target: S3 multipart in parts that start at 8 MiB and grow with the
+//! archive (see [`s3_part_size`]), plain streaming writes for SFTP and local folders. Memory stays bounded whatever the object's size; a failed, refused or
 //! cancelled upload leaves no object behind; a successful one is confirmed by its stored size.
 //!
 //! Why one S3 part in flight, not four: in opendal 0.55 a concurrent writer keeps every part that
@@ -23,8 +23,22 @@ use super::target_storage::{StorageKind, TargetStorage};
 use super::StorageError;
 use crate::stream::ByteStream;
 
-/// The size of one S3 multipart part (S3's minimum is 5 MiB; 10,000 parts make 80 GiB at most).
+/// The size of the first S3 multipart parts (S3's minimum is 5 MiB).
 pub const S3_PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3 allows 10,000 parts of at most 5 GiB in one upload, and objects of at most 5 TiB.
+#[cfg(test)]
+const S3_MAX_PARTS: usize = 10_000;
+/// Parts per size tier: the part size doubles after every this many parts.
+const PARTS_PER_TIER: usize = 1_000;
+
+/// The size of part `index` (0-based) of an S3 upload: 8 MiB for the first 1,000 parts (8 GiB,
+/// so memory stays at two parts for everyday archives), then doubling every 1,000 parts, so that
+/// 10,000 parts hold more than S3's 5 TiB object limit without a part over 5 GiB. The archive's
+/// size is not known in advance (it is streamed), hence a schedule rather than one size.
+pub fn s3_part_size(index: usize) -> usize {
+    let tier = u32::try_from(index / PARTS_PER_TIER).unwrap_or(u32::MAX);
+    S3_PART_SIZE.saturating_mul(1usize.checked_shl(tier).unwrap_or(usize::MAX))
+}
 /// How many S3 parts are sent at once; see the module note before raising it.
 pub const S3_PARTS_IN_FLIGHT: usize = 1;
 
@@ -49,9 +63,9 @@ impl TargetStorage {
     pub async fn upload(&self, key: &str, body: ByteStream) -> Result<u64, StorageError> {
         let writer = match self.kind {
             StorageKind::S3 => {
+                // No `chunk`: every `write` is one part, cut by `write_all` to `s3_part_size`.
                 self.op
                     .writer_with(key)
-                    .chunk(S3_PART_SIZE)
                     .concurrent(S3_PARTS_IN_FLIGHT)
                     .await
             }
@@ -118,6 +132,7 @@ async fn write_all(
     mut cancelled: oneshot::Receiver<()>,
 ) -> Outcome {
     let mut sent: u64 = 0;
+    let mut part = Part::new(storage.kind == StorageKind::S3);
     loop {
         let next = tokio::select! {
             biased;
@@ -139,8 +154,20 @@ async fn write_all(
         if chunk.is_empty() {
             continue;
         }
-        let len = chunk.len() as u64;
-        if let Err(e) = writer.write(chunk).await {
+        let Some(ready) = part.push(chunk) else {
+            continue;
+        };
+        let len = ready.len() as u64;
+        if let Err(e) = writer.write(ready).await {
+            let e = storage.backend_error("upload", &key, e);
+            discard(&storage, &key, writer, false).await;
+            return Outcome::Failed(e);
+        }
+        sent += len;
+    }
+    if let Some(rest) = part.rest() {
+        let len = rest.len() as u64;
+        if let Err(e) = writer.write(rest).await {
             let e = storage.backend_error("upload", &key, e);
             discard(&storage, &key, writer, false).await;
             return Outcome::Failed(e);
@@ -173,5 +200,93 @@ async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exi
     drop(writer);
     if may_exist || storage.kind != StorageKind::S3 {
         storage.remove_quietly(key).await;
+    }
+}
+
+/// Gathers chunks into S3 parts of [`s3_part_size`] (without copying them); for other targets
+/// every chunk is written as it comes.
+struct Part {
+    s3: bool,
+    index: usize,
+    chunks: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl Part {
+    fn new(s3: bool) -> Self {
+        Self {
+            s3,
+            index: 0,
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Adds a chunk; returns a buffer to write when a part is complete (every chunk, off S3).
+    fn push(&mut self, chunk: bytes::Bytes) -> Option<opendal::Buffer> {
+        if !self.s3 {
+            return Some(opendal::Buffer::from(chunk));
+        }
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+        if self.len < s3_part_size(self.index) {
+            return None;
+        }
+        self.index += 1;
+        self.len = 0;
+        Some(opendal::Buffer::from(std::mem::take(&mut self.chunks)))
+    }
+
+    /// The last, possibly short, part.
+    fn rest(&mut self) -> Option<opendal::Buffer> {
+        (!self.chunks.is_empty()).then(|| opendal::Buffer::from(std::mem::take(&mut self.chunks)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn ten_thousand_parts_hold_more_than_five_tebibytes_without_a_part_over_five_gibibytes() {
+        let sizes: Vec<u64> = (0..S3_MAX_PARTS).map(|i| s3_part_size(i) as u64).collect();
+        assert!(
+            sizes.iter().all(|s| *s >= 5 * MIB && *s <= 5 * 1024 * MIB),
+            "{sizes:?}"
+        );
+        assert!(sizes.iter().sum::<u64>() >= 5 * 1024 * 1024 * MIB);
+        assert_eq!(
+            sizes[..1000].iter().sum::<u64>(),
+            8000 * MIB,
+            "8 MiB parts up to 8 GiB"
+        );
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn parts_gather_chunks_to_the_part_size_and_keep_every_byte() {
+        let mut part = Part::new(true);
+        let chunk = bytes::Bytes::from(vec![7u8; 1024 * 1024]);
+        let mut written = Vec::new();
+        for _ in 0..20 {
+            if let Some(b) = part.push(chunk.clone()) {
+                written.push(b.len());
+            }
+        }
+        if let Some(b) = part.rest() {
+            written.push(b.len());
+        }
+        assert_eq!(
+            written,
+            vec![8 * 1024 * 1024, 8 * 1024 * 1024, 4 * 1024 * 1024]
+        );
+        let mut plain = Part::new(false);
+        assert_eq!(
+            plain.push(chunk.clone()).map(|b| b.len()),
+            Some(chunk.len())
+        );
+        assert!(plain.rest().is_none());
     }
 }
