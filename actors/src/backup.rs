@@ -258,6 +258,21 @@ impl VolumeJob<'_> {
                 self.job.compression_level,
             )
             .await?;
+            if let Some((folder, _)) = key.rsplit_once('/') {
+                match self.storage.remove_partials(folder).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.log(&format!(
+                            "removed {n} partial files that cut-off uploads of this volume had left"
+                        ))
+                        .await?
+                    }
+                    Err(e) => {
+                        self.log(&format!("could not remove partial files: {e}"))
+                            .await?
+                    }
+                }
+            }
             let changes = match archive.host_read {
                 Some(report) => report.await.ok().and_then(|r| r.changes()),
                 None => None,

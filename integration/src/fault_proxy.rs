@@ -35,6 +35,10 @@ pub enum Fault {
     /// switch: the connection that spends it is closed at that byte, and every later one is
     /// closed as soon as it is accepted. A download that is retried or resumed cannot get past it.
     CutAllAfter(u64),
+    /// [`Fault::CutAllAfter`] on the client → upstream direction: one budget of `n` request bytes
+    /// (an upload's body) shared by every connection accepted after the switch; the connection
+    /// that spends it is closed at that byte, and every later one as soon as it is accepted.
+    CutAllUploadsAfter(u64),
     /// Accepts and holds the connection open, but neither connects upstream nor reads or answers:
     /// a server that hangs. The socket stays open until the proxy is dropped.
     Stall,
@@ -52,6 +56,10 @@ pub enum Fault {
         starting_with: &'static str,
         nth: usize,
     },
+    /// Answers the first `times` connections accepted after the switch with an empty HTTP
+    /// response of `status` (e.g. 503) once their request's head has arrived, and closes them;
+    /// later connections pass through: a server that is unavailable for a while.
+    HttpStatus { status: u16, times: usize },
 }
 
 /// The fault in force, with the byte budget of a [`Fault::CutAllAfter`] and the request count and
@@ -86,7 +94,7 @@ impl Hold {
 impl Active {
     fn new(fault: Fault) -> Self {
         let budget = match fault {
-            Fault::CutAllAfter(n) => n,
+            Fault::CutAllAfter(n) | Fault::CutAllUploadsAfter(n) => n,
             _ => 0,
         };
         Self {
@@ -284,12 +292,23 @@ async fn serve(client: TcpStream, upstream: SocketAddr, active: Active, counters
             std::future::pending::<()>().await;
         }
         Fault::Refuse => refuse(client),
-        Fault::CutAllAfter(_) if active.budget.load(Ordering::SeqCst) == 0 => refuse(client),
+        Fault::CutAllAfter(_) | Fault::CutAllUploadsAfter(_)
+            if active.budget.load(Ordering::SeqCst) == 0 =>
+        {
+            refuse(client)
+        }
+        Fault::HttpStatus { status, times }
+            if active.requests.fetch_add(1, Ordering::SeqCst) < times =>
+        {
+            answer(client, status).await;
+        }
         Fault::PassThrough
         | Fault::CutAfter(_)
         | Fault::CutAllAfter(_)
+        | Fault::CutAllUploadsAfter(_)
         | Fault::Slow { .. }
-        | Fault::HoldRequest { .. } => {
+        | Fault::HoldRequest { .. }
+        | Fault::HttpStatus { .. } => {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 refuse(client);
                 return;
@@ -297,6 +316,22 @@ async fn serve(client: TcpStream, upstream: SocketAddr, active: Active, counters
             forward(client, server, &active, &counters).await;
         }
     }
+}
+
+/// Reads the request's head, answers `status` with no body, and closes the connection.
+async fn answer(mut client: TcpStream, status: u16) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let response =
+        format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = client.write_all(response.as_bytes()).await;
+    let _ = client.shutdown().await;
 }
 
 fn refuse(client: TcpStream) {
@@ -314,7 +349,7 @@ async fn forward(client: TcpStream, server: TcpStream, active: &Active, counters
     let up = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match client_read.read(&mut buf).await {
+            let mut n = match client_read.read(&mut buf).await {
                 Ok(0) => {
                     let _ = server_write.shutdown().await;
                     break;
@@ -322,6 +357,15 @@ async fn forward(client: TcpStream, server: TcpStream, active: &Active, counters
                 Err(_) => break,
                 Ok(n) => n,
             };
+            if let Fault::CutAllUploadsAfter(_) = active.fault {
+                let got = take_budget(&active.budget, n);
+                if got < n {
+                    n = got;
+                    let _ = server_write.write_all(&buf[..n]).await;
+                    // Spent: the connection ends here, both ways.
+                    return;
+                }
+            }
             if let Fault::HoldRequest { starting_with, nth } = active.fault {
                 if buf[..n].starts_with(starting_with.as_bytes())
                     && active.requests.fetch_add(1, Ordering::SeqCst) + 1 == nth

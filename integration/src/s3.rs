@@ -46,6 +46,27 @@ impl TestBucket {
         })
     }
 
+    /// The multipart uploads open in this bucket (any key): s3s-fs keeps
+    /// `.bucket-{b64(bucket)}.object-{b64(key)}.upload-{id}.metadata.json` in its data folder from
+    /// CreateMultipartUpload until the upload is completed or aborted (it has no
+    /// ListMultipartUploads).
+    pub fn open_multipart_uploads(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let marker = format!(
+            ".bucket-{}.object-",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.name)
+        );
+        let root = std::path::PathBuf::from(setting("VARDO_TEST_S3_ROOT"));
+        let entries = std::fs::read_dir(&root).unwrap_or_else(|e| {
+            panic!("cannot read the s3s-fs data folder {}: {e}", root.display())
+        });
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.starts_with(&marker) && name.contains(".upload-"))
+            .collect()
+    }
+
     /// The target config (the API's JSON shape) for this bucket, with the real credentials.
     pub fn target_json(&self, prefix: Option<&str>) -> serde_json::Value {
         let mut v = serde_json::json!({

@@ -42,6 +42,13 @@ pub fn s3_part_size(index: usize) -> usize {
 /// How many S3 parts are sent at once; see the module note before raising it.
 pub const S3_PARTS_IN_FLIGHT: usize = 1;
 
+/// The suffix of a file being written to an ssh or local target.
+const PARTIAL_SUFFIX: &str = ".partial";
+
+fn partial_key(key: &str) -> String {
+    format!("{key}{PARTIAL_SUFFIX}")
+}
+
 /// How the writing task ended.
 enum Outcome {
     Closed {
@@ -55,8 +62,11 @@ enum Outcome {
 impl TargetStorage {
     /// Streams `body` to `key` and returns the stored size, confirmed by a stat after the close.
     ///
-    /// S3 kinds: multipart upload in [`S3_PART_SIZE`] parts (a single PUT below one part).
-    /// ssh/local: a streaming write. On any error — from `body` or from the backend — the write is
+    /// S3 kinds: multipart upload in [`s3_part_size`] parts (a single PUT below one part); the
+    /// object appears only when the upload completes.
+    /// ssh/local: a streaming write to `{key}.partial`, renamed to `key` once closed, so a file at
+    /// `key` is always whole — a connection cut mid-write can leave only a `.partial` file, which
+    /// [`TargetStorage::remove_partials`] sweeps later. On any error — from `body` or from the backend — the write is
     /// aborted (S3: the multipart upload is aborted; ssh/local: the partial file is removed) and the
     /// error returned. If this future is dropped half way the same cleanup runs in the background.
     #[tracing::instrument(skip(self, body), fields(kind = self.kind.as_str()))]
@@ -69,14 +79,18 @@ impl TargetStorage {
                     .concurrent(S3_PARTS_IN_FLIGHT)
                     .await
             }
-            StorageKind::Ssh | StorageKind::Local => self.op.writer(key).await,
+            StorageKind::Ssh | StorageKind::Local => self.op.writer(&partial_key(key)).await,
         }
         .map_err(|e| self.backend_error("upload", key, e))?;
+        let write_key = match self.kind {
+            StorageKind::S3 => key.to_owned(),
+            StorageKind::Ssh | StorageKind::Local => partial_key(key),
+        };
 
         // Dropping `_cancel` (this future dropped) is what tells the task to stop.
         let (_cancel, cancelled) = oneshot::channel::<()>();
         let task = tokio::spawn(
-            write_all(self.clone(), key.to_owned(), writer, body, cancelled)
+            write_all(self.clone(), write_key.clone(), writer, body, cancelled)
                 .instrument(tracing::Span::current()),
         );
         let sent = match task.await {
@@ -86,6 +100,12 @@ impl TargetStorage {
             Err(join) => return Err(self.task_error(key, &format!("task failed: {join}"))),
         };
         tracing::debug!(sent, "upload closed");
+        if write_key != key {
+            if let Err(e) = self.op.rename(&write_key, key).await {
+                self.remove_quietly(&write_key).await;
+                return Err(self.backend_error("rename the uploaded file", key, e));
+            }
+        }
 
         match self.stat(key).await? {
             Some(stored) if stored == sent => Ok(stored),
@@ -112,6 +132,23 @@ impl TargetStorage {
             message: format!("the upload {what}"),
             retryable: true,
         }
+    }
+
+    /// Removes the `.partial` files below `prefix` (uploads to ssh/local targets that were cut off
+    /// before their close, whose removal could not reach the target then). Call it only while
+    /// no upload below `prefix` runs (the volume lock); returns how many were removed.
+    pub async fn remove_partials(&self, prefix: &str) -> Result<usize, StorageError> {
+        if self.kind == StorageKind::S3 {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for key in self.list(prefix).await? {
+            if key.ends_with(PARTIAL_SUFFIX) {
+                self.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Deletes `key`, logging a failure: used on paths that already return another error.

@@ -463,10 +463,12 @@ async fn ssh_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
     let storage = TargetStorage::open(&folder.config()?, false)?;
     let key = storage.object_key(&relative_key("data"));
     let on_disk = folder.path.join(&key);
+    // Written as `{key}.partial` and renamed once whole.
+    let partial = folder.path.join(format!("{key}.partial"));
 
     let partial_seen = Arc::new(AtomicBool::new(false));
     let look = {
-        let (seen, path) = (partial_seen.clone(), on_disk.clone());
+        let (seen, path) = (partial_seen.clone(), partial.clone());
         Box::new(move || seen.store(path.is_file(), Ordering::SeqCst))
     };
     failed_upload_leaves_nothing(&storage, &key, look).await?;
@@ -474,7 +476,7 @@ async fn ssh_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
         partial_seen.load(Ordering::SeqCst),
         "a partial file existed when the source failed"
     );
-    assert!(!on_disk.exists());
+    assert!(!on_disk.exists() && !partial.exists());
     Ok(())
 }
 
@@ -484,11 +486,12 @@ async fn ssh_cancelled_upload_removes_the_partial_file() -> anyhow::Result<()> {
     let storage = TargetStorage::open(&folder.config()?, false)?;
     let key = storage.object_key(&relative_key("data"));
     let on_disk = folder.path.join(&key);
+    let partial = folder.path.join(format!("{key}.partial"));
     cancel_upload_when(
         &storage,
         &key,
-        || std::fs::metadata(&on_disk).is_ok_and(|m| m.len() > 0),
-        || !on_disk.exists(),
+        || std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0) && !on_disk.exists(),
+        || !on_disk.exists() && !partial.exists(),
     )
     .await
 }
@@ -553,10 +556,12 @@ async fn local_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
     let storage = TargetStorage::open(&config, true)?;
     let key = storage.object_key(&relative_key("data"));
     let on_disk = dir.path().join(&key);
+    // Written as `{key}.partial` and renamed once whole.
+    let partial = dir.path().join(format!("{key}.partial"));
 
     let partial_seen = Arc::new(AtomicBool::new(false));
     let look = {
-        let (seen, path) = (partial_seen.clone(), on_disk.clone());
+        let (seen, path) = (partial_seen.clone(), partial.clone());
         Box::new(move || seen.store(path.is_file(), Ordering::SeqCst))
     };
     failed_upload_leaves_nothing(&storage, &key, look).await?;
@@ -564,7 +569,7 @@ async fn local_failed_body_removes_the_partial_file() -> anyhow::Result<()> {
         partial_seen.load(Ordering::SeqCst),
         "a partial file existed when the source failed"
     );
-    assert!(!on_disk.exists());
+    assert!(!on_disk.exists() && !partial.exists());
     Ok(())
 }
 
@@ -577,11 +582,12 @@ async fn local_cancelled_upload_removes_the_partial_file() -> anyhow::Result<()>
     let storage = TargetStorage::open(&config, true)?;
     let key = storage.object_key(&relative_key("data"));
     let on_disk = dir.path().join(&key);
+    let partial = dir.path().join(format!("{key}.partial"));
     cancel_upload_when(
         &storage,
         &key,
-        || std::fs::metadata(&on_disk).is_ok_and(|m| m.len() > 0),
-        || !on_disk.exists(),
+        || std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0) && !on_disk.exists(),
+        || !on_disk.exists() && !partial.exists(),
     )
     .await
 }

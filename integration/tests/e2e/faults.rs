@@ -1,0 +1,236 @@
+//! The fault suite, storage side: the S3 connection cut mid-upload, S3 answering 503 for a while,
+//! the SFTP server's connection cut mid-upload, the local target's disk full. Each asserts what a
+//! user sees: the row's status and reason, the objects (and open multipart uploads) in the
+//! target, and a next run that works once the fault is gone.
+
+use vardo_actors::model::{App, Backup, Compression, Status, TargetKind, VolumeKind};
+use vardo_integration::fault_proxy::{Fault, FaultProxy};
+use vardo_integration::{describe, volumes, TestBed};
+
+/// An app whose volume holds `mib` MiB of random bytes (they do not compress: every MiB is sent).
+async fn app_with_data(bed: &TestBed, mib: u32) -> (vardo_actors::model::Organization, App) {
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "faulty", &[("data", VolumeKind::Generic)])
+        .await;
+    let volume = bed.blue(&app, "data");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    volumes::sh(
+        &bed.docker,
+        &volume,
+        &format!("head -c {}m /dev/urandom > /volume/random.bin", mib),
+    )
+    .await
+    .expect("populate");
+    (org, app)
+}
+
+async fn run(bed: &TestBed, job: uuid::Uuid) -> Backup {
+    let (out, rows) = bed.run_job(job).await;
+    assert_eq!(rows.len(), 1, "{}", describe(&out));
+    let row = rows[0].clone();
+    assert_eq!(
+        out.status.success(),
+        row.status == Status::Success,
+        "the exit code tells the row's truth: {}",
+        describe(&out)
+    );
+    row
+}
+
+async fn objects(bed: &TestBed) -> Vec<String> {
+    bed.bucket.storage().list("").await.expect("list")
+}
+
+#[tokio::test]
+async fn s3_cut_mid_upload_fails_the_row_and_leaves_no_object_and_no_open_upload() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 40).await;
+    let proxy = FaultProxy::to_s3().expect("proxy");
+    let mut config = bed.bucket.target_json(None);
+    config["endpoint"] = proxy.url().into();
+    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+
+    // Two parts and a half get through, then the network is gone for good.
+    proxy.set(Fault::CutAllUploadsAfter(20 * 1024 * 1024));
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(
+        row.storage_path.is_none() && row.checksum.is_none(),
+        "{row:?}"
+    );
+    assert!(objects(&bed).await.is_empty(), "no partial object");
+    // The abort could not reach the server either; what the server holds is an open upload the
+    // engine could not abort — say so if it is there, and check it is the only trace.
+    let open = bed.bucket.open_multipart_uploads();
+    assert!(
+        open.len() <= 1,
+        "at most the one upload whose abort was cut: {open:?}"
+    );
+
+    proxy.set(Fault::PassThrough);
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Success, "{}", row.log);
+    let stored = bed
+        .bucket
+        .storage()
+        .stat(row.storage_path.as_deref().expect("key"))
+        .await;
+    assert_eq!(stored.expect("stat"), row.size_bytes.map(|s| s as u64));
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn s3_unavailable_for_a_while_succeeds_after_retries_with_the_whole_object() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 20).await;
+    let proxy = FaultProxy::to_s3().expect("proxy");
+    let mut config = bed.bucket.target_json(None);
+    config["endpoint"] = proxy.url().into();
+    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Gzip)
+        .await;
+
+    proxy.set(Fault::HttpStatus {
+        status: 503,
+        times: 2,
+    });
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Success, "{}", row.log);
+    assert!(proxy.accepted() > 2, "the engine retried past the 503s");
+    let key = row.storage_path.clone().expect("key");
+    let stored = bed.bucket.storage().stat(&key).await.expect("stat");
+    assert_eq!(stored, row.size_bytes.map(|s| s as u64), "the whole object");
+    let digest =
+        vardo_actors::codec::digest(bed.bucket.storage().download(&key).await.expect("get"))
+            .await
+            .expect("digest");
+    assert_eq!(Some(format!("sha256:{}", digest.sha256_hex)), row.checksum);
+    assert!(bed.bucket.open_multipart_uploads().is_empty());
+
+    // Unavailable for longer than the retries last: failed, nothing stored.
+    proxy.set(Fault::HttpStatus {
+        status: 503,
+        times: 1000,
+    });
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(
+        row.log.contains("503") || row.log.to_lowercase().contains("unavailable"),
+        "{}",
+        row.log
+    );
+    assert_eq!(
+        objects(&bed).await,
+        vec![key],
+        "only the first run's object"
+    );
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_sftp_connection_cut_mid_upload_fails_the_row_and_leaves_no_partial_file() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 30).await;
+    let mut config = bed.ssh_config();
+    let port = config["port"].as_u64().expect("port") as u16;
+    let proxy =
+        FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).expect("proxy");
+    config["port"] = proxy.addr().port().into();
+    let target = bed.target(Some(org.id), TargetKind::Ssh, config).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let folder = std::path::PathBuf::from(vardo_integration::setting("VARDO_TEST_SSH_ROOT"))
+        .join(&bed.scratch);
+
+    // The SSH handshake and 10 MiB get through; then the server is gone.
+    proxy.set(Fault::CutAllUploadsAfter(10 * 1024 * 1024));
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    // The engine could not reach the server to remove what it wrote: at most a `.partial` file,
+    // never a file at an archive's key.
+    let files = walk(&folder);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.to_string_lossy().ends_with(".partial")),
+        "only a partial file, clearly named, on the SFTP server: {files:?}"
+    );
+
+    proxy.set(Fault::PassThrough);
+    let row = run(&bed, job).await;
+    assert_eq!(row.status, Status::Success, "{}", row.log);
+    let files = walk(&folder);
+    assert_eq!(
+        files.len(),
+        1,
+        "the next run swept the partial file: {files:?}"
+    );
+    let key = row.storage_path.clone().expect("key");
+    assert!(files[0].to_string_lossy().ends_with(&key), "{files:?}");
+    bed.cleanup().await;
+}
+
+/// Every file below `root` (none if it does not exist).
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_full_local_disk_fails_the_row_with_the_reason_and_leaves_no_partial_file() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 24).await;
+    // A 16 MiB tmpfs as the local target's folder: the 24 MiB archive cannot fit.
+    let mount = std::path::PathBuf::from(bed.local_dir());
+    std::fs::create_dir_all(&mount).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mount)
+        .output()
+        .expect("mount runs");
+    assert!(
+        mounted.status.success(),
+        "mount a tmpfs: {}",
+        describe(&mounted)
+    );
+    let target = bed
+        .target(Some(org.id), TargetKind::Local, bed.local_config())
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+
+    let row = run(&bed, job).await;
+    let files = walk(&mount);
+    let _ = std::process::Command::new("umount").arg(&mount).output();
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(
+        row.log.to_lowercase().contains("no space")
+            || row.log.contains("StorageFull")
+            || row.log.to_lowercase().contains("space"),
+        "the reason names the full disk: {}",
+        row.log
+    );
+    assert!(files.is_empty(), "no partial file: {files:?}");
+    bed.cleanup().await;
+}
