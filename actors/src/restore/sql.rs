@@ -4,7 +4,8 @@
 //! matched the recorded size and SHA-256. Whatever else happens — the download is cut, the target
 //! stalls, the archive differs, the engine dies — psql's input ends without a `COMMIT`, its session
 //! ends with the transaction open, and the server rolls everything back. (`psql
-//! --single-transaction` is not used: it commits whatever it has read when its input ends.)
+//! --single-transaction` is not used: it commits whatever it has read when its input ends.) A
+//! replay that moves nothing for the stall deadline is dropped and its session ended on the server.
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -13,9 +14,10 @@ use super::{Log, RestoreError};
 use crate::codec::{self, Digest, Payload};
 use crate::docker::DockerClient;
 use crate::model::Compression;
+use crate::progress::stage;
 use crate::storage::TargetStorage;
 use crate::stream::ByteStream;
-use crate::volume_runner::PgLogin;
+use crate::volume_runner::{PgLogin, PgSession};
 
 const BEGIN: &[u8] = b"BEGIN;\n";
 /// Printed by psql only once the `COMMIT` before it succeeded (with `ON_ERROR_STOP` a failing
@@ -55,60 +57,100 @@ pub fn framed(
     .boxed()
 }
 
-pub async fn restore_dump(
-    docker: &DockerClient,
-    storage: &TargetStorage,
-    key: &str,
-    compression: Compression,
-    expected: Digest,
-    volume: &str,
-    log: &Log<'_>,
-) -> Result<(), RestoreError> {
-    let container = docker
-        .container_using_volume(volume)
-        .await?
-        .ok_or_else(|| {
-            RestoreError::Failed(format!(
-                "no running container mounts {volume}: start the database container, then restore"
-            ))
-        })?;
-    log.line(&format!(
-        "replaying the dump with psql in container {} in one transaction, committed only once \
-         the archive is verified to its end",
-        container.name
-    ))
-    .await?;
-    let login = PgLogin::of(&container);
-    let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
-    let (sql, verified) = codec::unpack(
-        storage.download(key).await?,
-        compression,
-        Payload::Sql,
-        expected,
-    );
-    let outcome = docker
-        .exec_write(&container.id, cmd, login.env(), framed(sql, verified))
-        .await;
-    match outcome {
-        Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-            "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
-             so its transaction was rolled back and the database is as it was"
-        ))),
-        Err(e) => Err(RestoreError::Failed(format!(
-            "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
-             was rolled back and the database is as it was"
-        ))),
-        Ok(out) if out.exit_code == 0 && out.stdout.contains(COMMITTED) => Ok(()),
-        Ok(out) if out.exit_code == 0 => Err(RestoreError::Failed(format!(
-            "psql ended without confirming the commit; the transaction was rolled back: {}",
-            out.stderr.trim()
-        ))),
-        Ok(out) => Err(RestoreError::Failed(format!(
-            "psql exited with status {}; its transaction was rolled back and the database is \
-             as it was: {}",
-            out.exit_code,
-            out.stderr.trim()
-        ))),
+/// What a dump's restore needs.
+pub struct DumpRestore<'a> {
+    pub docker: &'a DockerClient,
+    pub storage: &'a TargetStorage,
+    pub key: &'a str,
+    pub compression: Compression,
+    pub expected: Digest,
+    pub volume: &'a str,
+    pub restore_id: uuid::Uuid,
+    /// The replay fails as stalled when the download or psql moves nothing for the deadline.
+    pub watch: super::Watch<'a>,
+}
+
+impl DumpRestore<'_> {
+    pub async fn run(self, log: &Log<'_>) -> Result<(), RestoreError> {
+        let docker = self.docker;
+        let volume = self.volume;
+        let container = docker
+            .container_using_volume(volume)
+            .await?
+            .ok_or_else(|| {
+                RestoreError::Failed(format!(
+                    "no running container mounts {volume}: start the database container, then restore"
+                ))
+            })?;
+        log.line(&format!(
+            "replaying the dump with psql in container {} in one transaction, committed only once \
+             the archive is verified to its end",
+            container.name
+        ))
+        .await?;
+        let session = PgSession {
+            container: container.id.clone(),
+            login: PgLogin::of(&container),
+            name: format!("vardo-backup restore {}", self.restore_id),
+        };
+        let login = &session.login;
+        let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
+        let mut env = login.env();
+        env.push(format!("PGAPPNAME={}", session.name));
+        let progress = self.watch.progress;
+        let replay = async {
+            let (sql, verified) = codec::unpack(
+                progress
+                    .meter(stage::DOWNLOAD)
+                    .stream(self.storage.download(self.key).await?),
+                self.compression,
+                Payload::Sql,
+                self.expected,
+            );
+            let input = progress.meter(stage::REPLAY).stream(framed(sql, verified));
+            Ok::<_, RestoreError>(docker.exec_write(&container.id, cmd, env, input).await)
+        };
+        let outcome = match progress
+            .deadline(
+                self.watch.deadline,
+                &[stage::DOWNLOAD, stage::REPLAY],
+                replay,
+            )
+            .await
+        {
+            Ok(outcome) => outcome?,
+            Err(stalled) => {
+                // psql's input was dropped without COMMIT; ending its session on the server makes
+                // sure the transaction is rolled back (and its locks gone) before the volume's
+                // lock is released, even if psql itself is blocked.
+                session.end(docker).await;
+                return Err(RestoreError::Failed(format!(
+                    "{stalled}; psql never received COMMIT, so its transaction was rolled back \
+                     and the database is as it was"
+                )));
+            }
+        };
+        match outcome {
+            Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
+                "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
+                 so its transaction was rolled back and the database is as it was"
+            ))),
+            Err(e) => Err(RestoreError::Failed(format!(
+                "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
+                 was rolled back and the database is as it was"
+            ))),
+            Ok(out) if out.exit_code == 0 && out.stdout.contains(COMMITTED) => Ok(()),
+            Ok(out) if out.exit_code == 0 => Err(RestoreError::Failed(format!(
+                "psql ended without confirming the commit; the transaction was rolled back: {}",
+                out.stderr.trim()
+            ))),
+            Ok(out) => Err(RestoreError::Failed(format!(
+                "psql exited with status {}; its transaction was rolled back and the database is \
+                 as it was: {}",
+                out.exit_code,
+                out.stderr.trim()
+            ))),
+        }
     }
 }
 
