@@ -499,6 +499,25 @@ mod tests {
     }
 
     #[test]
+    fn the_stall_deadline_comes_from_file_and_environment_and_is_never_zero() {
+        Jail::expect_with(|jail| {
+            base(jail);
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 300);
+            jail.create_file("v.yml", "scheduler:\n  stall_seconds: 40\n")?;
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 40);
+            jail.set_env("VARDO_STALL_SECONDS", "3");
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 3);
+            jail.set_env("VARDO_STALL_SECONDS", "0");
+            let err = Config::load(None).expect_err("zero");
+            assert!(err.to_string().contains("stall_seconds"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         Jail::expect_with(|jail| {
             base(jail);
