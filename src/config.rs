@@ -23,6 +23,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VARDO_MAX_CONCURRENT_RUNS", "scheduler.max_concurrent_runs"),
     ("VARDO_RUN_LEASE_SECONDS", "scheduler.lease_seconds"),
     ("VARDO_HEARTBEAT_SECONDS", "scheduler.heartbeat_seconds"),
+    ("VARDO_STALL_SECONDS", "scheduler.stall_seconds"),
     ("VARDO_CATCH_UP_MINUTES", "scheduler.catch_up_minutes"),
     ("VARDO_SMTP_URL", "smtp.url"),
     ("VARDO_SMTP_FROM", "smtp.from"),
@@ -210,6 +211,8 @@ pub struct SchedulerConfig {
     pub heartbeat_seconds: u64,
     /// How far back a late tick or a restarted scheduler looks for missed firings.
     pub catch_up_minutes: u32,
+    /// A backup or restore that moves no byte for this long fails as stalled.
+    pub stall_seconds: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -219,6 +222,7 @@ impl Default for SchedulerConfig {
             lease_seconds: 120,
             heartbeat_seconds: 15,
             catch_up_minutes: 60,
+            stall_seconds: 300,
         }
     }
 }
@@ -329,6 +333,11 @@ impl Config {
                 "scheduler.heartbeat_seconds must be at least 1 and at most half of scheduler.lease_seconds".into(),
             ));
         }
+        if s.stall_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.stall_seconds must be at least 1".into(),
+            ));
+        }
         if let Some(url) = &self.smtp.url {
             vardo_actors::notify::email::check_smtp_url(url.expose_secret())
                 .map_err(|e| ConfigError::Invalid(format!("smtp.url: {e}")))?;
@@ -383,6 +392,7 @@ impl Config {
                 "lease_seconds": self.scheduler.lease_seconds,
                 "heartbeat_seconds": self.scheduler.heartbeat_seconds,
                 "catch_up_minutes": self.scheduler.catch_up_minutes,
+                "stall_seconds": self.scheduler.stall_seconds,
             },
             "smtp": {
                 "url": self.smtp.url.as_ref().map(mask),
@@ -484,6 +494,25 @@ mod tests {
             let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:9000");
             assert_eq!(c.helper_image, "from-env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_stall_deadline_comes_from_file_and_environment_and_is_never_zero() {
+        Jail::expect_with(|jail| {
+            base(jail);
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 300);
+            jail.create_file("v.yml", "scheduler:\n  stall_seconds: 40\n")?;
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 40);
+            jail.set_env("VARDO_STALL_SECONDS", "3");
+            let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.scheduler.stall_seconds, 3);
+            jail.set_env("VARDO_STALL_SECONDS", "0");
+            let err = Config::load(None).expect_err("zero");
+            assert!(err.to_string().contains("stall_seconds"), "{err}");
             Ok(())
         });
     }

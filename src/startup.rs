@@ -73,6 +73,7 @@ impl Application {
             heartbeat_interval: Duration::from_secs(config.scheduler.heartbeat_seconds),
             run_lease: Duration::from_secs(config.scheduler.lease_seconds),
             max_concurrent_runs: config.scheduler.max_concurrent_runs,
+            stall_deadline: Duration::from_secs(config.scheduler.stall_seconds),
             catch_up: Duration::from_secs(u64::from(config.scheduler.catch_up_minutes) * 60),
             notifications: config.notify_settings(),
             events: config.events.settings(),

@@ -11,8 +11,9 @@ use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RunOutcome;
 use crate::model::{
-    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Target, Volume,
+    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Target, Volume, VolumeKind,
 };
+use crate::progress::{stage, Progress, Stalled};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
 use crate::store::{NewBackupRow, RunRef, StoreError};
 use crate::uploader::{self, UploadError};
@@ -38,17 +39,21 @@ pub enum BackupError {
     Recovery(String),
     #[error("no free storage key: a thousand archives of this volume share its timestamp")]
     KeyTaken,
+    #[error(transparent)]
+    Stalled(#[from] Stalled),
 }
 
 /// The whole run. Errors returned here are the run's own (database away); each volume's failure is
-/// recorded on its row and does not stop the others.
-#[tracing::instrument(skip(engine, scheduled_for))]
+/// recorded on its row and does not stop the others. `progress` is the run's watchdog record,
+/// shared with the run actor's heartbeat.
+#[tracing::instrument(skip(engine, scheduled_for, progress))]
 pub async fn execute(
     engine: Engine,
     run_id: Uuid,
     job_id: Uuid,
     reason: RunReason,
     scheduled_for: Option<DateTime<Utc>>,
+    progress: Progress,
 ) -> Result<RunOutcome, BackupError> {
     let store = engine.store();
     let job = store.job(job_id).await?;
@@ -113,7 +118,12 @@ pub async fn execute(
     // Rows stay `pending` (their heartbeat kept fresh by the run actor) until a slot is free.
     let _slot = engine.run_slot().await;
 
-    let storage = match TargetStorage::open(&target.config, engine.settings().allow_local_backups) {
+    let settings = engine.settings();
+    let storage = match TargetStorage::open_with_step_limit(
+        &target.config,
+        settings.allow_local_backups,
+        settings.stall_deadline,
+    ) {
         Ok(s) => s,
         Err(e) => {
             for id in &ids {
@@ -136,6 +146,7 @@ pub async fn execute(
             volume: &volume,
             started,
             row: id,
+            progress: &progress,
         };
         ctx.run().await?;
     }
@@ -154,6 +165,7 @@ struct VolumeJob<'a> {
     /// When the run began: the archives' timestamp.
     started: DateTime<Utc>,
     row: Uuid,
+    progress: &'a Progress,
 }
 
 impl VolumeJob<'_> {
@@ -235,13 +247,43 @@ impl VolumeJob<'_> {
         let lock = self.engine.lock_volume(&docker_volume).await?;
         let result = async {
             self.recover_first(docker, &docker_volume).await?;
-            let archive = volume_runner::open_archive(
-                docker,
-                &docker_volume,
-                self.volume,
-                self.engine.settings().read_volumes_from_host,
-            )
-            .await?;
+            self.archive_watched(docker, &docker_volume).await
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+
+    /// Reads, compresses and uploads the volume under the stall deadline. Work that stalls is
+    /// dropped: the upload then aborts and removes what it wrote (in the background, see
+    /// `storage::upload`), the Docker stream is closed (an export's helper container removed), and
+    /// a `pg_dump` session is ended on the server, since the dump, blocked on a lock, would not
+    /// notice that nobody reads it.
+    async fn archive_watched(
+        &self,
+        docker: &crate::docker::DockerClient,
+        docker_volume: &str,
+    ) -> Result<(String, Digest), BackupError> {
+        let settings = self.engine.settings();
+        let deadline = settings.stall_deadline;
+        let source = match self.volume.kind {
+            VolumeKind::Postgres => stage::PG_DUMP,
+            VolumeKind::Generic => stage::VOLUME_READ,
+        };
+        let stages = [source, stage::COMPRESSION, stage::UPLOAD];
+        let options = volume_runner::ArchiveOptions {
+            from_host: settings.read_volumes_from_host,
+            stall_deadline: deadline,
+            session_name: format!("vardo-backup {}", self.row),
+        };
+        let opened = self.progress.deadline(
+            deadline,
+            &stages,
+            volume_runner::open_archive(docker, docker_volume, self.volume, &options),
+        );
+        let mut archive = opened.await??;
+        let session = archive.session.take();
+        let result = async {
             self.log(&archive.source).await?;
             let extension = format!("{}.{}", archive.extension, self.job.compression.suffix());
             let key = self.reserve_key(&extension).await?;
@@ -250,14 +292,16 @@ impl VolumeJob<'_> {
                 self.job.compression.as_str()
             ))
             .await?;
-            let digest = uploader::upload(
+            let stream = self.progress.meter(source).stream(archive.stream);
+            let upload = uploader::upload(
                 self.storage,
                 &key,
-                archive.stream,
+                stream,
                 self.job.compression,
                 self.job.compression_level,
-            )
-            .await?;
+                self.progress,
+            );
+            let digest = self.progress.deadline(deadline, &stages, upload).await??;
             if let Some((folder, _)) = key.rsplit_once('/') {
                 match self.storage.remove_partials(folder).await {
                     Ok(0) => {}
@@ -283,7 +327,9 @@ impl VolumeJob<'_> {
             Ok((key, digest))
         }
         .await;
-        lock.release().await;
+        if let (Err(_), Some(session)) = (&result, session) {
+            session.end(docker).await;
+        }
         result
     }
 

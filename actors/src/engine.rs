@@ -29,6 +29,9 @@ pub struct EngineSettings {
     pub run_lease: Duration,
     /// Runs at once in this process; more wait with their rows `pending`.
     pub max_concurrent_runs: usize,
+    /// A backup or restore that moves no byte for this long fails as stalled (see
+    /// [`crate::progress`]).
+    pub stall_deadline: Duration,
     /// How far back the scheduler looks for firings it missed.
     pub catch_up: Duration,
     /// SMTP server, private-address switch and retry schedule of notifications.

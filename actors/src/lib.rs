@@ -20,6 +20,7 @@ pub mod model;
 pub mod notifier;
 pub mod notify;
 pub mod ownership;
+pub mod progress;
 pub mod pruner;
 pub mod restore;
 pub mod retention;

@@ -188,7 +188,7 @@ impl Handler<RestoreEnded> for RunSupervisor {
 }
 
 /// One run of one job. Its work runs as a separate task so that a panic is caught and reported,
-/// and it refreshes the heartbeat of its rows while it works.
+/// and it refreshes the heartbeat of its rows while its work makes progress.
 pub struct BackupRun {
     engine: Engine,
     run_id: Uuid,
@@ -204,16 +204,24 @@ impl Actor for BackupRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let progress = crate::progress::Progress::new();
         let work = actix::spawn(crate::backup::execute(
             self.engine.clone(),
             self.run_id,
             self.job_id,
             self.reason,
             self.scheduled_for,
+            progress.clone(),
         ));
         let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, |act, _| {
+        ctx.run_interval(every, move |act, _| {
             let (engine, run_id) = (act.engine.clone(), act.run_id);
+            // A heartbeat says the run makes progress: a run whose work moves nothing lets it go
+            // stale (its watchdog fails it at the stall deadline; the janitor, if that fails too).
+            if !progress.is_fresh(engine.settings().stall_deadline) {
+                tracing::warn!(%run_id, "no progress: the heartbeat is not refreshed");
+                return;
+            }
             actix::spawn(async move {
                 if let Err(e) = engine.store().heartbeat_run(run_id).await {
                     tracing::warn!(%run_id, error = %e, "heartbeat failed");

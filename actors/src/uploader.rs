@@ -3,6 +3,7 @@
 
 use crate::codec::{self, Digest};
 use crate::model::Compression;
+use crate::progress::{stage, Progress};
 use crate::storage::TargetStorage;
 use crate::stream::ByteStream;
 
@@ -20,18 +21,21 @@ pub enum UploadError {
     SizeMismatch { key: String, stored: u64, sent: u64 },
 }
 
-/// Compresses `archive`, uploads it to `key` and returns the stored object's digest.
-#[tracing::instrument(skip(storage, archive))]
+/// Compresses `archive`, uploads it to `key` and returns the stored object's digest; the bytes
+/// compressed and the bytes the target accepted are counted on `progress`.
+#[tracing::instrument(skip(storage, archive, progress))]
 pub async fn upload(
     storage: &TargetStorage,
     key: &str,
     archive: ByteStream,
     compression: Compression,
     level: Option<i32>,
+    progress: &Progress,
 ) -> Result<Digest, UploadError> {
     let (packed, digest) = codec::compress(archive, compression, level);
+    let packed = progress.meter(stage::COMPRESSION).stream(packed);
     let stored = storage
-        .upload(key, packed)
+        .upload_metered(key, packed, Some(progress.meter(stage::UPLOAD)))
         .await
         .map_err(|source| UploadError::Storage {
             key: key.to_owned(),

@@ -32,6 +32,20 @@ pub struct VolumeArchive {
     pub source: String,
     /// For a volume read from its host folder: what the read met, once it ended.
     pub host_read: Option<tokio::sync::oneshot::Receiver<crate::host_volume::TarReport>>,
+    /// For a `pg_dump`: its database session, to end when the archive is given up before its end.
+    pub session: Option<PgSession>,
+}
+
+/// How an archive is read.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    /// Read file volumes from their host folder when it can be read here.
+    pub from_host: bool,
+    /// The run's stall deadline: `pg_dump` waits at most twice as long for its table locks, so a
+    /// dump whose run gave up ends by itself even if its session could not be ended.
+    pub stall_deadline: std::time::Duration,
+    /// Names the `pg_dump` session (`application_name`), so that it can be ended by name.
+    pub session_name: String,
 }
 
 /// Opens the archive stream of a volume already found. File volumes are read from their folder on
@@ -42,13 +56,13 @@ pub async fn open_archive(
     docker: &DockerClient,
     docker_volume: &str,
     volume: &Volume,
-    from_host: bool,
+    options: &ArchiveOptions,
 ) -> Result<VolumeArchive, VolumeError> {
     if volume.kind == VolumeKind::Postgres {
-        return pg_dump(docker, docker_volume).await;
+        return pg_dump(docker, docker_volume, options).await;
     }
     let mut source = format!("reading {docker_volume} through the Docker archive API");
-    if from_host {
+    if options.from_host {
         match readable_host_folder(docker, docker_volume).await? {
             Ok(folder) => {
                 let source = format!(
@@ -62,6 +76,7 @@ pub async fn open_archive(
                     source,
                     stream,
                     host_read: Some(report),
+                    session: None,
                 });
             }
             Err(why) => source.push_str(&format!(" ({why})")),
@@ -73,6 +88,7 @@ pub async fn open_archive(
         stream: docker.export_volume(docker_volume).await?,
         source,
         host_read: None,
+        session: None,
     })
 }
 
@@ -95,7 +111,11 @@ async fn readable_host_folder(
     }
 }
 
-async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArchive, VolumeError> {
+async fn pg_dump(
+    docker: &DockerClient,
+    docker_volume: &str,
+    options: &ArchiveOptions,
+) -> Result<VolumeArchive, VolumeError> {
     let container = docker
         .container_using_volume(docker_volume)
         .await?
@@ -103,8 +123,14 @@ async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArc
             volume: docker_volume.to_owned(),
         })?;
     let login = PgLogin::of(&container);
-    let cmd = login.command(&["pg_dump", "--clean", "--if-exists"]);
-    let (stdout, handle) = docker.exec_read(&container.id, cmd, login.env()).await?;
+    let lock_wait = format!(
+        "--lock-wait-timeout={}s",
+        options.stall_deadline.as_secs().saturating_mul(2).max(1)
+    );
+    let cmd = login.command(&["pg_dump", "--clean", "--if-exists", &lock_wait]);
+    let mut env = login.env();
+    env.push(format!("PGAPPNAME={}", options.session_name));
+    let (stdout, handle) = docker.exec_read(&container.id, cmd, env).await?;
     // The dump is only whole if pg_dump says so: its exit status ends the stream, and a failure
     // becomes the stream's error, which aborts the upload.
     let stream = async_stream::stream! {
@@ -135,7 +161,49 @@ async fn pg_dump(docker: &DockerClient, docker_volume: &str) -> Result<VolumeArc
             login.database, login.user, container.name
         ),
         host_read: None,
+        session: Some(PgSession {
+            container: container.id.clone(),
+            login,
+            name: options.session_name.clone(),
+        }),
     })
+}
+
+/// A `psql` or `pg_dump` session the engine started in a database container, by its
+/// `application_name`.
+pub struct PgSession {
+    pub container: String,
+    pub login: PgLogin,
+    pub name: String,
+}
+
+impl PgSession {
+    /// Ends the session on the server (`pg_terminate_backend`): Docker cannot kill an exec'd
+    /// process, and one blocked on a lock never notices that nobody reads its output any more.
+    /// Its open transaction, if any, is rolled back. Failures are logged: the caller already
+    /// reports another error.
+    pub async fn end(&self, docker: &DockerClient) {
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+            self.name.replace('\'', "''")
+        );
+        let cmd = self.login.command(&["psql", "-X", "-tA", "-c", &sql]);
+        match docker
+            .exec_collect(&self.container, cmd, self.login.env())
+            .await
+        {
+            Ok(out) if out.exit_code == 0 => {
+                tracing::info!(session = %self.name, ended = out.stdout.trim(), "ended the database session of a stopped run");
+            }
+            Ok(out) => {
+                tracing::warn!(session = %self.name, stderr = out.stderr.trim(), "could not end the database session of a stopped run");
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.name, error = %e, "could not end the database session of a stopped run");
+            }
+        }
+    }
 }
 
 /// How to log in to the database of a container made from a Postgres image: the user and database

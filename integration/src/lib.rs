@@ -219,6 +219,7 @@ impl TestBed {
             heartbeat_interval: Duration::from_secs(15),
             run_lease: Duration::from_secs(120),
             max_concurrent_runs: 2,
+            stall_deadline: Duration::from_secs(300),
             catch_up: Duration::from_secs(3600),
             notifications: Default::default(),
             events: Default::default(),

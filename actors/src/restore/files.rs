@@ -15,6 +15,7 @@ use crate::codec::{self, Digest, Payload};
 use crate::docker::{DockerClient, HelperContainer};
 use crate::lock::VolumeLock;
 use crate::model::Compression;
+use crate::progress::stage;
 use crate::storage::TargetStorage;
 use crate::store::Store;
 
@@ -32,6 +33,9 @@ pub struct FileRestore<'a> {
     pub lock: &'a VolumeLock,
     /// The engine's run lease: a restore whose heartbeat is older is dead.
     pub lease: Duration,
+    /// Staging fails as stalled when it moves nothing for the deadline; the swap (a few execs in
+    /// the helper) is not watched.
+    pub watch: super::Watch<'a>,
 }
 
 impl FileRestore<'_> {
@@ -71,7 +75,19 @@ impl FileRestore<'_> {
             .set_restore_recovery(self.restore_id, self.volume, true)
             .await?;
         let helper = self.docker.start_helper(self.volume, false).await?;
-        let swapped = match self.stage(&helper, &names, log).await {
+        // A stalled download or extraction is dropped (Docker stops extracting when its upload is
+        // cut) and fails like any other staging failure: the recovery below removes the staging.
+        let staged = self
+            .watch
+            .progress
+            .deadline(
+                self.watch.deadline,
+                &[stage::DOWNLOAD, stage::EXTRACTION],
+                self.stage(&helper, &names, log),
+            )
+            .await
+            .unwrap_or_else(|stalled| Err(stalled.into()));
+        let swapped = match staged {
             Ok(()) => {
                 log.line("archive downloaded, sha256 verified and staged; replacing the volume's contents")
                     .await?;
@@ -159,13 +175,15 @@ impl FileRestore<'_> {
                 out.stderr.trim()
             )));
         }
+        let progress = self.watch.progress;
         let download = self.storage.download(self.key).await?;
         let (tar, verified) = codec::unpack(
-            download,
+            progress.meter(stage::DOWNLOAD).stream(download),
             self.compression,
             Payload::Tar,
             self.expected.clone(),
         );
+        let tar = progress.meter(stage::EXTRACTION).stream(tar);
         let put = helper.put_archive(&staging, tar).await;
         let verified = verified.await;
         match (put, verified) {

@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RestoreEnded;
 use crate::model::{Backup, Compression, Status, VolumeKind};
+use crate::progress::Progress;
 use crate::run::{panic_message, RunSupervisor};
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::{Store, StoreError};
@@ -40,6 +41,8 @@ pub enum RestoreError {
     Ownership(#[from] crate::ownership::OwnershipError),
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Stalled(#[from] crate::progress::Stalled),
 }
 
 /// Appends timestamped lines to a restore's log (and to the engine's own log).
@@ -76,10 +79,20 @@ impl Actor for RestoreRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let work = actix::spawn(execute(self.engine.clone(), self.restore_id));
+        let progress = Progress::new();
+        let work = actix::spawn(execute(
+            self.engine.clone(),
+            self.restore_id,
+            progress.clone(),
+        ));
         let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, |act, _| {
+        ctx.run_interval(every, move |act, _| {
             let (engine, id) = (act.engine.clone(), act.restore_id);
+            // Refreshed only while the restore makes progress (see `crate::progress`).
+            if !progress.is_fresh(engine.settings().stall_deadline) {
+                tracing::warn!(restore_id = %id, "no progress: the heartbeat is not refreshed");
+                return;
+            }
             actix::spawn(async move {
                 if let Err(e) = engine.store().heartbeat_restore(id).await {
                     tracing::warn!(restore_id = %id, error = %e, "heartbeat failed");
@@ -115,6 +128,13 @@ impl Actor for RestoreRun {
     }
 }
 
+/// A restore's progress record and stall deadline.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub progress: &'a Progress,
+    pub deadline: std::time::Duration,
+}
+
 fn compression_of(key: &str) -> Option<Compression> {
     if key.ends_with(".gz") {
         Some(Compression::Gzip)
@@ -136,8 +156,8 @@ fn expected_digest(backup: &Backup) -> Option<Digest> {
     })
 }
 
-#[tracing::instrument(skip(engine))]
-async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
+#[tracing::instrument(skip(engine, progress))]
+async fn execute(engine: Engine, restore_id: Uuid, progress: Progress) -> Result<(), RestoreError> {
     let store = engine.store();
     if !store.mark_restore_running(restore_id).await? {
         return Err(RestoreError::NotOurs);
@@ -167,7 +187,16 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
         .target_id
         .ok_or_else(|| not_restorable("its target was deleted"))?;
     let target = store.target(target_id).await?;
-    let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
+    let settings = engine.settings();
+    let storage = TargetStorage::open_with_step_limit(
+        &target.config,
+        settings.allow_local_backups,
+        settings.stall_deadline,
+    )?;
+    let watch = Watch {
+        progress: &progress,
+        deadline: settings.stall_deadline,
+    };
     let docker = engine.docker().await?;
 
     let owner = crate::ownership::Owner {
@@ -205,12 +234,24 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
                 restore_id,
                 lock: &lock,
                 lease: engine.settings().run_lease,
+                watch,
             }
             .run(&log)
             .await
         }
         VolumeKind::Postgres => {
-            sql::restore_dump(docker, &storage, &key, compression, expected, &volume, &log).await
+            sql::DumpRestore {
+                docker,
+                storage: &storage,
+                key: &key,
+                compression,
+                expected,
+                volume: &volume,
+                restore_id,
+                watch,
+            }
+            .run(&log)
+            .await
         }
     };
     lock.release().await;

@@ -22,6 +22,9 @@
 //! \unrestrict is allowed"), so a wrapper of ours would break every dump of a current pg_dump,
 //! while older ones (no `\restrict` in psql) would not have it at all. Checked with Debian's
 //! PostgreSQL 15.18. Verification before replay is what keeps a dump we did not write from psql.
+//!
+//! Verification and replay each fail as stalled when they move nothing for the stall deadline;
+//! a stalled replay's session is ended on the server.
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -30,9 +33,10 @@ use super::{Log, RestoreError};
 use crate::codec::{self, Digest, Fingerprint, Payload};
 use crate::docker::DockerClient;
 use crate::model::Compression;
+use crate::progress::stage;
 use crate::storage::{ObjectPin, StorageError, TargetStorage};
 use crate::stream::ByteStream;
-use crate::volume_runner::PgLogin;
+use crate::volume_runner::{PgLogin, PgSession};
 
 const BEGIN: &[u8] = b"BEGIN;\n";
 /// Printed by psql only once the `COMMIT` before it succeeded (with `ON_ERROR_STOP` a failing
@@ -72,78 +76,130 @@ pub fn framed(
     .boxed()
 }
 
-pub async fn restore_dump(
-    docker: &DockerClient,
-    storage: &TargetStorage,
-    key: &str,
-    compression: Compression,
-    expected: Digest,
-    volume: &str,
-    log: &Log<'_>,
-) -> Result<(), RestoreError> {
-    let container = docker
-        .container_using_volume(volume)
-        .await?
-        .ok_or_else(|| {
-            RestoreError::Failed(format!(
-                "no running container mounts {volume}: start the database container, then restore"
-            ))
-        })?;
-    let pin = storage.pin(key).await?;
-    log.line(&format!(
-        "verifying {key} before psql is started: downloading it once to check its size and SHA-256"
-    ))
-    .await?;
-    let verified = verify_first(storage, key, &pin, &expected).await?;
-    log.line(&format!(
-        "the archive matches the backup's size and SHA-256; replaying the dump with psql in \
-         container {} in one transaction, from a second download checked block by block against \
-         the verified one, committed only once the archive is verified to its end",
-        container.name
-    ))
-    .await?;
-    let download = storage
-        .download_pinned(key, &pin)
-        .await
-        .map_err(|e| match e {
-            StorageError::Changed { .. } => RestoreError::Failed(format!(
-                "the archive changed between verification and replay ({e}); psql was not \
-                 started, nothing was changed"
-            )),
-            other => other.into(),
-        })?;
-    let login = PgLogin::of(&container);
-    let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
-    let (sql, verified) = codec::unpack(
-        codec::same_blocks(download, verified),
-        compression,
-        Payload::Sql,
-        expected,
-    );
-    let outcome = docker
-        .exec_write(&container.id, cmd, login.env(), framed(sql, verified))
-        .await;
-    match outcome {
-        Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-            "the archive did not arrive whole and unchanged ({e}); psql received only bytes \
-             verified before and never COMMIT, so its transaction was rolled back and the \
-             database is as it was"
-        ))),
-        Err(e) => Err(RestoreError::Failed(format!(
-            "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
-             was rolled back and the database is as it was"
-        ))),
-        Ok(out) if out.exit_code == 0 && out.stdout.contains(COMMITTED) => Ok(()),
-        Ok(out) if out.exit_code == 0 => Err(RestoreError::Failed(format!(
-            "psql ended without confirming the commit; the transaction was rolled back: {}",
-            out.stderr.trim()
-        ))),
-        Ok(out) => Err(RestoreError::Failed(format!(
-            "psql exited with status {}; its transaction was rolled back and the database is \
-             as it was: {}",
-            out.exit_code,
-            out.stderr.trim()
-        ))),
+/// What a dump's restore needs.
+pub struct DumpRestore<'a> {
+    pub docker: &'a DockerClient,
+    pub storage: &'a TargetStorage,
+    pub key: &'a str,
+    pub compression: Compression,
+    pub expected: Digest,
+    pub volume: &'a str,
+    pub restore_id: uuid::Uuid,
+    /// The replay fails as stalled when the download or psql moves nothing for the deadline.
+    pub watch: super::Watch<'a>,
+}
+
+impl DumpRestore<'_> {
+    pub async fn run(self, log: &Log<'_>) -> Result<(), RestoreError> {
+        let docker = self.docker;
+        let volume = self.volume;
+        let container = docker
+            .container_using_volume(volume)
+            .await?
+            .ok_or_else(|| {
+                RestoreError::Failed(format!(
+                    "no running container mounts {volume}: start the database container, then restore"
+                ))
+            })?;
+        let pin = self.storage.pin(self.key).await?;
+        log.line(&format!(
+            "verifying {} before psql is started: downloading it once to check its size and SHA-256",
+            self.key
+        ))
+        .await?;
+        let progress = self.watch.progress;
+        let verified = progress
+            .deadline(
+                self.watch.deadline,
+                &[stage::DOWNLOAD],
+                verify_first(self.storage, self.key, &pin, &self.expected, progress),
+            )
+            .await
+            .map_err(|stalled| {
+                RestoreError::Failed(format!(
+                    "{stalled}; psql was not started, nothing was changed"
+                ))
+            })??;
+        log.line(&format!(
+            "the archive matches the backup's size and SHA-256; replaying the dump with psql in \
+             container {} in one transaction, from a second download checked block by block \
+             against the verified one, committed only once the archive is verified to its end",
+            container.name
+        ))
+        .await?;
+        let session = PgSession {
+            container: container.id.clone(),
+            login: PgLogin::of(&container),
+            name: format!("vardo-backup restore {}", self.restore_id),
+        };
+        let login = &session.login;
+        let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
+        let mut env = login.env();
+        env.push(format!("PGAPPNAME={}", session.name));
+        let replay = async {
+            let download =
+                self.storage
+                    .download_pinned(self.key, &pin)
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::Changed { .. } => RestoreError::Failed(format!(
+                            "the archive changed between verification and replay ({e}); psql was \
+                         not started, nothing was changed"
+                        )),
+                        other => other.into(),
+                    })?;
+            let (sql, verified) = codec::unpack(
+                progress
+                    .meter(stage::DOWNLOAD)
+                    .stream(codec::same_blocks(download, verified)),
+                self.compression,
+                Payload::Sql,
+                self.expected,
+            );
+            let input = progress.meter(stage::REPLAY).stream(framed(sql, verified));
+            Ok::<_, RestoreError>(docker.exec_write(&container.id, cmd, env, input).await)
+        };
+        let outcome = match progress
+            .deadline(
+                self.watch.deadline,
+                &[stage::DOWNLOAD, stage::REPLAY],
+                replay,
+            )
+            .await
+        {
+            Ok(outcome) => outcome?,
+            Err(stalled) => {
+                // psql's input was dropped without COMMIT; ending its session on the server makes
+                // sure the transaction is rolled back (and its locks gone) before the volume's
+                // lock is released, even if psql itself is blocked.
+                session.end(docker).await;
+                return Err(RestoreError::Failed(format!(
+                    "{stalled}; psql never received COMMIT, so its transaction was rolled back \
+                     and the database is as it was"
+                )));
+            }
+        };
+        match outcome {
+            Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
+                "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
+                 so its transaction was rolled back and the database is as it was"
+            ))),
+            Err(e) => Err(RestoreError::Failed(format!(
+                "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
+                 was rolled back and the database is as it was"
+            ))),
+            Ok(out) if out.exit_code == 0 && out.stdout.contains(COMMITTED) => Ok(()),
+            Ok(out) if out.exit_code == 0 => Err(RestoreError::Failed(format!(
+                "psql ended without confirming the commit; the transaction was rolled back: {}",
+                out.stderr.trim()
+            ))),
+            Ok(out) => Err(RestoreError::Failed(format!(
+                "psql exited with status {}; its transaction was rolled back and the database is \
+                 as it was: {}",
+                out.exit_code,
+                out.stderr.trim()
+            ))),
+        }
     }
 }
 
@@ -154,6 +210,7 @@ async fn verify_first(
     key: &str,
     pin: &ObjectPin,
     expected: &Digest,
+    progress: &crate::progress::Progress,
 ) -> Result<Fingerprint, RestoreError> {
     let refused = |why: String| {
         RestoreError::Failed(format!("{why}; psql was not started, nothing was changed"))
@@ -176,6 +233,7 @@ async fn verify_first(
         other => other.into(),
     };
     let download = storage.download_pinned(key, pin).await.map_err(changed)?;
+    let download = progress.meter(stage::DOWNLOAD).stream(download);
     let fingerprint = codec::fingerprint(download, codec::block_size(expected.size))
         .await
         .map_err(|e| {

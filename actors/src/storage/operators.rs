@@ -29,7 +29,11 @@ const S3_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// a stalled connection would otherwise hang a backup for ever.
 const S3_IO_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(crate) fn s3(config: &S3Config) -> Result<Operator, StorageError> {
+/// `step_limit` caps both timeouts: a run's stall deadline (see [`crate::progress`]), since a
+/// request that moves nothing for that long stalls the run anyway; this way a timed-out request is
+/// retried, or its upload aborted, within a few deadlines rather than many minutes after the run
+/// gave up on it.
+pub(crate) fn s3(config: &S3Config, step_limit: Duration) -> Result<Operator, StorageError> {
     let invalid = |reason: String| StorageError::InvalidConfig { kind: "s3", reason };
     if config.bucket.trim().is_empty() {
         return Err(invalid("the bucket is empty".into()));
@@ -62,8 +66,8 @@ pub(crate) fn s3(config: &S3Config) -> Result<Operator, StorageError> {
         // Timeouts first, retries outside them, so a timed out part is sent again.
         .layer(
             TimeoutLayer::new()
-                .with_timeout(S3_CALL_TIMEOUT)
-                .with_io_timeout(S3_IO_TIMEOUT),
+                .with_timeout(S3_CALL_TIMEOUT.min(step_limit))
+                .with_io_timeout(S3_IO_TIMEOUT.min(step_limit)),
         )
         // Temporary S3 errors (5xx, SlowDown, timeouts) are retried with backoff; a multipart part
         // is resent from the bytes opendal still holds for it.

@@ -65,9 +65,19 @@ impl TargetStorage {
     ///   `ssh` uses the agent. New host keys are accepted and remembered, changed ones refused.
     /// - local: the folder at `path` (created if missing); refused unless `allow_local`.
     pub fn open(config: &TargetConfig, allow_local: bool) -> Result<Self, StorageError> {
+        Self::open_with_step_limit(config, allow_local, std::time::Duration::MAX)
+    }
+
+    /// [`Self::open`] for a backup or restore: no single S3 request waits longer than
+    /// `step_limit`, the run's stall deadline, before it is retried or fails.
+    pub fn open_with_step_limit(
+        config: &TargetConfig,
+        allow_local: bool,
+        step_limit: std::time::Duration,
+    ) -> Result<Self, StorageError> {
         match config {
             TargetConfig::S3(c) => Ok(Self {
-                op: operators::s3(c)?,
+                op: operators::s3(c, step_limit)?,
                 kind: StorageKind::S3,
                 prefix: keys::normalize_prefix(c.prefix.as_deref()).map(str::to_owned),
                 redactor: Redactor::new(vec![c.secret_access_key.clone()]),

@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 
 use super::target_storage::{StorageKind, TargetStorage};
 use super::StorageError;
+use crate::progress::Meter;
 use crate::stream::ByteStream;
 
 /// The size of the first S3 multipart parts (S3's minimum is 5 MiB).
@@ -69,8 +70,19 @@ impl TargetStorage {
     /// [`TargetStorage::remove_partials`] sweeps later. On any error — from `body` or from the backend — the write is
     /// aborted (S3: the multipart upload is aborted; ssh/local: the partial file is removed) and the
     /// error returned. If this future is dropped half way the same cleanup runs in the background.
-    #[tracing::instrument(skip(self, body), fields(kind = self.kind.as_str()))]
     pub async fn upload(&self, key: &str, body: ByteStream) -> Result<u64, StorageError> {
+        self.upload_metered(key, body, None).await
+    }
+
+    /// [`Self::upload`], counting what the target accepted on `meter` (after each write returns:
+    /// for S3, whole parts) and marking it done once the object is closed.
+    #[tracing::instrument(skip(self, body, meter), fields(kind = self.kind.as_str()))]
+    pub async fn upload_metered(
+        &self,
+        key: &str,
+        body: ByteStream,
+        meter: Option<Meter>,
+    ) -> Result<u64, StorageError> {
         let writer = match self.kind {
             StorageKind::S3 => {
                 // No `chunk`: every `write` is one part, cut by `write_all` to `s3_part_size`.
@@ -90,8 +102,15 @@ impl TargetStorage {
         // Dropping `_cancel` (this future dropped) is what tells the task to stop.
         let (_cancel, cancelled) = oneshot::channel::<()>();
         let task = tokio::spawn(
-            write_all(self.clone(), write_key.clone(), writer, body, cancelled)
-                .instrument(tracing::Span::current()),
+            write_all(
+                self.clone(),
+                write_key.clone(),
+                writer,
+                body,
+                cancelled,
+                meter,
+            )
+            .instrument(tracing::Span::current()),
         );
         let sent = match task.await {
             Ok(Outcome::Closed { sent }) => sent,
@@ -160,13 +179,16 @@ impl TargetStorage {
 }
 
 /// Feeds `body` to `writer` and closes it. A write or close is never interrupted; between writes,
-/// the end of `cancelled` (the caller is gone) stops the upload.
+/// and once the close returns, the end of `cancelled` (the caller is gone: a stalled run dropped
+/// it) stops the upload and removes what it wrote — even an object the close completed, since
+/// nobody will record it.
 async fn write_all(
     storage: TargetStorage,
     key: String,
     mut writer: Writer,
     mut body: ByteStream,
     mut cancelled: oneshot::Receiver<()>,
+    meter: Option<Meter>,
 ) -> Outcome {
     let mut sent: u64 = 0;
     let mut part = Part::new(storage.kind == StorageKind::S3);
@@ -210,12 +232,30 @@ async fn write_all(
             return Outcome::Failed(e);
         }
         sent += len;
+        if let Some(m) = &meter {
+            m.add(len);
+        }
     }
     if let Err(e) = writer.close().await {
         let e = storage.backend_error("upload", &key, e);
         // S3: the complete (or the single PUT) may have created the object anyway.
         discard(&storage, &key, writer, true).await;
         return Outcome::Failed(e);
+    }
+    if matches!(
+        cancelled.try_recv(),
+        Err(oneshot::error::TryRecvError::Closed)
+    ) {
+        tracing::warn!(
+            key,
+            sent,
+            "upload cancelled during its close; removing the object"
+        );
+        storage.remove_quietly(&key).await;
+        return Outcome::Cancelled;
+    }
+    if let Some(m) = &meter {
+        m.done();
     }
     Outcome::Closed { sent }
 }

@@ -574,6 +574,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         heartbeat_interval: Duration::from_secs(10),
         run_lease: Duration::from_secs(120),
         max_concurrent_runs: 1,
+        stall_deadline: Duration::from_secs(300),
         catch_up: Duration::from_secs(3600),
         notifications: Default::default(),
         events: Default::default(),
