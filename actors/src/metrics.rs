@@ -1,6 +1,7 @@
 //! In-process metrics that no database row holds: the scheduler's tick duration, lock contention
 //! and notification deliveries by outcome. Actors record through `engine.metrics()`; `GET /metrics`
-//! renders them in the Prometheus text format next to the figures it reads from the database.
+//! renders them in the Prometheus text format (0.0.4) next to the figures it reads from the
+//! database.
 //!
 //! Names (all prefixed `vardo_`):
 //! - `scheduler_tick_duration_seconds` (histogram) — [`Metrics::record_tick`]
@@ -11,11 +12,25 @@
 //!   run was still going — [`Metrics::record_skipped_run`]
 //!
 //! Counts are per process (they restart at zero), as Prometheus counters expect.
+//!
+//! The metrics are `prometheus-client` ones, registered once in the engine's [`Registry`]. Counters
+//! are registered without their `_total` suffix and help texts without their final full stop: the
+//! crate adds both when it encodes. The labelled families are wrapped in [`Described`], so their
+//! `# HELP` and `# TYPE` lines are written before their first sample too, as they always were
+//! (the crate leaves an empty family out).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the tick histogram's buckets.
 const TICK_BUCKETS: &[f64] = &[
@@ -23,7 +38,7 @@ const TICK_BUCKETS: &[f64] = &[
 ];
 
 /// The outcome of one attempt to take a lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockOutcome {
     Acquired,
     /// Someone else held it.
@@ -41,129 +56,141 @@ impl LockOutcome {
     }
 }
 
-#[derive(Debug, Default)]
-struct TickHistogram {
-    buckets: Vec<u64>,
-    count: u64,
-    sum: f64,
+impl EncodeLabelValue for LockOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
 }
 
-/// The registry; one per engine, shared by every actor.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LockLabels {
+    lock: String,
+    outcome: LockOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeliveryLabels {
+    kind: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SkipLabels {
+    reason: &'static str,
+}
+
+/// A metric that is encoded, `# HELP` and `# TYPE` lines included, even while it has no sample.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> std::fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// The engine's metrics; one per engine, shared by every actor. The handles below share their
+/// values with the copies registered in `registry`.
+#[derive(Debug)]
 pub struct Metrics {
-    ticks: Mutex<TickHistogram>,
-    locks: Mutex<BTreeMap<(String, &'static str), u64>>,
-    deliveries: Mutex<BTreeMap<(String, String), u64>>,
-    skipped_runs: Mutex<BTreeMap<&'static str, u64>>,
+    registry: Registry,
+    ticks: Histogram,
+    locks: Family<LockLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    skipped_runs: Family<SkipLabels, Counter>,
 }
 
-/// A poisoned lock only means another thread panicked while counting; the counts stay usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        let ticks = Histogram::new(TICK_BUCKETS.iter().copied());
+        let locks = Family::<LockLabels, Counter>::default();
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        let skipped_runs = Family::<SkipLabels, Counter>::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "vardo_scheduler_tick_duration_seconds",
+            "Time one scheduler tick took",
+            ticks.clone(),
+        );
+        registry.register(
+            "vardo_lock_attempts",
+            "Attempts to take a distributed lock, by outcome (contended = held elsewhere)",
+            Described(locks.clone()),
+        );
+        registry.register(
+            "vardo_notification_deliveries",
+            "Notification delivery attempts, by outcome",
+            Described(deliveries.clone()),
+        );
+        registry.register(
+            "vardo_scheduled_runs_skipped",
+            "Due scheduled runs not started, by reason (busy = the job's previous run was still going)",
+            Described(skipped_runs.clone()),
+        );
+        Self {
+            registry,
+            ticks,
+            locks,
+            deliveries,
+            skipped_runs,
+        }
+    }
 }
 
 impl Metrics {
     /// One scheduler tick took `took`.
     pub fn record_tick(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut h = lock(&self.ticks);
-        if h.buckets.is_empty() {
-            h.buckets = vec![0; TICK_BUCKETS.len()];
-        }
-        for (i, bound) in TICK_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.ticks.observe(took.as_secs_f64());
     }
 
     /// One attempt to take a lock of the family `lock` (e.g. `backup`, `volume`).
     pub fn record_lock(&self, lock_name: &str, outcome: LockOutcome) {
-        *lock(&self.locks)
-            .entry((lock_name.to_owned(), outcome.as_str()))
-            .or_default() += 1;
+        self.locks
+            .get_or_create(&LockLabels {
+                lock: lock_name.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// One delivery attempt of a notification on a channel of `kind` (email, webhook, slack),
     /// with `outcome` `delivered`, `retry` or `failed`.
     pub fn record_delivery(&self, kind: &str, outcome: &str) {
-        *lock(&self.deliveries)
-            .entry((kind.to_owned(), outcome.to_owned()))
-            .or_default() += 1;
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// A due job's scheduled run was not started, for `reason` (`busy`: its previous run was
     /// still going).
     pub fn record_skipped_run(&self, reason: &'static str) {
-        *lock(&self.skipped_runs).entry(reason).or_default() += 1;
+        self.skipped_runs
+            .get_or_create(&SkipLabels { reason })
+            .inc();
     }
 
-    /// Appends the registry in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        {
-            let h = lock(&self.ticks);
-            let name = "vardo_scheduler_tick_duration_seconds";
-            let _ = writeln!(out, "# HELP {name} Time one scheduler tick took.");
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            for (i, bound) in TICK_BUCKETS.iter().enumerate() {
-                let n = h.buckets.get(i).copied().unwrap_or(0);
-                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum {}", h.sum);
-            let _ = writeln!(out, "{name}_count {}", h.count);
-        }
-        let name = "vardo_lock_attempts_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Attempts to take a distributed lock, by outcome (contended = held elsewhere)."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for ((l, outcome), n) in lock(&self.locks).iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{lock=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(l)
-            );
-        }
-        let name = "vardo_notification_deliveries_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Notification delivery attempts, by outcome."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for ((kind, outcome), n) in lock(&self.deliveries).iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{}\",outcome=\"{}\"}} {n}",
-                escape(kind),
-                escape(outcome)
-            );
-        }
-        let name = "vardo_scheduled_runs_skipped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Due scheduled runs not started, by reason (busy = the job's previous run was still going)."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (reason, n) in lock(&self.skipped_runs).iter() {
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
-        }
+    /// Appends the metrics in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self, out: &mut String) -> std::fmt::Result {
+        prometheus_text::encode(out, &self.registry)
     }
-}
-
-/// A label value as the text format wants it.
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(m: &Metrics) -> String {
+        let mut out = String::new();
+        m.encode(&mut out).expect("encodes");
+        out
+    }
 
     #[test]
     fn renders_what_was_recorded() {
@@ -171,17 +198,53 @@ mod tests {
         m.record_tick(Duration::from_millis(30));
         m.record_lock("backup", LockOutcome::Contended);
         m.record_lock("backup", LockOutcome::Contended);
+        m.record_lock("we\"ird\\", LockOutcome::Error);
         m.record_delivery("webhook", "delivered");
         m.record_skipped_run("busy");
-        let mut out = String::new();
-        m.render(&mut out);
-        assert!(out.contains("vardo_scheduler_tick_duration_seconds_bucket{le=\"0.025\"} 0"));
-        assert!(out.contains("vardo_scheduler_tick_duration_seconds_bucket{le=\"0.05\"} 1"));
-        assert!(out.contains("vardo_scheduler_tick_duration_seconds_count 1"));
-        assert!(out.contains("vardo_lock_attempts_total{lock=\"backup\",outcome=\"contended\"} 2"));
-        assert!(out.contains(
-            "vardo_notification_deliveries_total{kind=\"webhook\",outcome=\"delivered\"} 1"
-        ));
-        assert!(out.contains("vardo_scheduled_runs_skipped_total{reason=\"busy\"} 1"));
+        let out = encoded(&m);
+        for line in [
+            "vardo_scheduler_tick_duration_seconds_bucket{le=\"0.025\"} 0",
+            "vardo_scheduler_tick_duration_seconds_bucket{le=\"0.05\"} 1",
+            "vardo_scheduler_tick_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "vardo_scheduler_tick_duration_seconds_count 1",
+            "vardo_lock_attempts_total{lock=\"backup\",outcome=\"contended\"} 2",
+            "vardo_lock_attempts_total{lock=\"we\\\"ird\\\\\",outcome=\"error\"} 1",
+            "vardo_notification_deliveries_total{kind=\"webhook\",outcome=\"delivered\"} 1",
+            "vardo_scheduled_runs_skipped_total{reason=\"busy\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("# EOF"), "{out}");
+    }
+
+    #[test]
+    fn every_metric_is_described_before_its_first_sample() {
+        let out = encoded(&Metrics::default());
+        for (name, kind, help) in [
+            (
+                "vardo_scheduler_tick_duration_seconds",
+                "histogram",
+                "Time one scheduler tick took.",
+            ),
+            (
+                "vardo_lock_attempts_total",
+                "counter",
+                "Attempts to take a distributed lock, by outcome (contended = held elsewhere).",
+            ),
+            (
+                "vardo_notification_deliveries_total",
+                "counter",
+                "Notification delivery attempts, by outcome.",
+            ),
+            (
+                "vardo_scheduled_runs_skipped_total",
+                "counter",
+                "Due scheduled runs not started, by reason (busy = the job's previous run was still going).",
+            ),
+        ] {
+            let described = format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            assert!(out.contains(&described), "missing {described:?} in\n{out}");
+        }
+        assert!(out.contains("vardo_scheduler_tick_duration_seconds_count 0"));
     }
 }

@@ -13,7 +13,7 @@ async fn metrics_show_the_runs_in_the_database() {
     assert!(
         r.headers["content-type"]
             .to_str()
-            .is_ok_and(|c| c.starts_with("text/plain")),
+            .is_ok_and(|c| c.starts_with("text/plain; version=0.0.4")),
         "{:?}",
         r.headers
     );
@@ -29,6 +29,7 @@ async fn metrics_show_the_runs_in_the_database() {
         "# TYPE vardo_scheduler_tick_duration_seconds histogram".to_owned(),
         "# TYPE vardo_lock_attempts_total counter".to_owned(),
         "# TYPE vardo_notification_deliveries_total counter".to_owned(),
+        "# TYPE vardo_scheduled_runs_skipped_total counter".to_owned(),
     ] {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
@@ -53,7 +54,9 @@ async fn metrics_show_the_runs_in_the_database() {
         / 1000.0;
     assert!((ts - finished).abs() < 0.01, "{ts} vs {finished}");
 
-    // Every sample line parses as `name{labels} value`.
+    // Prometheus text 0.0.4 (not OpenMetrics): no end marker. Every sample line parses as
+    // `name{labels} value`.
+    assert!(!text.contains("# EOF"), "{text}");
     for l in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
