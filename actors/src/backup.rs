@@ -245,11 +245,18 @@ impl VolumeJob<'_> {
         self.log(&format!("found Docker volume {docker_volume}"))
             .await?;
         let lock = self.engine.lock_volume(&docker_volume).await?;
-        let result = async {
+        let work = async {
             self.recover_first(docker, &docker_volume).await?;
             self.archive_watched(docker, &docker_volume).await
-        }
-        .await;
+        };
+        // A lost lock stops the backup (the upload is aborted as the work is dropped): another
+        // engine may be restoring this volume now.
+        let result = tokio::select! {
+            result = work => result,
+            () = lock.lost() => Err(BackupError::Lock(crate::lock::LockError::Lost(format!(
+                "lock:volume:{docker_volume}"
+            )))),
+        };
         lock.release().await;
         result
     }

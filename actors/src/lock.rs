@@ -87,6 +87,9 @@ pub struct VolumeLock {
     token: String,
     ttl: Duration,
     renew: tokio::task::JoinHandle<()>,
+    /// Becomes true once the renewal finds the lock gone (taken by another holder, or expired
+    /// while Redis did not answer).
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl VolumeLock {
@@ -101,17 +104,26 @@ impl VolumeLock {
         if !try_acquire(pool, &key, &token, ttl).await? {
             return Err(LockError::Busy(volume.to_owned()));
         }
+        let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let renew = {
             let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(ttl / 3);
                 every.tick().await;
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     every.tick().await;
                     match extend(&pool, &key, &token, ttl).await {
-                        Ok(true) => {}
+                        Ok(true) => renewed = tokio::time::Instant::now(),
                         Ok(false) => {
-                            tracing::error!(%key, "volume lock lost");
+                            tracing::error!(%key, "volume lock lost: another holder has it");
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                        // Past its time to live without a renewal, the lock may be anyone's.
+                        Err(e) if renewed.elapsed() >= ttl => {
+                            tracing::error!(%key, error = %e, "volume lock lost: not renewed within its time to live");
+                            let _ = lost_tx.send(true);
                             return;
                         }
                         Err(e) => tracing::warn!(%key, error = %e, "volume lock renewal failed"),
@@ -125,7 +137,18 @@ impl VolumeLock {
             token,
             ttl,
             renew,
+            lost,
         })
+    }
+
+    /// Resolves once the lock is lost (never, while it is held): a holder races its work against
+    /// it and stops, rather than carry on unprotected.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|l| *l).await.is_err() {
+            // The renewal ended without losing the lock (released): never resolves.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Confirms, now, that this holder still holds the lock (and extends it): a holder about to do

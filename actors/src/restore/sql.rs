@@ -181,8 +181,9 @@ impl DumpRestore<'_> {
         };
         match outcome {
             Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-                "the archive did not arrive whole and unchanged ({e}); psql never received COMMIT, \
-                 so its transaction was rolled back and the database is as it was"
+                "the archive did not arrive whole and unchanged ({e}); psql received only bytes \
+                 verified before and never COMMIT, so its transaction was rolled back and the \
+                 database is as it was"
             ))),
             Err(e) => Err(RestoreError::Failed(format!(
                 "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \

@@ -234,3 +234,72 @@ async fn a_full_local_disk_fails_the_row_with_the_reason_and_leaves_no_partial_f
     assert!(files.is_empty(), "no partial file: {files:?}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn redis_gone_while_a_backup_holds_the_volume_lock_stops_the_backup() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 20).await;
+    let proxy = FaultProxy::to_s3().expect("proxy");
+    let mut config = bed.bucket.target_json(None);
+    config["endpoint"] = proxy.url().into();
+    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let mut redis = vardo_integration::redis::PrivateRedis::start();
+    let mut env: Vec<(String, String)> = bed
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "REDIS_URL")
+        .collect();
+    env.push(("REDIS_URL".into(), redis.url()));
+    // A 4 s lease: the volume lock lives 4 s without renewal.
+    env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
+    env.push(("VARDO_HEARTBEAT_SECONDS".into(), "1".into()));
+
+    // The first part's upload waits at the proxy while Redis goes away.
+    proxy.set(Fault::HoldRequest {
+        starting_with: "PUT ",
+        nth: 1,
+    });
+    let mut child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], &env);
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(60),
+        "the upload waits at the proxy",
+        || {
+            let holding = proxy.holding();
+            async move { holding.then_some(()) }
+        },
+    )
+    .await;
+    redis.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    proxy.release();
+    assert_eq!(status.code(), Some(1));
+    let db = bed.db.client().await.expect("db");
+    let row = db
+        .query_one("SELECT id FROM backup WHERE job_id = $1", &[&job])
+        .await
+        .expect("row");
+    let row = bed.store.backup(row.get(0)).await.expect("backup");
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(row.log.contains("was lost"), "{}", row.log);
+    assert!(row.storage_path.is_none());
+    assert!(objects(&bed).await.is_empty(), "nothing stored");
+
+    redis.resume();
+    proxy.set(Fault::PassThrough);
+    let out = vardo_integration::process::run(&["backup", "--job", &job.to_string()], &env);
+    assert!(out.status.success(), "{}", describe(&out));
+    bed.cleanup().await;
+}
