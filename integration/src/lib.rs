@@ -220,6 +220,7 @@ impl TestBed {
             run_lease: Duration::from_secs(120),
             max_concurrent_runs: 2,
             catch_up: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(60),
             notifications: Default::default(),
             events: Default::default(),
         })

@@ -32,6 +32,9 @@ pub struct FileRestore<'a> {
     pub lock: &'a VolumeLock,
     /// The engine's run lease: a restore whose heartbeat is older is dead.
     pub lease: Duration,
+    /// Cancelled by a shutdown whose grace ran out: the download ends (and the stage is rolled
+    /// back) or, once the swap began, the swap runs to its end first — a step is never cut.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
 }
 
 impl FileRestore<'_> {
@@ -72,6 +75,11 @@ impl FileRestore<'_> {
             .await?;
         let helper = self.docker.start_helper(self.volume, false).await?;
         let swapped = match self.stage(&helper, &names, log).await {
+            Ok(()) if self.cancel.is_cancelled() => Err(swap::Failure {
+                step: None,
+                error: format!("{} before the swap began", super::SHUTTING_DOWN),
+                lock_lost: false,
+            }),
             Ok(()) => {
                 log.line("archive downloaded, sha256 verified and staged; replacing the volume's contents")
                     .await?;
@@ -159,7 +167,11 @@ impl FileRestore<'_> {
                 out.stderr.trim()
             )));
         }
-        let download = self.storage.download(self.key).await?;
+        let download = crate::stream::until_cancelled(
+            self.storage.download(self.key).await?,
+            self.cancel.clone(),
+            super::SHUTTING_DOWN,
+        );
         let (tar, verified) = codec::unpack(
             download,
             self.compression,

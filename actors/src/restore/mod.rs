@@ -9,6 +9,7 @@ pub mod sql;
 pub mod swap;
 
 use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::codec::Digest;
@@ -39,6 +40,9 @@ pub enum RestoreError {
     Failed(String),
 }
 
+/// Why a run or restore that a shutdown stopped failed; the row's log says it.
+pub const SHUTTING_DOWN: &str = "engine shutting down";
+
 /// Appends timestamped lines to a restore's log (and to the engine's own log).
 pub struct Log<'a> {
     pub store: &'a Store,
@@ -57,14 +61,23 @@ pub struct RestoreRun {
     engine: Engine,
     restore_id: Uuid,
     supervisor: Addr<RunSupervisor>,
+    /// Cancelled by the supervisor when a shutdown's grace ran out. The restore stops where it
+    /// safely can (see [`files::FileRestore::cancel`]); it is never aborted in the middle.
+    cancel: CancellationToken,
 }
 
 impl RestoreRun {
-    pub fn new(engine: Engine, restore_id: Uuid, supervisor: Addr<RunSupervisor>) -> Self {
+    pub fn new(
+        engine: Engine,
+        restore_id: Uuid,
+        supervisor: Addr<RunSupervisor>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             engine,
             restore_id,
             supervisor,
+            cancel,
         }
     }
 }
@@ -73,7 +86,11 @@ impl Actor for RestoreRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let work = actix::spawn(execute(self.engine.clone(), self.restore_id));
+        let work = actix::spawn(execute(
+            self.engine.clone(),
+            self.restore_id,
+            self.cancel.clone(),
+        ));
         let every = self.engine.settings().heartbeat_interval;
         ctx.run_interval(every, |act, _| {
             let (engine, id) = (act.engine.clone(), act.restore_id);
@@ -91,7 +108,7 @@ impl Actor for RestoreRun {
                     "restore crashed: {}",
                     panic_message(join.into_panic())
                 )),
-                Err(_) => Err("restore was cancelled (engine shutting down)".to_owned()),
+                Err(_) => Err(format!("restore was cancelled ({SHUTTING_DOWN})")),
             }
         };
         ctx.spawn(watch.into_actor(self).map(|outcome, act, ctx| {
@@ -125,8 +142,27 @@ fn expected_digest(backup: &Backup) -> Option<Digest> {
     })
 }
 
-#[tracing::instrument(skip(engine))]
-async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
+/// Performs the restore; one that a shutdown stopped fails saying so.
+async fn execute(
+    engine: Engine,
+    restore_id: Uuid,
+    cancel: CancellationToken,
+) -> Result<(), RestoreError> {
+    match perform(&engine, restore_id, &cancel).await {
+        Err(e) if cancel.is_cancelled() => Err(RestoreError::Failed(format!(
+            "{SHUTTING_DOWN}: the restore did not finish within the shutdown grace period \
+             ({e})"
+        ))),
+        other => other,
+    }
+}
+
+#[tracing::instrument(skip(engine, cancel))]
+async fn perform(
+    engine: &Engine,
+    restore_id: Uuid,
+    cancel: &CancellationToken,
+) -> Result<(), RestoreError> {
     let store = engine.store();
     store.mark_restore_running(restore_id).await?;
     let log = Log { store, restore_id };
@@ -192,12 +228,20 @@ async fn execute(engine: Engine, restore_id: Uuid) -> Result<(), RestoreError> {
                 restore_id,
                 lock: &lock,
                 lease: engine.settings().run_lease,
+                cancel,
             }
             .run(&log)
             .await
         }
         VolumeKind::Postgres => {
-            sql::restore_dump(docker, &storage, &key, compression, expected, &volume, &log).await
+            let archive = sql::DumpArchive {
+                storage: &storage,
+                key: &key,
+                compression,
+                expected,
+                cancel,
+            };
+            sql::restore_dump(docker, archive, &volume, &log).await
         }
     };
     lock.release().await;

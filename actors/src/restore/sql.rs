@@ -55,15 +55,29 @@ pub fn framed(
     .boxed()
 }
 
+/// The archive a dump restore reads: where it is, and what ends its download early.
+pub struct DumpArchive<'a> {
+    pub storage: &'a TargetStorage,
+    pub key: &'a str,
+    pub compression: Compression,
+    pub expected: Digest,
+    /// A shutdown whose grace ran out: the download ends, and psql never gets `COMMIT`.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
+}
+
 pub async fn restore_dump(
     docker: &DockerClient,
-    storage: &TargetStorage,
-    key: &str,
-    compression: Compression,
-    expected: Digest,
+    archive: DumpArchive<'_>,
     volume: &str,
     log: &Log<'_>,
 ) -> Result<(), RestoreError> {
+    let DumpArchive {
+        storage,
+        key,
+        compression,
+        expected,
+        cancel,
+    } = archive;
     let container = docker
         .container_using_volume(volume)
         .await?
@@ -81,7 +95,11 @@ pub async fn restore_dump(
     let login = PgLogin::of(&container);
     let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
     let (sql, verified) = codec::unpack(
-        storage.download(key).await?,
+        crate::stream::until_cancelled(
+            storage.download(key).await?,
+            cancel.clone(),
+            super::SHUTTING_DOWN,
+        ),
         compression,
         Payload::Sql,
         expected,

@@ -13,6 +13,8 @@
 //! (`RetryLayer` holds it inside the pending future), after which the S3 multipart upload can no
 //! longer be aborted and stays on the bucket, unseen and billed. The task is never dropped mid-write:
 //! when the caller goes away it stops between two writes, aborts and removes what it wrote.
+//! The tasks are tracked ([`uploads_settled`]), so that a process that shuts down waits for those
+//! aborts instead of tearing the runtime down under them.
 
 use futures::StreamExt;
 use opendal::{ErrorKind, Writer};
@@ -27,6 +29,20 @@ use crate::stream::ByteStream;
 pub const S3_PART_SIZE: usize = 8 * 1024 * 1024;
 /// How many S3 parts are sent at once; see the module note before raising it.
 pub const S3_PARTS_IN_FLIGHT: usize = 1;
+
+/// Every writing task of this process. Process-wide on purpose: a task outlives the upload (and
+/// the storage value) that started it, and the process must not end before it has aborted.
+static UPLOADS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits, at most `limit`, until every upload's writing task has ended (its multipart upload
+/// completed or aborted, its partial object removed); false if some were still running.
+pub async fn uploads_settled(limit: std::time::Duration) -> bool {
+    UPLOADS.close();
+    let settled = tokio::time::timeout(limit, UPLOADS.wait()).await.is_ok();
+    UPLOADS.reopen();
+    settled
+}
 
 /// How the writing task ended.
 enum Outcome {
@@ -61,7 +77,7 @@ impl TargetStorage {
 
         // Dropping `_cancel` (this future dropped) is what tells the task to stop.
         let (_cancel, cancelled) = oneshot::channel::<()>();
-        let task = tokio::spawn(
+        let task = UPLOADS.spawn(
             write_all(self.clone(), key.to_owned(), writer, body, cancelled)
                 .instrument(tracing::Span::current()),
         );
@@ -161,6 +177,7 @@ async fn write_all(
 /// failure before the close leaves only the multipart upload, which the abort removes; the key is
 /// not touched then, so a failed upload does not delete an object it did not write.
 async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exist: bool) {
+    tracing::debug!(key, "aborting the upload");
     match writer.abort().await {
         Ok(()) => {}
         // SFTP and fs (without an atomic write folder) cannot abort: the file is removed below.
@@ -171,6 +188,7 @@ async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exi
         }
     }
     drop(writer);
+    tracing::debug!(key, "upload aborted");
     if may_exist || storage.kind != StorageKind::S3 {
         storage.remove_quietly(key).await;
     }

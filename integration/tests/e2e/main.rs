@@ -27,5 +27,6 @@ mod restore_swap;
 mod retention;
 mod retention_oracle;
 mod scheduler;
+mod shutdown;
 mod storage_adapter;
 mod tenancy;

@@ -575,6 +575,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         run_lease: Duration::from_secs(120),
         max_concurrent_runs: 1,
         catch_up: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(60),
         notifications: Default::default(),
         events: Default::default(),
     })
