@@ -332,3 +332,15 @@ CREATE TABLE IF NOT EXISTS run (
 );
 CREATE INDEX IF NOT EXISTS run_org_time ON run (organization_id, finished_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS run_finished ON run (finished_at);
+
+-- Engine processes (`serve`, and the `backup` / `restore` commands), one row per process: their
+-- helper containers carry the id as the label `vardo-backup.instance`, and a janitor removes the
+-- helpers of an instance that stopped (`stopped_at`) or whose heartbeat is older than the lease.
+-- Helpers of an instance this table does not know (another deployment on the same Docker host)
+-- are never touched.
+CREATE TABLE IF NOT EXISTS engine_instance (
+    id            text PRIMARY KEY,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at    timestamptz
+);

@@ -1,14 +1,19 @@
 //! Start-up in one place: builds the engine and its actors from the config, and serves.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
 use std::time::Duration;
 
+use actix::Addr;
 use anyhow::Context as _;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::messages::RunFinished;
 use vardo_actors::model::{Restore, TargetKind};
+use vardo_actors::run::RunSupervisor;
 
 use crate::cli::Role;
 use crate::config::Config;
@@ -75,6 +80,7 @@ impl Application {
             max_concurrent_runs: config.scheduler.max_concurrent_runs,
             stall_deadline: Duration::from_secs(config.scheduler.stall_seconds),
             catch_up: Duration::from_secs(u64::from(config.scheduler.catch_up_minutes) * 60),
+            shutdown_grace: Duration::from_secs(config.scheduler.shutdown_grace_seconds),
             notifications: config.notify_settings(),
             events: config.events.settings(),
         })?;
@@ -130,23 +136,34 @@ impl Application {
 
     /// Serves HTTP at once; the workers of the scheduler role start once `prepared` resolves, so
     /// that none of them queries a schema that is still being applied.
+    ///
+    /// Returns after a graceful shutdown (SIGTERM or SIGINT): HTTP stops accepting and lets its
+    /// requests finish, the workers take nothing new, the runs and restores get the grace period
+    /// (`scheduler.shutdown_grace_seconds`) and are then failed "engine shutting down", uploads
+    /// are aborted and this process's helper containers removed.
     pub async fn serve(
         &self,
         role: Role,
         listen: &str,
         prepared: oneshot::Receiver<()>,
     ) -> anyhow::Result<()> {
+        let mut signals = crate::shutdown::Signals::install().context("signal handlers")?;
+        // The scheduler role's supervisor, once its workers started.
+        let supervisor: Rc<OnceCell<Addr<RunSupervisor>>> = Rc::default();
         if role != Role::Web {
             // Bad notification settings stop the server now, not once the database answers.
             vardo_actors::notify::Senders::new(&self.engine.settings().notifications)
                 .context("notification settings")?;
             let engine = self.engine.clone();
+            let started = Rc::clone(&supervisor);
             actix::spawn(async move {
-                if prepared.await.is_err() {
+                if prepared.await.is_err() || engine.is_shutting_down() {
                     return;
                 }
+                vardo_actors::instance::spawn_heartbeat(engine.clone());
                 // Kept alive for as long as the server runs.
-                let _workers = start_workers(&engine);
+                let workers = start_workers(&engine);
+                let _ = started.set(workers.supervisor.clone());
                 // Notices are delivered where runs run; several instances share the outbox.
                 let _notifier = match vardo_actors::notifier::Notifier::start(engine.clone()) {
                     Ok(addr) => Some(addr),
@@ -162,14 +179,61 @@ impl Application {
                 std::future::pending::<()>().await;
             });
         }
-        let server = crate::http::server(self.engine.clone(), listen, self.admin_token.as_ref())?;
-        server.await.context("http server")?;
+        let grace = self.engine.settings().shutdown_grace;
+        let server = crate::http::server(
+            self.engine.clone(),
+            listen,
+            self.admin_token.as_ref(),
+            grace,
+        )?;
+        let http = server.handle();
+        // The server runs as its own task: it must keep being polled to carry out a stop.
+        let mut server = actix::spawn(server);
+        let signal = tokio::select! {
+            ended = &mut server => {
+                // Without a stop asked for, the server only ends on an error.
+                ended.context("http server task")?.context("http server")?;
+                return Ok(());
+            }
+            signal = signals.next() => signal,
+        };
+        tracing::info!(
+            signal,
+            grace_s = grace.as_secs(),
+            "shutting down: taking no new work"
+        );
+        let hurry = CancellationToken::new();
+        let hurried = hurry.clone();
+        actix::spawn(async move {
+            let again = signals.next().await;
+            tracing::warn!(signal = again, "second signal: ending the grace period now");
+            hurried.cancel();
+        });
+        // HTTP stops accepting now, and its in-flight requests finish meanwhile (within the grace).
+        let (report, ()) = tokio::join!(
+            vardo_actors::shutdown::drain(&self.engine, supervisor.get(), &hurry),
+            http.stop(true)
+        );
+        server
+            .await
+            .context("http server task")?
+            .context("http server")?;
+        tracing::info!(
+            live = report.live,
+            cancelled = report.cancelled,
+            settled = report.settled,
+            helpers_removed = report.helpers_removed,
+            "shut down"
+        );
         Ok(())
     }
 
     pub async fn run_job_now(&self, job: Uuid) -> anyhow::Result<RunFinished> {
+        vardo_actors::instance::spawn_heartbeat(self.engine.clone());
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        let outcome = vardo_actors::run::run_and_wait(&supervisor, job).await?;
+        let outcome = vardo_actors::run::run_and_wait(&supervisor, job).await;
+        self.instance_stopped().await;
+        let outcome = outcome?;
         // The command delivers its own run's notices before it exits: one attempt each. A notice
         // whose attempt failed stays in the outbox, and a running server (role all or scheduler)
         // retries it on schedule.
@@ -213,8 +277,23 @@ impl Application {
     }
 
     pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
+        vardo_actors::instance::spawn_heartbeat(self.engine.clone());
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        Ok(vardo_actors::run::restore_and_wait(&self.engine, &supervisor, backup).await?)
+        let restore = vardo_actors::run::restore_and_wait(&self.engine, &supervisor, backup).await;
+        self.instance_stopped().await;
+        Ok(restore?)
+    }
+
+    /// The command's work is done: any helper it left may be removed by any janitor.
+    async fn instance_stopped(&self) {
+        if let Err(e) = self
+            .engine
+            .store()
+            .stop_instance(self.engine.instance())
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark this instance stopped");
+        }
     }
 }
 
@@ -223,11 +302,7 @@ impl Application {
 fn start_workers(engine: &Engine) -> Workers {
     use actix::Actor as _;
     use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
-    let instance = format!(
-        "{}-{}",
-        std::process::id(),
-        &Uuid::new_v4().simple().to_string()[..8]
-    );
+    let instance = engine.instance().to_owned();
     tracing::info!(%instance, "scheduler role started");
     let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone());
     Workers {

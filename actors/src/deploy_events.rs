@@ -149,7 +149,7 @@ impl Consumer {
         let s = self.settings();
         tracing::info!(stream = %s.stream, group = %s.group, consumer = %self.name, "deploy events consumer started");
         let mut failures = 0u32;
-        loop {
+        while !self.engine.is_shutting_down() {
             match self.step().await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -161,10 +161,14 @@ impl Consumer {
                     if !matches!(e, ConsumerError::StoreDown(_)) {
                         self.conn = None;
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.engine.shutting_down() => {}
+                    }
                 }
             }
         }
+        tracing::info!(consumer = %self.name, "deploy events consumer stopped: the engine is shutting down");
     }
 
     /// A connection of its own (a blocking read holds it), and the group, created if missing.
@@ -217,8 +221,8 @@ impl Consumer {
             }
         }
         let s = self.settings();
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
             .arg(&s.group)
             .arg(&self.name)
             .arg("COUNT")
@@ -227,11 +231,18 @@ impl Consumer {
             .arg(block_ms(self.next_claim))
             .arg("STREAMS")
             .arg(&s.stream)
-            .arg(">")
-            .query_async(&mut conn)
+            .arg(">");
+        let reply = read.query_async::<Value>(&mut conn);
+        // A shutdown ends the blocking read at once. Entries it may have been delivered stay
+        // pending for this consumer, and another instance claims them once they are idle for
+        // `claim_idle`: at least once, as after a crash.
+        let reply: Value = tokio::select! {
+            biased;
+            () = self.engine.shutting_down() => return Ok(()),
             // An error (NOGROUP: the stream was deleted) drops the connection; the next round
             // connects again and creates the group.
-            .await?;
+            reply = reply => reply?,
+        };
         for entry in read_reply(&reply).ok_or(ConsumerError::Reply("XREADGROUP"))? {
             self.handle(&mut conn, entry, 1).await?;
         }

@@ -1,6 +1,7 @@
 //! Dispatcher: claims the run and restore requests that the HTTP control plane and the deploy
 //! pipeline leave in the database, and hands them to this instance's RunSupervisor. Any instance
-//! running the scheduler role may claim a request; each is claimed once.
+//! running the scheduler role may claim a request; each is claimed once. It claims nothing once a
+//! graceful shutdown has begun.
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ impl Actor for Dispatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(POLL, |act, ctx| {
-            if act.busy {
+            if act.busy || act.engine.is_shutting_down() {
                 return;
             }
             act.busy = true;
@@ -55,7 +56,9 @@ impl Actor for Dispatcher {
 
 async fn dispatch(engine: &Engine, supervisor: &Addr<RunSupervisor>, instance: &str) {
     let store = engine.store();
-    loop {
+    // A shutdown that begins meanwhile stops the claiming: what is left stays for another
+    // instance.
+    while !engine.is_shutting_down() {
         match store.claim_run_request(instance).await {
             Ok(Some(request)) => supervisor.do_send(StartRun {
                 run_id: Some(request.run_id),
@@ -72,7 +75,7 @@ async fn dispatch(engine: &Engine, supervisor: &Addr<RunSupervisor>, instance: &
             }
         }
     }
-    loop {
+    while !engine.is_shutting_down() {
         match store.claim_restore(instance).await {
             Ok(Some(restore_id)) => supervisor.do_send(StartRestore {
                 restore_id,

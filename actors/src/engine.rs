@@ -34,6 +34,8 @@ pub struct EngineSettings {
     pub stall_deadline: Duration,
     /// How far back the scheduler looks for firings it missed.
     pub catch_up: Duration,
+    /// How long a graceful shutdown lets runs and restores finish before it fails them.
+    pub shutdown_grace: Duration,
     /// SMTP server, private-address switch and retry schedule of notifications.
     pub notifications: crate::notify::NotifySettings,
     /// The deploy pipeline's streams: consumed messages, dead letters, published results.
@@ -67,6 +69,11 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     /// Rung after events are enqueued, so that this process's publisher sends them at once.
     events_wake: tokio::sync::Notify,
+    /// This process among the engines sharing the database: `{pid}-{8 hex}`. Names its request
+    /// claims, its deploy-events consumer and the helper containers it creates.
+    instance: String,
+    /// Cancelled when a graceful shutdown begins: nothing new is taken from then on.
+    shutting_down: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
@@ -98,6 +105,12 @@ impl Engine {
                 docker: OnceCell::new(),
                 metrics: Default::default(),
                 events_wake: tokio::sync::Notify::new(),
+                instance: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+                shutting_down: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -118,6 +131,26 @@ impl Engine {
                 return permit;
             }
         }
+    }
+
+    /// This process's instance id (see `engine_instance` in schema.sql).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Starts a graceful shutdown: from now on the scheduler fires nothing, the dispatcher claims
+    /// nothing and the deploy-events consumer reads nothing.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.cancel();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.is_cancelled()
+    }
+
+    /// Resolves once a graceful shutdown has begun.
+    pub async fn shutting_down(&self) {
+        self.inner.shutting_down.cancelled().await;
     }
 
     /// In-process counters that `GET /metrics` shows (see `crate::metrics` for the names).
@@ -154,7 +187,13 @@ impl Engine {
         let s = &self.inner.settings;
         self.inner
             .docker
-            .get_or_try_init(|| DockerClient::connect(s.docker_host.as_deref(), &s.helper_image))
+            .get_or_try_init(|| async {
+                Ok(
+                    DockerClient::connect(s.docker_host.as_deref(), &s.helper_image)
+                        .await?
+                        .for_instance(&self.inner.instance),
+                )
+            })
             .await
     }
 

@@ -3,7 +3,8 @@
 //! row stays `running` and no job is blocked by a dead run. Requests such an engine had claimed
 //! but not yet started are handed back for another instance to claim. A file restore whose engine
 //! stopped mid-way has its volume recovered here (its swap finished or undone, see
-//! [`crate::restore::swap`]), at start-up and then on every sweep.
+//! [`crate::restore::swap`]), at start-up and then on every sweep. So are the helper containers
+//! of engine instances that are gone (see [`crate::instance`]).
 
 use actix::prelude::*;
 
@@ -24,7 +25,14 @@ impl Actor for Janitor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = self.engine.settings().run_lease / 4;
-        ctx.spawn(recover_abandoned(self.engine.clone()).into_actor(self));
+        let engine = self.engine.clone();
+        ctx.spawn(
+            async move {
+                sweep_helpers(&engine).await;
+                recover_abandoned(engine).await;
+            }
+            .into_actor(self),
+        );
         ctx.run_interval(every, |act, ctx| {
             let engine = act.engine.clone();
             ctx.spawn(
@@ -54,11 +62,22 @@ impl Actor for Janitor {
                         ),
                         Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
+                    sweep_helpers(&engine).await;
                     recover_abandoned(engine).await;
                 }
                 .into_actor(act),
             );
         });
+    }
+}
+
+/// Removes the helper containers of engines that are gone, and forgets week-old instances.
+async fn sweep_helpers(engine: &Engine) {
+    if let Err(e) = crate::instance::sweep_helpers(engine).await {
+        tracing::warn!(error = %e, "helper container sweep failed");
+    }
+    if let Err(e) = engine.store().forget_old_instances().await {
+        tracing::warn!(error = %e, "could not forget old engine instances");
     }
 }
 

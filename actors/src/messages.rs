@@ -77,3 +77,24 @@ pub struct RestoreEnded {
     /// belongs to whoever started it, and nothing is recorded.
     pub ours: bool,
 }
+
+/// Shutdown, first step: the supervisor starts nothing new from now on. Answers how many runs
+/// and restores are live, and a receiver told once all of them are settled.
+#[derive(Message)]
+#[rtype(result = "Idle")]
+pub struct Drain;
+
+/// Shutdown, once the grace ran out: stop every live run and restore and settle their rows
+/// `failed` "engine shutting down". Answers like [`Drain`].
+#[derive(Message)]
+#[rtype(result = "Idle")]
+pub struct CancelAll;
+
+/// The supervisor's answer to [`Drain`] and [`CancelAll`].
+#[derive(Debug)]
+pub struct Idle {
+    /// Runs and restores live when it answered.
+    pub live: usize,
+    /// Resolves once none is live, each one's row settled.
+    pub settled: oneshot::Receiver<()>,
+}

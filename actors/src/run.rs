@@ -1,17 +1,27 @@
 //! BackupRun (one actor per run) and RunSupervisor, which starts runs and restores and records the
 //! outcome in the database whatever happened: an error or a panic inside a run marks its unfinished
 //! rows `failed` with the reason, so no row is left `running`.
+//!
+//! Shutdown: [`Drain`] makes the supervisor refuse new work (a run or restore handed to it then is
+//! settled `failed` "engine shutting down" at once) and tells when the live ones have all been
+//! settled; [`CancelAll`] then stops those still going — a run is aborted (its upload aborts its
+//! multipart upload, its helper container is removed), a restore stops where it safely can — and
+//! their rows are failed "engine shutting down" before the supervisor reports idle.
 
 use std::collections::HashMap;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::messages::{RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun};
+use crate::messages::{
+    CancelAll, Drain, Idle, RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun,
+};
 use crate::model::{Restore, RunFailure, RunFailureReason, RunReason};
+use crate::restore::SHUTTING_DOWN;
 
 pub use crate::backup::BackupError;
 
@@ -20,6 +30,12 @@ pub struct RunSupervisor {
     engine: Engine,
     run_waiters: HashMap<Uuid, oneshot::Sender<RunFinished>>,
     restore_waiters: HashMap<Uuid, oneshot::Sender<Restore>>,
+    /// Runs and restores started and not yet settled, with the token that stops each.
+    live: HashMap<Uuid, CancellationToken>,
+    /// Set by [`Drain`]: nothing new starts.
+    draining: bool,
+    /// Told once `live` is empty.
+    idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl RunSupervisor {
@@ -28,7 +44,53 @@ impl RunSupervisor {
             engine,
             run_waiters: HashMap::new(),
             restore_waiters: HashMap::new(),
+            live: HashMap::new(),
+            draining: false,
+            idle_waiters: Vec::new(),
         })
+    }
+
+    /// A receiver told once nothing is live (at once when nothing is).
+    fn idle(&mut self) -> Idle {
+        let (tx, rx) = oneshot::channel();
+        if self.live.is_empty() {
+            let _ = tx.send(());
+        } else {
+            self.idle_waiters.push(tx);
+        }
+        Idle {
+            live: self.live.len(),
+            settled: rx,
+        }
+    }
+
+    fn settled(&mut self, id: Uuid) {
+        self.live.remove(&id);
+        if self.live.is_empty() {
+            for tx in self.idle_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Handler<Drain> for RunSupervisor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        MessageResult(self.idle())
+    }
+}
+
+impl Handler<CancelAll> for RunSupervisor {
+    type Result = MessageResult<CancelAll>;
+
+    fn handle(&mut self, _: CancelAll, _: &mut Context<Self>) -> Self::Result {
+        for cancel in self.live.values() {
+            cancel.cancel();
+        }
+        MessageResult(self.idle())
     }
 }
 
@@ -44,7 +106,22 @@ impl Handler<StartRun> for RunSupervisor {
         if let Some(tx) = msg.on_finish {
             self.run_waiters.insert(run_id, tx);
         }
+        let cancel = CancellationToken::new();
+        self.live.insert(run_id, cancel.clone());
+        if self.draining {
+            // Settled like a run that stopped before its rows: recorded, notified, answered.
+            ctx.notify(RunEnded {
+                run_id,
+                job_id: msg.job_id,
+                reason: msg.reason,
+                request_id: msg.request_id,
+                started_at: Utc::now(),
+                outcome: Err(format!("{SHUTTING_DOWN}: the run was not started")),
+            });
+            return MessageResult(run_id);
+        }
         BackupRun {
+            cancel,
             engine: self.engine.clone(),
             run_id,
             job_id: msg.job_id,
@@ -101,6 +178,7 @@ impl Handler<RunEnded> for RunSupervisor {
             finished
         };
         Box::pin(settle.into_actor(self).map(|finished, act, _| {
+            act.settled(finished.run_id);
             if let Some(tx) = act.run_waiters.remove(&finished.run_id) {
                 let _ = tx.send(finished);
             }
@@ -141,7 +219,18 @@ impl Handler<StartRestore> for RunSupervisor {
         if let Some(tx) = msg.on_finish {
             self.restore_waiters.insert(msg.restore_id, tx);
         }
-        crate::restore::RestoreRun::new(self.engine.clone(), msg.restore_id, ctx.address()).start();
+        let cancel = CancellationToken::new();
+        self.live.insert(msg.restore_id, cancel.clone());
+        if self.draining {
+            ctx.notify(RestoreEnded {
+                restore_id: msg.restore_id,
+                outcome: Err(format!("{SHUTTING_DOWN}: the restore was not started")),
+                ours: true,
+            });
+            return;
+        }
+        crate::restore::RestoreRun::new(self.engine.clone(), msg.restore_id, ctx.address(), cancel)
+            .start();
     }
 }
 
@@ -178,6 +267,7 @@ impl Handler<RestoreEnded> for RunSupervisor {
             store.restore(msg.restore_id).await.ok()
         };
         Box::pin(settle.into_actor(self).map(move |restore, act, _| {
+            act.settled(msg.restore_id);
             if let (Some(restore), Some(tx)) =
                 (restore, act.restore_waiters.remove(&msg.restore_id))
             {
@@ -191,6 +281,8 @@ impl Handler<RestoreEnded> for RunSupervisor {
 /// and it refreshes the heartbeat of its rows while its work makes progress.
 pub struct BackupRun {
     engine: Engine,
+    /// Cancelled by the supervisor when a shutdown's grace ran out: the work is aborted.
+    cancel: CancellationToken,
     run_id: Uuid,
     job_id: Uuid,
     reason: RunReason,
@@ -228,14 +320,30 @@ impl Actor for BackupRun {
                 }
             });
         });
+        let cancel = self.cancel.clone();
+        let grace = self.engine.settings().shutdown_grace;
         let watch = async move {
-            match work.await {
+            let mut work = work;
+            // Aborting drops the run's future between two awaits: its upload task aborts the
+            // multipart upload, its helper guards remove their containers.
+            let joined = tokio::select! {
+                joined = &mut work => joined,
+                () = cancel.cancelled() => {
+                    work.abort();
+                    work.await
+                }
+            };
+            match joined {
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(e)) => Err(format!("run failed: {e}")),
                 Err(join) if join.is_panic() => {
                     Err(format!("run crashed: {}", panic_message(join.into_panic())))
                 }
-                Err(_) => Err("run was cancelled (engine shutting down)".to_owned()),
+                Err(_) => Err(format!(
+                    "{SHUTTING_DOWN}: the run did not finish within the shutdown grace period \
+                     ({} s)",
+                    grace.as_secs()
+                )),
             }
         };
         ctx.spawn(watch.into_actor(self).map(|outcome, act, ctx| {

@@ -164,6 +164,10 @@ async fn tick(
     now: DateTime<Utc>,
 ) -> Result<TickReport, TickError> {
     let store = engine.store();
+    if engine.is_shutting_down() {
+        // The minute is left unevaluated, for another instance or the next start to catch up.
+        return Ok(TickReport::default());
+    }
     engine.ping_redis().await.map_err(TickError::Redis)?;
     let minute = minute_of(now);
     let last_anywhere = store.last_evaluated_minute().await?;
@@ -202,6 +206,9 @@ async fn fire(
     due: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), TickError> {
+    if engine.is_shutting_down() {
+        return Ok(());
+    }
     let key = format!("lock:backup:{}:{}", job.id, due.timestamp().div_euclid(60));
     let held = lock::try_acquire(engine.redis(), &key, instance, LOCK_TTL).await;
     let outcome = match &held {

@@ -221,6 +221,7 @@ impl TestBed {
             max_concurrent_runs: 2,
             stall_deadline: Duration::from_secs(300),
             catch_up: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(60),
             notifications: Default::default(),
             events: Default::default(),
         })

@@ -79,10 +79,13 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// Binds `listen` and prints `listening on ADDR` once bound (port 0 → the port chosen).
+/// The process handles SIGTERM/SIGINT itself (see `crate::shutdown`): the server's own signal
+/// handling is off, and a graceful stop lets in-flight requests take up to `grace`.
 pub fn server(
     engine: Engine,
     listen: &str,
     admin_token: Option<&SecretString>,
+    grace: std::time::Duration,
 ) -> anyhow::Result<actix_web::dev::Server> {
     let state = State {
         engine,
@@ -113,6 +116,8 @@ pub fn server(
             .into_app()
     })
     .workers(2)
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs())
     .bind(listen)?;
     for addr in server.addrs() {
         // The integration harness reads this line to learn the port.

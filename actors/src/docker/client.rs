@@ -12,6 +12,9 @@ use super::error::{chain, is_not_found, DockerError};
 pub struct DockerClient {
     pub(crate) docker: Docker,
     pub(crate) helper_image: String,
+    /// The engine instance whose helpers this client labels (`vardo-backup.instance`), so that a
+    /// sweep can tell a dead engine's helpers from a live one's; None labels none (tests, tools).
+    pub(crate) instance: Option<String>,
 }
 
 impl DockerClient {
@@ -54,7 +57,14 @@ impl DockerClient {
         Ok(Self {
             docker,
             helper_image: helper_image.to_owned(),
+            instance: None,
         })
+    }
+
+    /// This client, labelling the helpers it creates as engine instance `instance`'s.
+    pub fn for_instance(mut self, instance: &str) -> Self {
+        self.instance = Some(instance.to_owned());
+        self
     }
 
     /// Succeeds when the engine answers.

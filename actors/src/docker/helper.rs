@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use bollard::Docker;
 
 use super::error::{is_not_found, DockerError};
@@ -16,6 +18,8 @@ use super::DockerClient;
 pub const HELPER_LABEL_KEY: &str = "vardo-backup";
 /// Value of [`HELPER_LABEL_KEY`] on helper containers.
 pub const HELPER_LABEL_VALUE: &str = "helper";
+/// Label naming the engine instance that created a helper container (see `crate::instance`).
+pub const INSTANCE_LABEL_KEY: &str = "vardo-backup.instance";
 /// Where helper containers mount the volume they work on.
 pub const VOLUME_MOUNT: &str = "/volume";
 
@@ -62,7 +66,12 @@ impl DockerClient {
         }
         let name = format!("vardo-helper-{}", uuid::Uuid::new_v4());
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let body = helper_container_body(&self.helper_image, volume, read_only);
+        let body = helper_container_body(
+            &self.helper_image,
+            volume,
+            read_only,
+            self.instance.as_deref(),
+        );
         let created = match self
             .docker
             .create_container(Some(options.clone()), body.clone())
@@ -84,14 +93,20 @@ impl DockerClient {
     }
 }
 
-fn helper_container_body(image: &str, volume: &str, read_only: bool) -> ContainerCreateBody {
+fn helper_container_body(
+    image: &str,
+    volume: &str,
+    read_only: bool,
+    instance: Option<&str>,
+) -> ContainerCreateBody {
+    let mut labels = HashMap::from([(HELPER_LABEL_KEY.to_owned(), HELPER_LABEL_VALUE.to_owned())]);
+    if let Some(instance) = instance {
+        labels.insert(INSTANCE_LABEL_KEY.to_owned(), instance.to_owned());
+    }
     ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(vec!["sleep".to_owned(), "86400".to_owned()]),
-        labels: Some(HashMap::from([(
-            HELPER_LABEL_KEY.to_owned(),
-            HELPER_LABEL_VALUE.to_owned(),
-        )])),
+        labels: Some(labels),
         host_config: Some(HostConfig {
             mounts: Some(vec![Mount {
                 target: Some(VOLUME_MOUNT.to_owned()),
@@ -206,6 +221,57 @@ impl Drop for ContainerGuard {
     }
 }
 
+/// A helper container found on the Docker host, whoever created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperInfo {
+    pub id: String,
+    /// The `vardo-backup.instance` label: the engine instance that created it, if labelled.
+    pub instance: Option<String>,
+}
+
+impl DockerClient {
+    /// Every container labelled `vardo-backup=helper`, running or not; with `instance`, only that
+    /// instance's.
+    #[tracing::instrument(skip(self))]
+    pub async fn list_helpers(
+        &self,
+        instance: Option<&str>,
+    ) -> Result<Vec<HelperInfo>, DockerError> {
+        let mut label = vec![format!("{HELPER_LABEL_KEY}={HELPER_LABEL_VALUE}")];
+        if let Some(instance) = instance {
+            label.push(format!("{INSTANCE_LABEL_KEY}={instance}"));
+        }
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&HashMap::from([("label".to_owned(), label)]))
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DockerError::api("list helper containers", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let instance = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(INSTANCE_LABEL_KEY))
+                    .cloned();
+                Some(HelperInfo {
+                    id: c.id?,
+                    instance,
+                })
+            })
+            .collect())
+    }
+
+    /// Force-removes a helper container by id; one already gone counts as removed.
+    pub async fn remove_helper(&self, id: &str) -> Result<(), DockerError> {
+        remove_container(&self.docker, id).await
+    }
+}
+
 async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     match docker.remove_container(id, Some(options)).await {
@@ -227,9 +293,13 @@ mod tests {
 
     #[test]
     fn helper_body_mounts_the_volume_read_only_without_copy_and_labelled() {
-        let body = helper_container_body("img:1", "app-blue_data", true);
+        let body = helper_container_body("img:1", "app-blue_data", true, Some("42-abc"));
         let json = serde_json::to_value(&body).unwrap_or_default();
         assert_eq!(json["Labels"]["vardo-backup"], "helper");
+        assert_eq!(json["Labels"]["vardo-backup.instance"], "42-abc");
+        let unlabelled = helper_container_body("img:1", "app-blue_data", true, None);
+        let json = serde_json::to_value(&unlabelled).unwrap_or_default();
+        assert!(json["Labels"].get("vardo-backup.instance").is_none());
         let mount = &json["HostConfig"]["Mounts"][0];
         assert_eq!(mount["Target"], "/volume");
         assert_eq!(mount["Source"], "app-blue_data");

@@ -4,7 +4,8 @@
 //! `containers` (the app container using a volume), `archive` (tar out of / into a volume),
 //! `exec` (commands with streamed stdin/stdout), `helper` (throw-away helper containers),
 //! `error` (`DockerError`). Every container this module creates is labelled
-//! `vardo-backup=helper` and named `vardo-helper-<uuid>`.
+//! `vardo-backup=helper` (and `vardo-backup.instance=<engine instance>`) and named
+//! `vardo-helper-<uuid>`.
 
 mod archive;
 mod client;
@@ -18,5 +19,8 @@ pub use client::DockerClient;
 pub use containers::ContainerRef;
 pub use error::DockerError;
 pub use exec::{ExecHandle, ExecOutcome, OUTPUT_CAP};
-pub use helper::{HelperContainer, HELPER_LABEL_KEY, HELPER_LABEL_VALUE, VOLUME_MOUNT};
+pub use helper::{
+    HelperContainer, HelperInfo, HELPER_LABEL_KEY, HELPER_LABEL_VALUE, INSTANCE_LABEL_KEY,
+    VOLUME_MOUNT,
+};
 pub use volumes::app_volume_candidates;

@@ -33,6 +33,9 @@ pub struct FileRestore<'a> {
     pub lock: &'a VolumeLock,
     /// The engine's run lease: a restore whose heartbeat is older is dead.
     pub lease: Duration,
+    /// Cancelled by a shutdown whose grace ran out: the download ends (and the stage is rolled
+    /// back) or, once the swap began, the swap runs to its end first — a step is never cut.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
     /// Staging fails as stalled when it moves nothing for the deadline; the swap (a few execs in
     /// the helper) is not watched.
     pub watch: super::Watch<'a>,
@@ -88,6 +91,11 @@ impl FileRestore<'_> {
             .await
             .unwrap_or_else(|stalled| Err(stalled.into()));
         let swapped = match staged {
+            Ok(()) if self.cancel.is_cancelled() => Err(swap::Failure {
+                step: None,
+                error: format!("{} before the swap began", super::SHUTTING_DOWN),
+                lock_lost: false,
+            }),
             Ok(()) => {
                 log.line("archive downloaded, sha256 verified and staged; replacing the volume's contents")
                     .await?;
@@ -176,7 +184,11 @@ impl FileRestore<'_> {
             )));
         }
         let progress = self.watch.progress;
-        let download = self.storage.download(self.key).await?;
+        let download = crate::stream::until_cancelled(
+            self.storage.download(self.key).await?,
+            self.cancel.clone(),
+            super::SHUTTING_DOWN,
+        );
         let (tar, verified) = codec::unpack(
             progress.meter(stage::DOWNLOAD).stream(download),
             self.compression,

@@ -9,6 +9,7 @@ pub mod sql;
 pub mod swap;
 
 use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::codec::Digest;
@@ -58,19 +59,31 @@ impl Log<'_> {
     }
 }
 
+/// Why a run or restore that a shutdown stopped failed; the row's log says it.
+pub const SHUTTING_DOWN: &str = "engine shutting down";
+
 /// One restore; reports its end to the supervisor, which records it.
 pub struct RestoreRun {
     engine: Engine,
     restore_id: Uuid,
     supervisor: Addr<RunSupervisor>,
+    /// Cancelled by the supervisor when a shutdown's grace ran out. The restore stops where it
+    /// safely can (see [`files::FileRestore::cancel`]); it is never aborted in the middle.
+    cancel: CancellationToken,
 }
 
 impl RestoreRun {
-    pub fn new(engine: Engine, restore_id: Uuid, supervisor: Addr<RunSupervisor>) -> Self {
+    pub fn new(
+        engine: Engine,
+        restore_id: Uuid,
+        supervisor: Addr<RunSupervisor>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             engine,
             restore_id,
             supervisor,
+            cancel,
         }
     }
 }
@@ -84,6 +97,7 @@ impl Actor for RestoreRun {
             self.engine.clone(),
             self.restore_id,
             progress.clone(),
+            self.cancel.clone(),
         ));
         let every = self.engine.settings().heartbeat_interval;
         ctx.run_interval(every, move |act, _| {
@@ -112,7 +126,7 @@ impl Actor for RestoreRun {
                     true,
                 ),
                 Err(_) => (
-                    Err("restore was cancelled (engine shutting down)".to_owned()),
+                    Err(format!("restore was cancelled ({SHUTTING_DOWN})")),
                     true,
                 ),
             }
@@ -156,8 +170,29 @@ fn expected_digest(backup: &Backup) -> Option<Digest> {
     })
 }
 
-#[tracing::instrument(skip(engine, progress))]
-async fn execute(engine: Engine, restore_id: Uuid, progress: Progress) -> Result<(), RestoreError> {
+/// Performs the restore; one that a shutdown stopped fails saying so.
+async fn execute(
+    engine: Engine,
+    restore_id: Uuid,
+    progress: Progress,
+    cancel: CancellationToken,
+) -> Result<(), RestoreError> {
+    match perform(&engine, restore_id, progress, &cancel).await {
+        Err(e @ RestoreError::NotOurs) => Err(e),
+        Err(e) if cancel.is_cancelled() => Err(RestoreError::Failed(format!(
+            "{SHUTTING_DOWN}: the restore did not finish within the shutdown grace period ({e})"
+        ))),
+        other => other,
+    }
+}
+
+#[tracing::instrument(skip(engine, progress, cancel))]
+async fn perform(
+    engine: &Engine,
+    restore_id: Uuid,
+    progress: Progress,
+    cancel: &CancellationToken,
+) -> Result<(), RestoreError> {
     let store = engine.store();
     if !store.mark_restore_running(restore_id).await? {
         return Err(RestoreError::NotOurs);
@@ -235,6 +270,7 @@ async fn execute(engine: Engine, restore_id: Uuid, progress: Progress) -> Result
                 lock: &lock,
                 lease: engine.settings().run_lease,
                 watch,
+                cancel,
             }
             .run(&log)
             .await
@@ -249,6 +285,7 @@ async fn execute(engine: Engine, restore_id: Uuid, progress: Progress) -> Result
                 volume: &volume,
                 restore_id,
                 watch,
+                cancel,
             }
             .run(&log)
             .await

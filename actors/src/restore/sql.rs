@@ -87,6 +87,8 @@ pub struct DumpRestore<'a> {
     pub restore_id: uuid::Uuid,
     /// The replay fails as stalled when the download or psql moves nothing for the deadline.
     pub watch: super::Watch<'a>,
+    /// A shutdown whose grace ran out: the download ends, and psql never gets `COMMIT`.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
 }
 
 impl DumpRestore<'_> {
@@ -151,7 +153,11 @@ impl DumpRestore<'_> {
             let (sql, verified) = codec::unpack(
                 progress
                     .meter(stage::DOWNLOAD)
-                    .stream(codec::same_blocks(download, verified)),
+                    .stream(crate::stream::until_cancelled(
+                        codec::same_blocks(download, verified),
+                        self.cancel.clone(),
+                        super::SHUTTING_DOWN,
+                    )),
                 self.compression,
                 Payload::Sql,
                 self.expected,

@@ -20,4 +20,4 @@ pub use error::StorageError;
 pub use keys::{archive_relative_key, archive_timestamp, parse_archive_timestamp};
 pub use pinned::ObjectPin;
 pub use target_storage::{StorageKind, TargetStorage};
-pub use upload::{S3_PARTS_IN_FLIGHT, S3_PART_SIZE};
+pub use upload::{uploads_settled, S3_PARTS_IN_FLIGHT, S3_PART_SIZE};

@@ -13,6 +13,8 @@
 //! (`RetryLayer` holds it inside the pending future), after which the S3 multipart upload can no
 //! longer be aborted and stays on the bucket, unseen and billed. The task is never dropped mid-write:
 //! when the caller goes away it stops between two writes, aborts and removes what it wrote.
+//! The tasks are tracked ([`uploads_settled`]), so that a process that shuts down waits for those
+//! aborts instead of tearing the runtime down under them.
 
 use futures::StreamExt;
 use opendal::{ErrorKind, Writer};
@@ -48,6 +50,20 @@ const PARTIAL_SUFFIX: &str = ".partial";
 
 fn partial_key(key: &str) -> String {
     format!("{key}{PARTIAL_SUFFIX}")
+}
+
+/// Every writing task of this process. Process-wide on purpose: a task outlives the upload (and
+/// the storage value) that started it, and the process must not end before it has aborted.
+static UPLOADS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits, at most `limit`, until every upload's writing task has ended (its multipart upload
+/// completed or aborted, its partial object removed); false if some were still running.
+pub async fn uploads_settled(limit: std::time::Duration) -> bool {
+    UPLOADS.close();
+    let settled = tokio::time::timeout(limit, UPLOADS.wait()).await.is_ok();
+    UPLOADS.reopen();
+    settled
 }
 
 /// How the writing task ended.
@@ -101,7 +117,7 @@ impl TargetStorage {
 
         // Dropping `_cancel` (this future dropped) is what tells the task to stop.
         let (_cancel, cancelled) = oneshot::channel::<()>();
-        let task = tokio::spawn(
+        let task = UPLOADS.spawn(
             write_all(
                 self.clone(),
                 write_key.clone(),
@@ -265,6 +281,7 @@ async fn write_all(
 /// failure before the close leaves only the multipart upload, which the abort removes; the key is
 /// not touched then, so a failed upload does not delete an object it did not write.
 async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exist: bool) {
+    tracing::debug!(key, "aborting the upload");
     match writer.abort().await {
         Ok(()) => {}
         // SFTP and fs (without an atomic write folder) cannot abort: the file is removed below.
@@ -275,6 +292,7 @@ async fn discard(storage: &TargetStorage, key: &str, mut writer: Writer, may_exi
         }
     }
     drop(writer);
+    tracing::debug!(key, "upload aborted");
     if may_exist || storage.kind != StorageKind::S3 {
         storage.remove_quietly(key).await;
     }

@@ -8,6 +8,7 @@ mod claims;
 mod deploy;
 mod events;
 mod history;
+mod instances;
 mod job_admin;
 mod jobs;
 mod notifications;

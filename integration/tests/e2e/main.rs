@@ -29,6 +29,7 @@ mod restore_swap;
 mod retention;
 mod retention_oracle;
 mod scheduler;
+mod shutdown;
 mod stalls;
 mod storage_adapter;
 mod tenancy;

@@ -576,6 +576,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         max_concurrent_runs: 1,
         stall_deadline: Duration::from_secs(300),
         catch_up: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(60),
         notifications: Default::default(),
         events: Default::default(),
     })
