@@ -59,6 +59,14 @@ impl TestBed {
             .expect("target")
     }
 
+    /// An S3 target of the organization on this bed's bucket, reached at `endpoint` (a fault
+    /// proxy's URL in front of the S3 server).
+    pub async fn s3_target_at(&self, org: Uuid, endpoint: &str) -> Uuid {
+        let mut config = self.bucket.target_json(None);
+        config["endpoint"] = endpoint.into();
+        self.target(Some(org), TargetKind::S3, config).await
+    }
+
     pub fn ssh_config(&self) -> serde_json::Value {
         let key = std::fs::read_to_string(setting("VARDO_TEST_SSH_KEY")).expect("client key");
         serde_json::json!({

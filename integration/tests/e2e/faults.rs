@@ -47,9 +47,7 @@ async fn s3_cut_mid_upload_fails_the_row_and_leaves_no_object_and_no_open_upload
     let bed = TestBed::new().await;
     let (org, app) = app_with_data(&bed, 40).await;
     let proxy = FaultProxy::to_s3().expect("proxy");
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;
@@ -88,9 +86,7 @@ async fn s3_unavailable_for_a_while_succeeds_after_retries_with_the_whole_object
     let bed = TestBed::new().await;
     let (org, app) = app_with_data(&bed, 20).await;
     let proxy = FaultProxy::to_s3().expect("proxy");
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
@@ -240,9 +236,7 @@ async fn redis_gone_while_a_backup_holds_the_volume_lock_stops_the_backup() {
     let bed = TestBed::new().await;
     let (org, app) = app_with_data(&bed, 20).await;
     let proxy = FaultProxy::to_s3().expect("proxy");
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;

@@ -47,11 +47,7 @@ async fn big_job(
     )
     .await
     .expect("fill the volume");
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed
-        .target(Some(org.id), vardo_actors::model::TargetKind::S3, config)
-        .await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed.job(org, Some(target), &[&app], Compression::Gzip).await;
     (job, volume)
 }

@@ -227,9 +227,7 @@ async fn an_s3_target_that_stops_answering_fails_the_backup_as_stalled() {
     )
     .await
     .expect("fill the volume");
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
@@ -288,9 +286,7 @@ async fn a_restore_whose_download_stalls_fails_and_leaves_the_volume_unchanged()
     .await
     .expect("fill the volume");
     let archived = trees::read(&bed.docker, &volume).await;
-    let mut config = bed.bucket.target_json(None);
-    config["endpoint"] = proxy.url().into();
-    let target = bed.target(Some(org.id), TargetKind::S3, config).await;
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;

@@ -14,21 +14,14 @@ use vardo_actors::scheduler::{Scheduler, Tick};
 use vardo_actors::store::{NewBackupRow, RunRef};
 use vardo_integration::TestBed;
 
-#[tokio::test]
-async fn a_row_failed_by_the_janitor_never_becomes_success() {
-    let bed = TestBed::new().await;
-    let org = bed.organization().await;
-    let app = bed
-        .app(&org, "late", &[("data", VolumeKind::Generic)])
-        .await;
-    let job = bed.job(&org, None, &[&app], Compression::Gzip).await;
-    let target = bed
-        .target(
-            Some(org.id),
-            vardo_actors::model::TargetKind::Local,
-            bed.local_config(),
-        )
-        .await;
+/// One `pending` row of `app`'s volume `data` in a new manual run of `job`.
+async fn pending_row(
+    bed: &TestBed,
+    org: &vardo_actors::model::Organization,
+    app: &vardo_actors::model::App,
+    job: uuid::Uuid,
+    target: uuid::Uuid,
+) -> uuid::Uuid {
     let ids = bed
         .store
         .insert_pending_backups(
@@ -49,8 +42,27 @@ async fn a_row_failed_by_the_janitor_never_becomes_success() {
         )
         .await
         .expect("row");
+    ids[0]
+}
+
+#[tokio::test]
+async fn a_row_failed_by_the_janitor_never_becomes_success() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "late", &[("data", VolumeKind::Generic)])
+        .await;
+    let job = bed.job(&org, None, &[&app], Compression::Gzip).await;
+    let target = bed
+        .target(
+            Some(org.id),
+            vardo_actors::model::TargetKind::Local,
+            bed.local_config(),
+        )
+        .await;
+    let row = pending_row(&bed, &org, &app, job, target).await;
     bed.store
-        .mark_backup_running(ids[0], "started")
+        .mark_backup_running(row, "started")
         .await
         .expect("running");
     // The janitor believes the engine dead (a lease of zero) and fails the row.
@@ -60,11 +72,11 @@ async fn a_row_failed_by_the_janitor_never_becomes_success() {
         .expect("sweep");
     let settled = bed
         .store
-        .mark_backup_success(ids[0], 10, "k", &"0".repeat(64), "late success")
+        .mark_backup_success(row, 10, "k", &"0".repeat(64), "late success")
         .await
         .expect("update");
     assert!(!settled, "a failed row is not turned into a success");
-    let row = bed.store.backup(ids[0]).await.expect("row");
+    let row = bed.store.backup(row).await.expect("row");
     assert_eq!(row.status, Status::Failed, "{}", row.log);
     assert!(row.storage_path.is_none() && row.checksum.is_none());
     bed.cleanup().await;
@@ -78,36 +90,17 @@ async fn a_restore_queued_longer_than_the_lease_is_performed_once() {
         .app(&org, "queued", &[("data", VolumeKind::Generic)])
         .await;
     let job = bed.job(&org, None, &[&app], Compression::Gzip).await;
-    let run = uuid::Uuid::new_v4();
-    let ids = bed
-        .store
-        .insert_pending_backups(
-            RunRef {
-                run_id: run,
-                job_id: job,
-                organization_id: org.id,
-                target_id: bed
-                    .target(
-                        Some(org.id),
-                        vardo_actors::model::TargetKind::Local,
-                        bed.local_config(),
-                    )
-                    .await,
-                reason: vardo_actors::model::RunReason::Manual,
-                scheduled_for: None,
-            },
-            &[NewBackupRow {
-                app_id: app.id.clone(),
-                app_name: app.name.clone(),
-                volume_name: "data".into(),
-                volume_kind: VolumeKind::Generic,
-            }],
+    let target = bed
+        .target(
+            Some(org.id),
+            vardo_actors::model::TargetKind::Local,
+            bed.local_config(),
         )
-        .await
-        .expect("row");
+        .await;
+    let row = pending_row(&bed, &org, &app, job, target).await;
     let restore = bed
         .store
-        .insert_restore(org.id, ids[0])
+        .insert_restore(org.id, row)
         .await
         .expect("restore");
     let db = bed.db.client().await.expect("db");
