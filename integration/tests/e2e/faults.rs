@@ -297,3 +297,120 @@ async fn redis_gone_while_a_backup_holds_the_volume_lock_stops_the_backup() {
     assert!(out.status.success(), "{}", describe(&out));
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
+    let bed = TestBed::new().await;
+    let (org, app) = app_with_data(&bed, 20).await;
+    let s3 = FaultProxy::to_s3().expect("proxy");
+    let target = bed.s3_target_at(org.id, &s3.url()).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    // The engine reaches Postgres through a proxy, so that the test can take it away.
+    let server = vardo_integration::setting("VARDO_TEST_PG_URL");
+    let host_port = server
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(hp, _)| hp.to_owned())
+        .expect("host:port in VARDO_TEST_PG_URL");
+    let pg_addr: std::net::SocketAddr = host_port.parse().expect("a loopback address");
+    let pg = FaultProxy::start(pg_addr).expect("pg proxy");
+    let url = bed.db.url.replace(&host_port, &pg.addr().to_string());
+    assert_ne!(
+        url, bed.db.url,
+        "the engine's DATABASE_URL goes through the proxy"
+    );
+    let mut env: Vec<(String, String)> = bed
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL".into(), url));
+    env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
+    env.push(("VARDO_HEARTBEAT_SECONDS".into(), "1".into()));
+
+    // Mid-upload, Postgres "restarts": every session of the test database ends, and new ones are
+    // refused for a while.
+    s3.set(Fault::HoldRequest {
+        starting_with: "PUT ",
+        nth: 1,
+    });
+    let mut child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], &env);
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(60),
+        "the upload waits at the proxy",
+        || {
+            let holding = s3.holding();
+            async move { holding.then_some(()) }
+        },
+    )
+    .await;
+    pg.set(Fault::Refuse);
+    let admin = bed.db.client().await.expect("db");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("end the engine's sessions");
+    s3.release();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    pg.set(Fault::PassThrough);
+
+    // Whatever the engine could not record, a live engine's janitor settles after the lease.
+    let _engine =
+        vardo_integration::process::Server::spawn(&["--role", "scheduler"], &env).expect("engine");
+    let row: Backup = vardo_integration::eventually(
+        std::time::Duration::from_secs(60),
+        "the row settles",
+        || {
+            let admin = &admin;
+            let store = &bed.store;
+            async move {
+                let id: uuid::Uuid = admin
+                    .query_one("SELECT id FROM backup WHERE job_id = $1", &[&job])
+                    .await
+                    .ok()?
+                    .get(0);
+                let row = store.backup(id).await.ok()?;
+                matches!(row.status, Status::Success | Status::Failed).then_some(row)
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "postgres restarted mid-run: exit {:?}, row {}",
+        status.code(),
+        row.status.as_str()
+    );
+    match row.status {
+        Status::Success => {
+            let key = row.storage_path.clone().expect("key");
+            let stored = bed.bucket.storage().stat(&key).await.expect("stat");
+            assert_eq!(
+                stored,
+                row.size_bytes.map(|s| s as u64),
+                "success means the whole object"
+            );
+        }
+        _ => assert!(
+            !status.success(),
+            "a run whose row failed does not exit 0: {}",
+            row.log
+        ),
+    }
+    bed.cleanup().await;
+}
