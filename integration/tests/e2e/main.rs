@@ -30,6 +30,7 @@ mod retention;
 mod retention_oracle;
 mod scheduler;
 mod shutdown;
+mod soak;
 mod stalls;
 mod storage_adapter;
 mod tenancy;

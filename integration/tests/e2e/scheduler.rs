@@ -13,7 +13,7 @@ use vardo_integration::redis::PrivateRedis;
 use vardo_integration::{eventually, volumes, TestBed};
 
 /// Jobs covering one tiny volume each, on `schedule`, to a bucket of the bed.
-async fn jobs(bed: &TestBed, count: usize, schedule: &str) -> Vec<Uuid> {
+pub(crate) async fn jobs(bed: &TestBed, count: usize, schedule: &str) -> Vec<Uuid> {
     let org = bed.organization().await;
     let target = bed
         .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
@@ -34,7 +34,7 @@ async fn jobs(bed: &TestBed, count: usize, schedule: &str) -> Vec<Uuid> {
     ids
 }
 
-async fn set_schedule(bed: &TestBed, job: Uuid, schedule: &str) {
+pub(crate) async fn set_schedule(bed: &TestBed, job: Uuid, schedule: &str) {
     bed.db
         .client()
         .await
@@ -48,7 +48,7 @@ async fn set_schedule(bed: &TestBed, job: Uuid, schedule: &str) {
 }
 
 /// Runs per (job, scheduled minute).
-async fn runs_per_minute(bed: &TestBed) -> HashMap<(Uuid, DateTime<Utc>), i64> {
+pub(crate) async fn runs_per_minute(bed: &TestBed) -> HashMap<(Uuid, DateTime<Utc>), i64> {
     let client = bed.db.client().await.expect("db");
     client
         .query(
@@ -64,7 +64,7 @@ async fn runs_per_minute(bed: &TestBed) -> HashMap<(Uuid, DateTime<Utc>), i64> {
 }
 
 /// Whether a run of `job` scheduled before `minute` was still going at some point of that minute.
-async fn previous_run_overlaps(bed: &TestBed, job: Uuid, minute: DateTime<Utc>) -> bool {
+pub(crate) async fn previous_run_overlaps(bed: &TestBed, job: Uuid, minute: DateTime<Utc>) -> bool {
     let client = bed.db.client().await.expect("db");
     client
         .query_one(
@@ -78,7 +78,7 @@ async fn previous_run_overlaps(bed: &TestBed, job: Uuid, minute: DateTime<Utc>) 
         .get(0)
 }
 
-fn scheduler_env(bed: &TestBed, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn scheduler_env(bed: &TestBed, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = bed.env();
     env.extend(
         extra
