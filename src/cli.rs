@@ -9,14 +9,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use uuid::Uuid;
 use vardo_actors::messages::RunFinished;
 use vardo_actors::model::Status;
-use vardo_actors::notify::payload::failure_reason;
+use vardo_actors::notice::failure_reason;
 use vardo_actors::store::StoreError;
 
 use crate::config::Config;
+use crate::role::Role;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
@@ -69,16 +70,6 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// HTTP control plane and scheduler.
-    All,
-    /// HTTP control plane only.
-    Web,
-    /// Scheduler, runs and consumers only.
-    Scheduler,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

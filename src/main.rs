@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod http;
 mod retention_cmd;
+mod role;
 mod shutdown;
 mod startup;
 

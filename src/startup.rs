@@ -15,8 +15,8 @@ use vardo_actors::messages::RunFinished;
 use vardo_actors::model::{Restore, TargetKind};
 use vardo_actors::run::RunSupervisor;
 
-use crate::cli::Role;
 use crate::config::Config;
+use crate::role::Role;
 
 async fn prepare(
     engine: &Engine,
@@ -231,7 +231,7 @@ impl Application {
     pub async fn run_job_now(&self, job: Uuid) -> anyhow::Result<RunFinished> {
         vardo_actors::instance::spawn_heartbeat(self.engine.clone());
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        let outcome = vardo_actors::run::run_and_wait(&supervisor, job).await;
+        let outcome = vardo_actors::wait::run_and_wait(&supervisor, job).await;
         self.instance_stopped().await;
         let outcome = outcome?;
         // The command delivers its own run's notices before it exits: one attempt each. A notice
@@ -279,7 +279,7 @@ impl Application {
     pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
         vardo_actors::instance::spawn_heartbeat(self.engine.clone());
         let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
-        let restore = vardo_actors::run::restore_and_wait(&self.engine, &supervisor, backup).await;
+        let restore = vardo_actors::wait::restore_and_wait(&self.engine, &supervisor, backup).await;
         self.instance_stopped().await;
         Ok(restore?)
     }

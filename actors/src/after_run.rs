@@ -22,10 +22,3 @@ pub async fn run_finished(engine: &Engine, finished: &RunFinished) {
         tracing::error!(run_id = %finished.run_id, error = %e, "could not enqueue the run's notices and events");
     }
 }
-
-/// Called once when a job's overdue episode starts: an "overdue" notice to the org's channels.
-pub async fn job_overdue(engine: &Engine, job_id: uuid::Uuid) {
-    if let Err(e) = crate::notify::enqueue_overdue(engine, job_id).await {
-        tracing::error!(%job_id, error = %e, "could not enqueue the overdue notice");
-    }
-}

@@ -24,39 +24,8 @@ use reply::{autoclaim_reply, int, pairs, pending_counts, read_reply, text, Entry
 
 use crate::engine::Engine;
 use crate::events_out::{self, Completed, EventsError, Outcome};
+pub use crate::settings::EventSettings;
 use crate::store::{AutoJob, Deployed, Removed, Requested, StoreError};
-
-/// The stream names, group and redelivery policy (`events:` in vardo.yml).
-#[derive(Debug, Clone)]
-pub struct EventSettings {
-    /// Run the consumer (in the scheduler role).
-    pub consume: bool,
-    /// Publish run results to `backup_events_stream`.
-    pub publish: bool,
-    pub stream: String,
-    pub group: String,
-    pub dead_letter_stream: String,
-    pub backup_events_stream: String,
-    /// A pending message idle this long is claimed by a live consumer.
-    pub claim_idle: Duration,
-    /// Deliveries after which a failing message is dead-lettered.
-    pub max_deliveries: u32,
-}
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        Self {
-            consume: true,
-            publish: true,
-            stream: "vardo:events".to_owned(),
-            group: "vardo-backup".to_owned(),
-            dead_letter_stream: "vardo:events:dead".to_owned(),
-            backup_events_stream: "vardo:backup-events".to_owned(),
-            claim_idle: Duration::from_secs(60),
-            max_deliveries: 5,
-        }
-    }
-}
 
 /// Messages per read or claim.
 const BATCH: usize = 10;

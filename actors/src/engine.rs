@@ -3,44 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use crate::docker::{DockerClient, DockerError};
 use crate::secrets::SecretBox;
+pub use crate::settings::EngineSettings;
 use crate::store::Store;
-
-/// Settings the engine's actors read; built from the process configuration.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    pub database_url: SecretString,
-    pub database_pool_size: usize,
-    pub redis_url: SecretString,
-    pub secret_key: SecretString,
-    pub docker_host: Option<String>,
-    pub helper_image: String,
-    pub allow_local_backups: bool,
-    /// Read file volumes from their folders on the Docker host instead of through Docker's
-    /// archive API (the engine must run on that host and be able to read them).
-    pub read_volumes_from_host: bool,
-    /// How often a run refreshes `heartbeat_at` on its unfinished rows.
-    pub heartbeat_interval: Duration,
-    /// Unfinished rows whose heartbeat is older than this belong to a dead engine.
-    pub run_lease: Duration,
-    /// Runs at once in this process; more wait with their rows `pending`.
-    pub max_concurrent_runs: usize,
-    /// A backup or restore that moves no byte for this long fails as stalled (see
-    /// [`crate::progress`]).
-    pub stall_deadline: Duration,
-    /// How far back the scheduler looks for firings it missed.
-    pub catch_up: Duration,
-    /// How long a graceful shutdown lets runs and restores finish before it fails them.
-    pub shutdown_grace: Duration,
-    /// SMTP server, private-address switch and retry schedule of notifications.
-    pub notifications: crate::notify::NotifySettings,
-    /// The deploy pipeline's streams: consumed messages, dead letters, published results.
-    pub events: crate::deploy_events::EventSettings,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::engine::Engine;
 use crate::messages::RunFinished;
 use crate::model::{Backup, Job, RunFailure, RunFailureReason, Status, VolumeKind};
-use crate::notify::payload::{run_notice, Notice, NoticeKind};
+use crate::notice::{run_notice, Notice, NoticeKind};
 use crate::store::{EventRow, NewEvent, StoreError};
 
 /// Approximate length the output streams are trimmed to (`XADD MAXLEN ~`).

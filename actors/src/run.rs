@@ -21,7 +21,7 @@ use crate::messages::{
     CancelAll, Drain, Idle, RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun,
 };
 use crate::model::{Restore, RunFailure, RunFailureReason, RunReason};
-use crate::restore::SHUTTING_DOWN;
+use crate::supervision::{panic_message, SHUTTING_DOWN};
 
 pub use crate::backup::BackupError;
 
@@ -229,8 +229,13 @@ impl Handler<StartRestore> for RunSupervisor {
             });
             return;
         }
-        crate::restore::RestoreRun::new(self.engine.clone(), msg.restore_id, ctx.address(), cancel)
-            .start();
+        crate::restore::RestoreRun::new(
+            self.engine.clone(),
+            msg.restore_id,
+            ctx.address().recipient(),
+            cancel,
+        )
+        .start();
     }
 }
 
@@ -358,71 +363,4 @@ impl Actor for BackupRun {
             ctx.stop();
         }));
     }
-}
-
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_owned())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error("the engine stopped before the run ended")]
-    Lost,
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// Starts a manual run and waits for its end; returns its rows.
-pub async fn run_and_wait(
-    supervisor: &Addr<RunSupervisor>,
-    job_id: Uuid,
-) -> Result<RunFinished, WaitError> {
-    let (tx, rx) = oneshot::channel();
-    supervisor
-        .send(StartRun {
-            run_id: None,
-            job_id,
-            reason: RunReason::Manual,
-            scheduled_for: None,
-            on_finish: Some(tx),
-            request_id: None,
-        })
-        .await
-        .map_err(|_| WaitError::Lost)?;
-    rx.await.map_err(|_| WaitError::Lost)
-}
-
-/// Records a restore of `backup_id`, performs it here and waits for its end.
-pub async fn restore_and_wait(
-    engine: &Engine,
-    supervisor: &Addr<RunSupervisor>,
-    backup_id: Uuid,
-) -> Result<Restore, WaitError> {
-    let store = engine.store();
-    let backup = store
-        .backup(backup_id)
-        .await
-        .map_err(|e| WaitError::Refused(e.to_string()))?;
-    let restore_id = store
-        .insert_restore(backup.organization_id, backup.id)
-        .await
-        .map_err(|e| WaitError::Refused(e.to_string()))?;
-    // Claimed here, so that no scheduler instance takes it too.
-    store
-        .claim_restore_by_id(restore_id, "cli")
-        .await
-        .map_err(|e| WaitError::Refused(e.to_string()))?;
-    let (tx, rx) = oneshot::channel();
-    supervisor
-        .send(StartRestore {
-            restore_id,
-            on_finish: Some(tx),
-        })
-        .await
-        .map_err(|_| WaitError::Lost)?;
-    rx.await.map_err(|_| WaitError::Lost)
 }

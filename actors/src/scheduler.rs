@@ -194,7 +194,7 @@ async fn tick(
         }
     }
     store.record_evaluated_minute(to).await?;
-    check_overdue(engine, &jobs, now).await?;
+    crate::overdue::check_overdue(engine, &jobs, now).await?;
     Ok(report)
 }
 
@@ -263,35 +263,6 @@ async fn fire_locked(
         request_id: None,
     });
     report.started.push((job.id, due));
-    Ok(())
-}
-
-/// A job is overdue when its last success (or, never successful, its creation) is older than
-/// twice its schedule's interval. Each episode is announced once, by the instance that starts it.
-async fn check_overdue(
-    engine: &Engine,
-    jobs: &[ScheduledJob],
-    now: DateTime<Utc>,
-) -> Result<(), TickError> {
-    let store = engine.store();
-    let last_success = store.last_success_by_job().await?;
-    for job in jobs {
-        let Ok(schedule) = Schedule::parse(&job.schedule, &job.timezone) else {
-            continue;
-        };
-        let Some(interval) = schedule.interval_after(now) else {
-            continue;
-        };
-        let reference = last_success.get(&job.id).copied().unwrap_or(job.created_at);
-        let overdue = now - reference > interval * 2;
-        if overdue != job.overdue_since.is_some()
-            && store.set_overdue(job.id, overdue).await?
-            && overdue
-        {
-            tracing::warn!(job_id = %job.id, job = %job.name, last_success = %reference, "job is overdue");
-            crate::after_run::job_overdue(engine, job.id).await;
-        }
-    }
     Ok(())
 }
 

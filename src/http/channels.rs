@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::json::{self, ApiJson, ApiQuery};
 use super::organizations::PageParams;
-use super::targets::MASK;
+use super::targets_json::MASK;
 use super::State;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]

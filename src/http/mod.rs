@@ -16,6 +16,7 @@ mod organizations;
 mod restores;
 mod runs;
 mod targets;
+mod targets_json;
 mod tokens;
 
 use actix_web::{middleware, web, App, HttpServer};

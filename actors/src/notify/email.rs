@@ -8,8 +8,8 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::payload::{human_size, Notice};
 use super::SendError;
+use crate::notice::{human_size, Notice};
 
 /// The limit of each SMTP command.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +164,7 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::Status;
-    use crate::notify::payload::{NoticeKind, VolumeNotice};
+    use crate::notice::{NoticeKind, VolumeNotice};
     use uuid::Uuid;
 
     fn notice() -> Notice {

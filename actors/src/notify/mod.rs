@@ -10,56 +10,20 @@
 
 pub mod address;
 pub mod email;
-pub mod payload;
 pub mod slack;
 pub mod webhook;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::engine::Engine;
 use crate::events_out::{self, EventsError, RunEnd};
 use crate::model::ChannelKind;
+use crate::notice::Notice;
+pub use crate::settings::NotifySettings;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedNotice, NewNotice, StoreError};
-use payload::Notice;
-
-/// The notification settings of the process (`smtp:` and `notifications:` in vardo.yml).
-#[derive(Debug, Clone)]
-pub struct NotifySettings {
-    /// lettre's URL form; `None`: email channels fail with a message saying so.
-    pub smtp_url: Option<SecretString>,
-    pub smtp_from: String,
-    /// Lets webhook and Slack URLs reach private and loopback addresses.
-    pub allow_private_addresses: bool,
-    /// The wait before the 2nd attempt; each next wait is 3× longer.
-    pub retry_base: Duration,
-    /// Attempts per notice before it is `failed`.
-    pub max_attempts: u32,
-}
-
-impl Default for NotifySettings {
-    /// 4 attempts at about 0, 5, 20 and 65 s.
-    fn default() -> Self {
-        Self {
-            smtp_url: None,
-            smtp_from: "vardo-backup@localhost".to_owned(),
-            allow_private_addresses: false,
-            retry_base: Duration::from_secs(5),
-            max_attempts: 4,
-        }
-    }
-}
-
-impl NotifySettings {
-    /// The wait after the `attempt`-th failed attempt.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        self.retry_base
-            .saturating_mul(3u32.saturating_pow(attempt.saturating_sub(1)))
-    }
-}
 
 /// Why one delivery attempt failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +331,7 @@ pub async fn enqueue_run(engine: &Engine, end: &RunEnd<'_>) -> Result<Enqueued, 
         }
         Err(e) => return Err(e.into()),
     };
-    let notices = match payload::run_notice(&job, end.rows, end.failure) {
+    let notices = match crate::notice::run_notice(&job, end.rows, end.failure) {
         Some(notice) => for_channels(engine, &notice).await?,
         None => Vec::new(),
     };
@@ -399,7 +363,7 @@ pub async fn enqueue_overdue(engine: &Engine, job_id: Uuid) -> Result<usize, Not
     if !job.notify_on_failure {
         return Ok(0);
     }
-    let notices = for_channels(engine, &payload::overdue_notice(&job)).await?;
+    let notices = for_channels(engine, &crate::notice::overdue_notice(&job)).await?;
     engine.store().enqueue_notices(&notices).await?;
     Ok(notices.len())
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::payload::{truncate, Notice, NoticeKind};
+use crate::notice::{truncate, Notice, NoticeKind};
 
 /// Slack's limits: header text 150 characters, section text 3000.
 const MAX_HEADER: usize = 150;
@@ -56,7 +56,7 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::Status;
-    use crate::notify::payload::VolumeNotice;
+    use crate::notice::VolumeNotice;
     use uuid::Uuid;
 
     #[test]

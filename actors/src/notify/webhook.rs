@@ -84,7 +84,7 @@ impl HttpSender {
         let body = response.text().await.unwrap_or_default();
         Err(SendError::Status {
             status,
-            body: super::payload::truncate(body.trim(), MAX_BODY_IN_ERROR),
+            body: crate::notice::truncate(body.trim(), MAX_BODY_IN_ERROR),
         })
     }
 }

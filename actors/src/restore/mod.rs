@@ -19,9 +19,9 @@ use crate::lock::LockError;
 use crate::messages::RestoreEnded;
 use crate::model::{Backup, Compression, Status, VolumeKind};
 use crate::progress::Progress;
-use crate::run::{panic_message, RunSupervisor};
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::{Store, StoreError};
+use crate::supervision::panic_message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -59,14 +59,13 @@ impl Log<'_> {
     }
 }
 
-/// Why a run or restore that a shutdown stopped failed; the row's log says it.
-pub const SHUTTING_DOWN: &str = "engine shutting down";
+pub use crate::supervision::SHUTTING_DOWN;
 
-/// One restore; reports its end to the supervisor, which records it.
+/// One restore; reports its end to the supervisor (`RunSupervisor`), which records it.
 pub struct RestoreRun {
     engine: Engine,
     restore_id: Uuid,
-    supervisor: Addr<RunSupervisor>,
+    supervisor: Recipient<RestoreEnded>,
     /// Cancelled by the supervisor when a shutdown's grace ran out. The restore stops where it
     /// safely can (see [`files::FileRestore::cancel`]); it is never aborted in the middle.
     cancel: CancellationToken,
@@ -76,7 +75,7 @@ impl RestoreRun {
     pub fn new(
         engine: Engine,
         restore_id: Uuid,
-        supervisor: Addr<RunSupervisor>,
+        supervisor: Recipient<RestoreEnded>,
         cancel: CancellationToken,
     ) -> Self {
         Self {

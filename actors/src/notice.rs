@@ -1,5 +1,7 @@
 //! The notice every channel renders: the webhook's JSON body as stored in the outbox, what a run's
 //! rows and its job's flags say to send, and the plain-text lines that email and Slack share.
+//! Plain types below both `notify` (which enqueues and delivers notices) and `events_out` (whose
+//! completion events carry a run's notice).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

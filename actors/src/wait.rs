@@ -1,0 +1,70 @@
+//! What the CLI's `run` and `restore` commands do: hand one manual run or one restore to a
+//! `RunSupervisor` (run.rs) started in this process, and wait for its end.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::engine::Engine;
+use crate::messages::{RunFinished, StartRestore, StartRun};
+use crate::model::{Restore, RunReason};
+use crate::run::RunSupervisor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("the engine stopped before the run ended")]
+    Lost,
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Starts a manual run and waits for its end; returns its rows.
+pub async fn run_and_wait(
+    supervisor: &Addr<RunSupervisor>,
+    job_id: Uuid,
+) -> Result<RunFinished, WaitError> {
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(StartRun {
+            run_id: None,
+            job_id,
+            reason: RunReason::Manual,
+            scheduled_for: None,
+            on_finish: Some(tx),
+            request_id: None,
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}
+
+/// Records a restore of `backup_id`, performs it here and waits for its end.
+pub async fn restore_and_wait(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    backup_id: Uuid,
+) -> Result<Restore, WaitError> {
+    let store = engine.store();
+    let backup = store
+        .backup(backup_id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    let restore_id = store
+        .insert_restore(backup.organization_id, backup.id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    // Claimed here, so that no scheduler instance takes it too.
+    store
+        .claim_restore_by_id(restore_id, "cli")
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(StartRestore {
+            restore_id,
+            on_finish: Some(tx),
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}
