@@ -241,43 +241,12 @@ async fn redis_gone_while_a_backup_holds_the_volume_lock_stops_the_backup() {
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;
     let mut redis = vardo_integration::redis::PrivateRedis::start();
-    let mut env: Vec<(String, String)> = bed
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k != "REDIS_URL")
-        .collect();
-    env.push(("REDIS_URL".into(), redis.url()));
-    // A 4 s lease: the volume lock lives 4 s without renewal.
-    env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
-    env.push(("VARDO_HEARTBEAT_SECONDS".into(), "1".into()));
+    let env = env_with(&bed, "REDIS_URL", redis.url());
 
     // The first part's upload waits at the proxy while Redis goes away.
-    proxy.set(Fault::HoldRequest {
-        starting_with: "PUT ",
-        nth: 1,
-    });
-    let mut child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], &env);
-    vardo_integration::eventually(
-        std::time::Duration::from_secs(60),
-        "the upload waits at the proxy",
-        || {
-            let holding = proxy.holding();
-            async move { holding.then_some(()) }
-        },
-    )
-    .await;
+    let mut child = backup_held_at_first_part(&proxy, job, &env).await;
     redis.stop();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup did not stop"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let status = exit_of(&mut child, std::time::Duration::from_secs(60)).await;
     proxy.release();
     assert_eq!(status.code(), Some(1));
     let db = bed.db.client().await.expect("db");
@@ -321,31 +290,11 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
         url, bed.db.url,
         "the engine's DATABASE_URL goes through the proxy"
     );
-    let mut env: Vec<(String, String)> = bed
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k != "DATABASE_URL")
-        .collect();
-    env.push(("DATABASE_URL".into(), url));
-    env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
-    env.push(("VARDO_HEARTBEAT_SECONDS".into(), "1".into()));
+    let env = env_with(&bed, "DATABASE_URL", url);
 
     // Mid-upload, Postgres "restarts": every session of the test database ends, and new ones are
     // refused for a while.
-    s3.set(Fault::HoldRequest {
-        starting_with: "PUT ",
-        nth: 1,
-    });
-    let mut child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], &env);
-    vardo_integration::eventually(
-        std::time::Duration::from_secs(60),
-        "the upload waits at the proxy",
-        || {
-            let holding = s3.holding();
-            async move { holding.then_some(()) }
-        },
-    )
-    .await;
+    let mut child = backup_held_at_first_part(&s3, job, &env).await;
     pg.set(Fault::Refuse);
     let admin = bed.db.client().await.expect("db");
     admin
@@ -357,17 +306,7 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
         .await
         .expect("end the engine's sessions");
     s3.release();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never ended"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let status = exit_of(&mut child, std::time::Duration::from_secs(120)).await;
     pg.set(Fault::PassThrough);
 
     // Whatever the engine could not record, a live engine's janitor settles after the lease.
@@ -413,4 +352,55 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
         ),
     }
     bed.cleanup().await;
+}
+
+/// Environment for an engine with `key` set to `value` instead of the bed's, and a 4 s lease (the
+/// volume lock lives 4 s without renewal).
+fn env_with(bed: &TestBed, key: &str, value: String) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = bed.env().into_iter().filter(|(k, _)| k != key).collect();
+    env.push((key.to_owned(), value));
+    env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
+    env.push(("VARDO_HEARTBEAT_SECONDS".into(), "1".into()));
+    env
+}
+
+/// Starts `backup --job` with its first part's upload held at `proxy`; returns once it waits.
+async fn backup_held_at_first_part(
+    proxy: &FaultProxy,
+    job: uuid::Uuid,
+    env: &[(String, String)],
+) -> std::process::Child {
+    proxy.set(Fault::HoldRequest {
+        starting_with: "PUT ",
+        nth: 1,
+    });
+    let child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], env);
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(60),
+        "the upload waits at the proxy",
+        || {
+            let holding = proxy.holding();
+            async move { holding.then_some(()) }
+        },
+    )
+    .await;
+    child
+}
+
+/// Waits for the command to end, at most `limit`.
+async fn exit_of(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
