@@ -215,24 +215,7 @@ async fn a_volume_labelled_for_another_app_is_never_read() {
     volumes::sh(&bed.docker, &volume, "echo private > /volume/p")
         .await
         .expect("populate");
-    let target = a
-        .api
-        .post(
-            &a.path("/backups/targets"),
-            &json!({"name": "t", "type": "local", "config": bed.local_config()}),
-        )
-        .await
-        .expect(201)
-        .id();
-    let job = a
-        .api
-        .post(
-            &a.path("/backups/jobs"),
-            &json!({"name": "j", "schedule": "0 2 * * *", "targetId": target, "appIds": [app_id], "keepAll": true}),
-        )
-        .await
-        .expect(201)
-        .id();
+    let job = local_job(bed, &a, &app_id).await;
     let (out, rows) = bed.run_job(job).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(rows[0].status, Status::Failed);
@@ -395,24 +378,7 @@ async fn a_volume_labelled_for_another_organization_is_never_read() {
     volumes::sh(&bed.docker, &volume, "echo private > /volume/p")
         .await
         .expect("populate");
-    let target = a
-        .api
-        .post(
-            &a.path("/backups/targets"),
-            &json!({"name": "t", "type": "local", "config": bed.local_config()}),
-        )
-        .await
-        .expect(201)
-        .id();
-    let job = a
-        .api
-        .post(
-            &a.path("/backups/jobs"),
-            &json!({"name": "j", "schedule": "0 2 * * *", "targetId": target, "appIds": [app_id], "keepAll": true}),
-        )
-        .await
-        .expect(201)
-        .id();
+    let job = local_job(bed, &a, &app_id).await;
     let (out, rows) = bed.run_job(job).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(rows[0].status, Status::Failed);
@@ -516,4 +482,29 @@ async fn legacy_app(db: &tokio_postgres::Client, id: &str, org: Uuid, name: &str
     )
     .await
     .expect("legacy volume");
+}
+
+/// Through the API: a local target of `org` and a job on it covering `app_id`.
+async fn local_job(
+    bed: &vardo_integration::TestBed,
+    org: &vardo_integration::http::Org,
+    app_id: &str,
+) -> uuid::Uuid {
+    let target = org
+        .api
+        .post(
+            &org.path("/backups/targets"),
+            &json!({"name": "t", "type": "local", "config": bed.local_config()}),
+        )
+        .await
+        .expect(201)
+        .id();
+    org.api
+        .post(
+            &org.path("/backups/jobs"),
+            &json!({"name": "j", "schedule": "0 2 * * *", "targetId": target, "appIds": [app_id], "keepAll": true}),
+        )
+        .await
+        .expect(201)
+        .id()
 }
