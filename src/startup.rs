@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
+use vardo_actors::crew::Crew;
 use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::messages::RunFinished;
 use vardo_actors::model::{Restore, TargetKind};
@@ -45,6 +46,9 @@ struct Workers {
     deploy_events: Option<actix::Addr<vardo_actors::deploy_events::DeployEvents>>,
 }
 
+/// How long `backup --job` waits for a given-up upload to abort before it exits.
+const UPLOADS_SETTLE: Duration = Duration::from_secs(30);
+
 /// The name of the system-level target that the `backup:` section of vardo.yml defines.
 pub const SYSTEM_TARGET: &str = "System default";
 
@@ -60,6 +64,8 @@ pub fn init_tracing() {
 /// The built process: engine and actors; tests drive the real binary built from this.
 pub struct Application {
     engine: Engine,
+    /// Lock, VolumeRunner, Uploader and Pruner, started with the application.
+    crew: Crew,
     /// `VARDO_ADMIN_TOKEN`, for the HTTP control plane.
     admin_token: Option<secrecy::SecretString>,
 }
@@ -85,6 +91,7 @@ impl Application {
             events: config.events.settings(),
         })?;
         Ok(Self {
+            crew: Crew::start(&engine),
             engine,
             admin_token: config.admin_token.clone(),
         })
@@ -154,7 +161,7 @@ impl Application {
             // Bad notification settings stop the server now, not once the database answers.
             vardo_actors::notify::Senders::new(&self.engine.settings().notifications)
                 .context("notification settings")?;
-            let engine = self.engine.clone();
+            let (engine, crew) = (self.engine.clone(), self.crew.clone());
             let started = Rc::clone(&supervisor);
             actix::spawn(async move {
                 if prepared.await.is_err() || engine.is_shutting_down() {
@@ -162,11 +169,14 @@ impl Application {
                 }
                 vardo_actors::instance::spawn_heartbeat(engine.clone());
                 // Kept alive for as long as the server runs.
-                let workers = start_workers(&engine);
+                let workers = start_workers(&engine, &crew);
                 let _ = started.set(workers.supervisor.clone());
                 // Notices are delivered where runs run; several instances share the outbox.
                 let _notifier = match vardo_actors::notifier::Notifier::start(engine.clone()) {
-                    Ok(addr) => Some(addr),
+                    Ok(addr) => {
+                        crew.register("notifier", addr.clone().recipient());
+                        Some(addr)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "the notifier could not start");
                         None
@@ -182,6 +192,7 @@ impl Application {
         let grace = self.engine.settings().shutdown_grace;
         let server = crate::http::server(
             self.engine.clone(),
+            self.crew.clone(),
             listen,
             self.admin_token.as_ref(),
             grace,
@@ -230,8 +241,16 @@ impl Application {
 
     pub async fn run_job_now(&self, job: Uuid) -> anyhow::Result<RunFinished> {
         vardo_actors::instance::spawn_heartbeat(self.engine.clone());
-        let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
+        let supervisor =
+            vardo_actors::run::RunSupervisor::start(self.engine.clone(), self.crew.clone());
         let outcome = vardo_actors::wait::run_and_wait(&supervisor, job).await;
+        // A run that stalled or failed dropped its upload, which aborts in the background: the
+        // command ends once that is done, so no multipart upload is left open behind it.
+        if !vardo_actors::storage::uploads_settled(UPLOADS_SETTLE).await {
+            tracing::error!(
+                "an upload did not end within {UPLOADS_SETTLE:?}; its multipart upload may be left open"
+            );
+        }
         self.instance_stopped().await;
         let outcome = outcome?;
         // The command delivers its own run's notices before it exits: one attempt each. A notice
@@ -278,7 +297,8 @@ impl Application {
 
     pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
         vardo_actors::instance::spawn_heartbeat(self.engine.clone());
-        let supervisor = vardo_actors::run::RunSupervisor::start(self.engine.clone());
+        let supervisor =
+            vardo_actors::run::RunSupervisor::start(self.engine.clone(), self.crew.clone());
         let restore = vardo_actors::wait::restore_and_wait(&self.engine, &supervisor, backup).await;
         self.instance_stopped().await;
         Ok(restore?)
@@ -299,19 +319,28 @@ impl Application {
 
 /// The scheduler role: runs (supervised), the scheduler, the request dispatcher, the janitor,
 /// the deploy events consumer.
-fn start_workers(engine: &Engine) -> Workers {
+fn start_workers(engine: &Engine, crew: &Crew) -> Workers {
     use actix::Actor as _;
     use vardo_actors::{dispatcher::Dispatcher, janitor::Janitor, scheduler::Scheduler};
     let instance = engine.instance().to_owned();
     tracing::info!(%instance, "scheduler role started");
-    let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone());
+    let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone(), crew.clone());
+    let scheduler = Scheduler::new(
+        engine.clone(),
+        crew.clone(),
+        supervisor.clone(),
+        instance.clone(),
+    )
+    .start();
+    crew.register("supervisor", supervisor.clone().recipient());
+    crew.register("scheduler", scheduler.clone().recipient());
     Workers {
-        scheduler: Scheduler::new(engine.clone(), supervisor.clone(), instance.clone()).start(),
+        scheduler,
         deploy_events: engine.settings().events.consume.then(|| {
             vardo_actors::deploy_events::DeployEvents::new(engine.clone(), instance.clone()).start()
         }),
         dispatcher: Dispatcher::new(engine.clone(), supervisor.clone(), instance).start(),
-        janitor: Janitor::new(engine.clone()).start(),
+        janitor: Janitor::new(engine.clone(), crew.clone()).start(),
         supervisor,
     }
 }

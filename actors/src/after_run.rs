@@ -2,15 +2,16 @@
 //! notifications and events for other systems (to their outboxes). Each step records its own
 //! failure and never changes the run's rows.
 
+use crate::crew::Crew;
 use crate::engine::Engine;
 use crate::messages::RunFinished;
 
 /// Called by the supervisor once a run's rows are settled.
-pub async fn run_finished(engine: &Engine, finished: &RunFinished) {
+pub async fn run_finished(engine: &Engine, crew: &Crew, finished: &RunFinished) {
     // Retention: prune the job's series; failures stay on the rows for the next prune. A run that
     // backed up nothing prunes nothing.
     if finished.failure.is_none() {
-        if let Err(e) = crate::pruner::prune_job(engine, finished.job_id).await {
+        if let Err(e) = crew.prune(finished.job_id).await {
             tracing::error!(run_id = %finished.run_id, job_id = %finished.job_id, error = %e, "retention pruning failed");
         }
     }

@@ -6,17 +6,19 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::codec::Digest;
+use crate::crew::Crew;
 use crate::docker::DockerError;
 use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RunOutcome;
 use crate::model::{
-    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Target, Volume, VolumeKind,
+    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Status, Target, Volume,
+    VolumeKind,
 };
 use crate::progress::{stage, Progress, Stalled};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
 use crate::store::{NewBackupRow, RunRef, StoreError};
-use crate::uploader::{self, UploadError};
+use crate::uploader::UploadError;
 use crate::volume_runner::{self, VolumeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +45,41 @@ pub enum BackupError {
     Stalled(#[from] Stalled),
 }
 
+/// Which run [`execute`] performs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub reason: RunReason,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// When the run's first attempt began.
+    pub started: DateTime<Utc>,
+    /// For a restarted run: why each earlier attempt stopped, for the rows' logs.
+    pub restarted: Vec<String>,
+}
+
 /// The whole run. Errors returned here are the run's own (database away); each volume's failure is
 /// recorded on its row and does not stop the others. `progress` is the run's watchdog record,
-/// shared with the run actor's heartbeat.
-#[tracing::instrument(skip(engine, scheduled_for, progress))]
+/// shared with the run actor's heartbeat. `started` is when the run's first attempt began (the
+/// archives' timestamp).
+///
+/// A restarted run (its rows exist) records no new rows: it carries on with its rows still
+/// `pending` or `running`, in the same storage keys, and leaves settled ones alone.
+#[tracing::instrument(skip_all, fields(run_id = %run.run_id, job_id = %run.job_id))]
 pub async fn execute(
     engine: Engine,
-    run_id: Uuid,
-    job_id: Uuid,
-    reason: RunReason,
-    scheduled_for: Option<DateTime<Utc>>,
+    crew: Crew,
+    run: RunSpec,
     progress: Progress,
 ) -> Result<RunOutcome, BackupError> {
+    let RunSpec {
+        run_id,
+        job_id,
+        reason,
+        scheduled_for,
+        started,
+        restarted,
+    } = run;
     let store = engine.store();
     let job = store.job(job_id).await?;
     let org = store.organization(job.organization_id).await?;
@@ -92,29 +117,39 @@ pub async fn execute(
             ),
         )));
     }
-    let rows: Vec<NewBackupRow> = work
-        .iter()
-        .map(|(app, v)| NewBackupRow {
-            app_id: app.id.clone(),
-            app_name: app.name.clone(),
-            volume_name: v.name.clone(),
-            volume_kind: v.kind,
-        })
-        .collect();
-    let ids = store
-        .insert_pending_backups(
-            RunRef {
-                run_id,
-                job_id,
-                organization_id: org.id,
-                target_id: target.id,
-                reason,
-                scheduled_for,
-            },
-            &rows,
-        )
-        .await?;
-    store.touch_job_last_run(job_id).await?;
+    let earlier = store.run_backups(run_id).await?;
+    let (ids, work) = if earlier.is_empty() {
+        let rows: Vec<NewBackupRow> = work
+            .iter()
+            .map(|(app, v)| NewBackupRow {
+                app_id: app.id.clone(),
+                app_name: app.name.clone(),
+                volume_name: v.name.clone(),
+                volume_kind: v.kind,
+            })
+            .collect();
+        let ids = store
+            .insert_pending_backups(
+                RunRef {
+                    run_id,
+                    job_id,
+                    organization_id: org.id,
+                    target_id: target.id,
+                    reason,
+                    scheduled_for,
+                },
+                &rows,
+            )
+            .await?;
+        store.touch_job_last_run(job_id).await?;
+        (ids, work)
+    } else {
+        let resumed = resumed(store, &earlier, work).await?;
+        for line in &restarted {
+            store.log_unfinished_run(run_id, line).await?;
+        }
+        resumed
+    };
     // Rows stay `pending` (their heartbeat kept fresh by the run actor) until a slot is free.
     let _slot = engine.run_slot().await;
 
@@ -134,10 +169,10 @@ pub async fn execute(
             return Ok(RunOutcome::Finished);
         }
     };
-    let started = Utc::now();
     for (id, (app, volume)) in ids.into_iter().zip(work) {
         let ctx = VolumeJob {
             engine: &engine,
+            crew: &crew,
             storage: &storage,
             target: &target,
             org: &org,
@@ -153,9 +188,43 @@ pub async fn execute(
     Ok(RunOutcome::Finished)
 }
 
+/// The rows a restarted run carries on with, each with its volume: those not yet settled. A row
+/// whose app or volume left the job meanwhile is failed saying so.
+async fn resumed(
+    store: &crate::store::Store,
+    earlier: &[crate::model::Backup],
+    mut work: Vec<(App, Volume)>,
+) -> Result<(Vec<Uuid>, Vec<(App, Volume)>), StoreError> {
+    let (mut ids, mut kept) = (Vec::new(), Vec::new());
+    for row in earlier
+        .iter()
+        .filter(|r| matches!(r.status, Status::Pending | Status::Running))
+    {
+        let found = work
+            .iter()
+            .position(|(app, v)| app.id == row.app_id && v.name == row.volume_name);
+        match found {
+            Some(i) => {
+                ids.push(row.id);
+                kept.push(work.swap_remove(i));
+            }
+            None => {
+                store
+                    .mark_backup_failed(
+                        row.id,
+                        "failed: the run was restarted and this volume is no longer in the job",
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok((ids, kept))
+}
+
 /// One volume of one app in a run.
 struct VolumeJob<'a> {
     engine: &'a Engine,
+    crew: &'a Crew,
     storage: &'a TargetStorage,
     target: &'a Target,
     org: &'a Organization,
@@ -244,7 +313,7 @@ impl VolumeJob<'_> {
         };
         self.log(&format!("found Docker volume {docker_volume}"))
             .await?;
-        let lock = self.engine.lock_volume(&docker_volume).await?;
+        let lock = self.crew.lock_volume(&docker_volume).await?;
         let work = async {
             self.recover_first(docker, &docker_volume).await?;
             self.archive_watched(docker, &docker_volume).await
@@ -286,7 +355,7 @@ impl VolumeJob<'_> {
         let opened = self.progress.deadline(
             deadline,
             &stages,
-            volume_runner::open_archive(docker, docker_volume, self.volume, &options),
+            self.crew.open_archive(docker_volume, self.volume, options),
         );
         let mut archive = opened.await??;
         let session = archive.session.take();
@@ -300,7 +369,7 @@ impl VolumeJob<'_> {
             ))
             .await?;
             let stream = self.progress.meter(source).stream(archive.stream);
-            let upload = uploader::upload(
+            let upload = self.crew.upload(
                 self.storage,
                 &key,
                 stream,

@@ -137,17 +137,6 @@ impl Engine {
         self.inner.events_wake.notified().await;
     }
 
-    /// Takes the lock of one Docker volume for a backup, restore or recovery. It lives as long as
-    /// the run lease (at most a minute) without renewal, so a dead engine's lock frees the volume
-    /// by the time the janitor sees the engine is gone.
-    pub async fn lock_volume(
-        &self,
-        volume: &str,
-    ) -> Result<crate::lock::VolumeLock, crate::lock::LockError> {
-        let ttl = self.settings().run_lease.min(crate::lock::VOLUME_TTL);
-        crate::lock::VolumeLock::acquire_for(self.redis(), volume, ttl).await
-    }
-
     pub fn redis(&self) -> &deadpool_redis::Pool {
         &self.inner.redis
     }

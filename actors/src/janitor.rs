@@ -8,15 +8,17 @@
 
 use actix::prelude::*;
 
+use crate::crew::Crew;
 use crate::engine::Engine;
 
 pub struct Janitor {
     engine: Engine,
+    crew: Crew,
 }
 
 impl Janitor {
-    pub fn new(engine: Engine) -> Self {
-        Self { engine }
+    pub fn new(engine: Engine, crew: Crew) -> Self {
+        Self { engine, crew }
     }
 }
 
@@ -25,16 +27,16 @@ impl Actor for Janitor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = self.engine.settings().run_lease / 4;
-        let engine = self.engine.clone();
+        let (engine, crew) = (self.engine.clone(), self.crew.clone());
         ctx.spawn(
             async move {
                 sweep_helpers(&engine).await;
-                recover_abandoned(engine).await;
+                recover_abandoned(engine, &crew).await;
             }
             .into_actor(self),
         );
         ctx.run_interval(every, |act, ctx| {
-            let engine = act.engine.clone();
+            let (engine, crew) = (act.engine.clone(), act.crew.clone());
             ctx.spawn(
                 async move {
                     match engine
@@ -63,7 +65,7 @@ impl Actor for Janitor {
                         Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
                     sweep_helpers(&engine).await;
-                    recover_abandoned(engine).await;
+                    recover_abandoned(engine, &crew).await;
                 }
                 .into_actor(act),
             );
@@ -83,7 +85,7 @@ async fn sweep_helpers(engine: &Engine) {
 
 /// Recovers the volumes of restores that ended, or whose engine stopped, with their volume marked
 /// as possibly needing recovery. A volume whose lock is held is left for the next sweep.
-pub async fn recover_abandoned(engine: Engine) {
+pub async fn recover_abandoned(engine: Engine, crew: &Crew) {
     let store = engine.store();
     let volumes = match store
         .abandoned_recoveries(engine.settings().run_lease)
@@ -96,7 +98,7 @@ pub async fn recover_abandoned(engine: Engine) {
         }
     };
     for (volume, ids) in volumes {
-        let Ok(lock) = engine.lock_volume(&volume).await else {
+        let Ok(lock) = crew.lock_volume(&volume).await else {
             continue;
         };
         let outcome = match engine.docker().await {

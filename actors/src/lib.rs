@@ -3,7 +3,9 @@
 
 pub mod after_run;
 pub mod backup;
+pub mod backup_run;
 pub mod codec;
+pub mod crew;
 pub mod deploy_events;
 pub mod dispatcher;
 pub mod docker;
@@ -41,3 +43,4 @@ pub mod tar_guard;
 pub mod uploader;
 pub mod volume_runner;
 pub mod wait;
+pub mod worker;

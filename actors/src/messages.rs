@@ -1,11 +1,38 @@
 //! Every message between the engine's actors, one struct each.
+//!
+//! One scheduled run, end to end (README, "Message flow", draws it):
+//! `Scheduler` —[`TakeLock`]→ `Lock` (the minute's lock), then [`StartRun`] → `RunSupervisor`,
+//! which starts a `BackupRun`. Per volume the run sends [`LockVolume`] → `Lock`,
+//! [`OpenArchive`] → `VolumeRunner` (answered with the receiving end of the archive stream) and
+//! [`Upload`] → `Uploader` (which takes that stream; answered with the stored object's digest);
+//! it ends with [`RunEnded`] → `RunSupervisor`, which settles the rows (or restarts the run, see
+//! [`RunEnded`]), sends [`Prune`] → `Pruner`, enqueues the notices that `Notifier` delivers, and
+//! answers the `StartRun`'s waiter. Restores: [`StartRestore`] → `RunSupervisor` → `RestoreRun`
+//! → [`LockVolume`] → `Lock`, then [`RestoreEnded`]. Every long-lived actor answers [`Report`]
+//! with its [`WorkerStatus`].
+//!
+//! Work that a caller may give up (a stalled backup drops its upload) carries a `stop` token that
+//! is cancelled when the caller's ask is dropped (`crate::worker::ask`); the actor drops the work
+//! then, as the caller would have.
+
+use std::time::Duration;
 
 use actix::Message;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::model::{Backup, Restore, RunFailure, RunReason};
+use crate::codec::Digest;
+use crate::lock::redis::{LockError, VolumeLock};
+use crate::model::{Backup, Compression, Restore, RunFailure, RunReason, Volume};
+use crate::progress::Progress;
+use crate::pruner::plan::{PruneError, PruneReport};
+use crate::storage::TargetStorage;
+use crate::stream::ByteStream;
+use crate::uploader::pipeline::UploadError;
+use crate::volume_runner::archive::{ArchiveOptions, VolumeArchive, VolumeError};
+pub use crate::worker::{Report, WorkerStatus};
 
 /// Start a run of a job now (scheduler, HTTP `run`, deploy pipeline, CLI). Answers the run's id.
 #[derive(Message)]
@@ -31,10 +58,16 @@ pub struct RunEnded {
     pub job_id: Uuid,
     pub reason: RunReason,
     pub request_id: Option<String>,
-    /// When the run's actor started.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// When the run's first actor started.
     pub started_at: DateTime<Utc>,
     /// `Err` carries why the run stopped before finishing its rows (error or crash).
     pub outcome: Result<RunOutcome, String>,
+    /// Set when the run stopped on an error that another attempt may not meet (the database went
+    /// away, the run's task crashed): the supervisor restarts it within its restart budget, and
+    /// the new attempt carries on with the rows not yet settled. Never set for a run that a
+    /// shutdown stopped.
+    pub retry: bool,
 }
 
 /// What a run did.
@@ -97,4 +130,64 @@ pub struct Idle {
     pub live: usize,
     /// Resolves once none is live, each one's row settled.
     pub settled: oneshot::Receiver<()>,
+}
+
+/// Lock: take the lock of one Docker volume for a backup, restore or recovery. The lock is renewed
+/// until it is released (or dropped, then it expires), and tells its holder when it is lost.
+#[derive(Message)]
+#[rtype(result = "Result<VolumeLock, LockError>")]
+pub struct LockVolume {
+    pub docker_volume: String,
+}
+
+/// Lock: take `key` for `ttl` unless someone holds it (a scheduler's `lock:backup:{job}:{minute}`,
+/// which simply expires). Answers true when taken.
+#[derive(Message)]
+#[rtype(result = "Result<bool, LockError>")]
+pub struct TakeLock {
+    pub key: String,
+    pub holder: String,
+    pub ttl: Duration,
+}
+
+/// Lock: give `key` back if `holder` still holds it.
+#[derive(Message)]
+#[rtype(result = "Result<(), LockError>")]
+pub struct ReleaseLock {
+    pub key: String,
+    pub holder: String,
+}
+
+/// VolumeRunner: open the archive of a Docker volume already found and locked — a tar of its files
+/// or a `pg_dump` — answered with the receiving end of its byte stream.
+#[derive(Message)]
+#[rtype(result = "Result<VolumeArchive, VolumeError>")]
+pub struct OpenArchive {
+    pub docker_volume: String,
+    pub volume: Volume,
+    pub options: ArchiveOptions,
+    pub stop: CancellationToken,
+}
+
+/// Uploader: compress `archive` and stream it to `key` on `storage`, counting on `progress`.
+/// Answers the stored object's size and sha256 once the target holds all of it. Stopped before
+/// that, the upload is aborted and nothing stays at `key`.
+#[derive(Message)]
+#[rtype(result = "Result<Digest, UploadError>")]
+pub struct Upload {
+    pub storage: TargetStorage,
+    pub key: String,
+    pub archive: ByteStream,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub progress: Progress,
+    pub stop: CancellationToken,
+}
+
+/// Pruner: apply a job's retention to each of its series. Prunes of one job never overlap: one
+/// asked while another runs waits for it.
+#[derive(Message)]
+#[rtype(result = "Result<PruneReport, PruneError>")]
+pub struct Prune {
+    pub job_id: Uuid,
 }

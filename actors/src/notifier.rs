@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::engine::Engine;
+use crate::messages::{Report, WorkerStatus};
 use crate::notify::{self, NotifyError, Senders};
 use crate::store::{AttemptRecord, AttemptResult, StoreError};
+use crate::worker::WorkerState;
 
 /// Deliveries at once per process.
 const WORKERS: usize = 4;
@@ -32,20 +34,8 @@ pub struct Tick;
 #[rtype(result = "()")]
 pub struct Sweep;
 
-/// Answers the loop's state.
-#[derive(Message)]
-#[rtype(result = "NotifierStatus")]
-pub struct GetStatus;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WorkerState {
-    #[default]
-    Idle,
-    Busy,
-    BackingOff,
-}
-
-#[derive(Debug, Clone, Default, MessageResponse)]
+/// The loop's state and counts; [`Report`] answers them as a [`WorkerStatus`].
+#[derive(Debug, Clone, Default)]
 pub struct NotifierStatus {
     pub state: WorkerState,
     pub in_flight: usize,
@@ -55,6 +45,7 @@ pub struct NotifierStatus {
     /// Errors of the loop itself (database away), not of deliveries.
     pub errors: u64,
     pub last_error: Option<String>,
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub struct Notifier {
@@ -138,6 +129,7 @@ impl Notifier {
             tracing::warn!(error = message, ?pause, "notifier backing off");
         }
         self.status.last_error = Some(message.to_owned());
+        self.status.last_error_at = Some(chrono::Utc::now());
     }
 }
 
@@ -177,10 +169,27 @@ impl Handler<Sweep> for Notifier {
     }
 }
 
-impl Handler<GetStatus> for Notifier {
-    type Result = NotifierStatus;
+impl Handler<Report> for Notifier {
+    type Result = MessageResult<Report>;
 
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> NotifierStatus {
-        self.status.clone()
+    /// Done: notices delivered; errors: the loop's own (database away) and failed deliveries.
+    fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        let s = &self.status;
+        let backing_off = s.state == WorkerState::BackingOff;
+        MessageResult(WorkerStatus {
+            name: "notifier",
+            state: s.state,
+            busy: s.in_flight,
+            done: s.delivered,
+            errors: s.errors + s.failed,
+            consecutive_errors: u64::from(self.consecutive_errors),
+            last_error: s.last_error.clone(),
+            last_error_at: s.last_error_at,
+            retry_at: self
+                .paused_until
+                .filter(|_| backing_off)
+                .and_then(|t| chrono::Duration::from_std(t - Instant::now()).ok())
+                .map(|left| chrono::Utc::now() + left),
+        })
     }
 }

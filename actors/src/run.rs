@@ -1,6 +1,12 @@
-//! BackupRun (one actor per run) and RunSupervisor, which starts runs and restores and records the
-//! outcome in the database whatever happened: an error or a panic inside a run marks its unfinished
-//! rows `failed` with the reason, so no row is left `running`.
+//! RunSupervisor: starts runs (a `BackupRun` actor per attempt, backup_run.rs) and restores, and
+//! records the outcome in the database whatever happened.
+//!
+//! A run that stopped on an error another attempt may not meet (the database went away, its task
+//! panicked) is restarted after a backoff, within a budget ([`RESTART_BUDGET`] restarts, waiting
+//! [`restart_backoff`]); the new attempt carries on with the rows not yet settled and writes where
+//! the first one would have. Once the budget is spent, the run's unfinished rows are marked
+//! `failed` with the reason, so no row is left `running`. While it waits, the supervisor reports
+//! itself backing off.
 //!
 //! Shutdown: [`Drain`] makes the supervisor refuse new work (a run or restore handed to it then is
 //! settled `failed` "engine shutting down" at once) and tells when the live ones have all been
@@ -16,18 +22,23 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::backup_run::BackupRun;
+use crate::crew::Crew;
 use crate::engine::Engine;
 use crate::messages::{
-    CancelAll, Drain, Idle, RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore, StartRun,
+    CancelAll, Drain, Idle, Report, RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore,
+    StartRun,
 };
-use crate::model::{Restore, RunFailure, RunFailureReason, RunReason};
-use crate::supervision::{panic_message, SHUTTING_DOWN};
+use crate::model::{Restore, RunFailure, RunFailureReason};
+use crate::supervision::{restart_backoff, RESTART_BUDGET, SHUTTING_DOWN};
+use crate::worker::{Task, WorkerBook};
 
 pub use crate::backup::BackupError;
 
 /// Starts runs and restores, and settles their rows when they end.
 pub struct RunSupervisor {
     engine: Engine,
+    crew: Crew,
     run_waiters: HashMap<Uuid, oneshot::Sender<RunFinished>>,
     restore_waiters: HashMap<Uuid, oneshot::Sender<Restore>>,
     /// Runs and restores started and not yet settled, with the token that stops each.
@@ -36,18 +47,97 @@ pub struct RunSupervisor {
     draining: bool,
     /// Told once `live` is empty.
     idle_waiters: Vec<oneshot::Sender<()>>,
+    /// Why each earlier attempt stopped, per run that has been restarted.
+    restarts: HashMap<Uuid, Vec<String>>,
+    /// The book's task of each live run and restore.
+    tasks: HashMap<Uuid, Task>,
+    book: WorkerBook,
 }
 
 impl RunSupervisor {
-    pub fn start(engine: Engine) -> Addr<Self> {
+    pub fn start(engine: Engine, crew: Crew) -> Addr<Self> {
         Actor::start(Self {
             engine,
+            crew,
             run_waiters: HashMap::new(),
             restore_waiters: HashMap::new(),
             live: HashMap::new(),
             draining: false,
             idle_waiters: Vec::new(),
+            restarts: HashMap::new(),
+            tasks: HashMap::new(),
+            book: WorkerBook::new("supervisor"),
         })
+    }
+
+    /// Starts a live run's next attempt.
+    fn attempt(&mut self, run: Attempt, ctx: &mut Context<Self>) {
+        let Some(cancel) = self.live.get(&run.run_id).cloned() else {
+            return;
+        };
+        BackupRun {
+            cancel,
+            engine: self.engine.clone(),
+            crew: self.crew.clone(),
+            run_id: run.run_id,
+            job_id: run.job_id,
+            reason: run.reason,
+            scheduled_for: run.scheduled_for,
+            request_id: run.request_id,
+            supervisor: ctx.address().recipient(),
+            started_at: run.started_at,
+            restarted: self.restarts.get(&run.run_id).cloned().unwrap_or_default(),
+        }
+        .start();
+    }
+
+    /// Schedules the restart of a run that stopped on `why`, when the budget allows; false when
+    /// it does not (spent, or a shutdown began).
+    fn restart(&mut self, msg: &RunEnded, why: &str, ctx: &mut Context<Self>) -> bool {
+        let done = self.restarts.get(&msg.run_id).map_or(0, Vec::len);
+        let done = u32::try_from(done).unwrap_or(u32::MAX);
+        if !msg.retry || self.draining || done >= RESTART_BUDGET {
+            return false;
+        }
+        let attempt = done + 1;
+        let wait = restart_backoff(attempt);
+        let line = format!(
+            "the run stopped ({why}); restarted after {} s (restart {attempt} of {RESTART_BUDGET})",
+            wait.as_secs()
+        );
+        tracing::warn!(run_id = %msg.run_id, job_id = %msg.job_id, "{line}");
+        self.book.error(&line);
+        self.book
+            .backing_off(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+        // The database may be away now: the next attempt writes the line into its rows' logs.
+        self.restarts.entry(msg.run_id).or_default().push(line);
+        let run = Attempt {
+            run_id: msg.run_id,
+            job_id: msg.job_id,
+            reason: msg.reason,
+            scheduled_for: msg.scheduled_for,
+            request_id: msg.request_id.clone(),
+            started_at: msg.started_at,
+        };
+        ctx.run_later(wait, move |act, ctx| {
+            act.book.retrying();
+            let stopped = act.live.get(&run.run_id).is_none_or(|c| c.is_cancelled());
+            if act.draining || stopped {
+                ctx.notify(RunEnded {
+                    run_id: run.run_id,
+                    job_id: run.job_id,
+                    reason: run.reason,
+                    request_id: run.request_id,
+                    scheduled_for: run.scheduled_for,
+                    started_at: run.started_at,
+                    outcome: Err(format!("{SHUTTING_DOWN}: the run was not restarted")),
+                    retry: false,
+                });
+            } else {
+                act.attempt(run, ctx);
+            }
+        });
+        true
     }
 
     /// A receiver told once nothing is live (at once when nothing is).
@@ -64,8 +154,15 @@ impl RunSupervisor {
         }
     }
 
-    fn settled(&mut self, id: Uuid) {
+    fn settled(&mut self, id: Uuid, failure: Option<String>) {
         self.live.remove(&id);
+        self.restarts.remove(&id);
+        if let Some(task) = self.tasks.remove(&id) {
+            match failure {
+                Some(why) => task.failed(why),
+                None => task.ok(),
+            }
+        }
         if self.live.is_empty() {
             for tx in self.idle_waiters.drain(..) {
                 let _ = tx.send(());
@@ -98,6 +195,24 @@ impl Actor for RunSupervisor {
     type Context = Context<Self>;
 }
 
+impl Handler<Report> for RunSupervisor {
+    type Result = MessageResult<Report>;
+
+    fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.status())
+    }
+}
+
+/// What starting (or restarting) one attempt of a run takes.
+struct Attempt {
+    run_id: Uuid,
+    job_id: Uuid,
+    reason: crate::model::RunReason,
+    scheduled_for: Option<DateTime<Utc>>,
+    request_id: Option<String>,
+    started_at: DateTime<Utc>,
+}
+
 impl Handler<StartRun> for RunSupervisor {
     type Result = MessageResult<StartRun>;
 
@@ -106,8 +221,8 @@ impl Handler<StartRun> for RunSupervisor {
         if let Some(tx) = msg.on_finish {
             self.run_waiters.insert(run_id, tx);
         }
-        let cancel = CancellationToken::new();
-        self.live.insert(run_id, cancel.clone());
+        self.live.insert(run_id, CancellationToken::new());
+        self.tasks.insert(run_id, self.book.begin());
         if self.draining {
             // Settled like a run that stopped before its rows: recorded, notified, answered.
             ctx.notify(RunEnded {
@@ -115,23 +230,22 @@ impl Handler<StartRun> for RunSupervisor {
                 job_id: msg.job_id,
                 reason: msg.reason,
                 request_id: msg.request_id,
+                scheduled_for: msg.scheduled_for,
                 started_at: Utc::now(),
                 outcome: Err(format!("{SHUTTING_DOWN}: the run was not started")),
+                retry: false,
             });
             return MessageResult(run_id);
         }
-        BackupRun {
-            cancel,
-            engine: self.engine.clone(),
+        let run = Attempt {
             run_id,
             job_id: msg.job_id,
             reason: msg.reason,
             scheduled_for: msg.scheduled_for,
             request_id: msg.request_id,
-            supervisor: ctx.address(),
             started_at: Utc::now(),
-        }
-        .start();
+        };
+        self.attempt(run, ctx);
         MessageResult(run_id)
     }
 }
@@ -139,13 +253,23 @@ impl Handler<StartRun> for RunSupervisor {
 impl Handler<RunEnded> for RunSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: RunEnded, _: &mut Context<Self>) -> Self::Result {
-        let engine = self.engine.clone();
+    fn handle(&mut self, msg: RunEnded, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(why) = &msg.outcome {
+            if self.restart(&msg, &why.clone(), ctx) {
+                return Box::pin(fut::ready(()));
+            }
+        }
+        let (engine, crew) = (self.engine.clone(), self.crew.clone());
+        let restarts = self.restarts.get(&msg.run_id).map_or(0, Vec::len);
         let settle = async move {
             let store = engine.store();
             if let Err(why) = &msg.outcome {
-                tracing::error!(run_id = %msg.run_id, job_id = %msg.job_id, %why, "run stopped early");
-                if let Err(e) = store.fail_unfinished_run(msg.run_id, why).await {
+                tracing::error!(run_id = %msg.run_id, job_id = %msg.job_id, %why, restarts, "run stopped early");
+                let why = match restarts {
+                    0 => why.clone(),
+                    n => format!("{why} (given up after {n} restarts)"),
+                };
+                if let Err(e) = store.fail_unfinished_run(msg.run_id, &why).await {
                     // The janitor's lease sweep settles these rows if the database is away now.
                     tracing::error!(run_id = %msg.run_id, error = %e, "could not settle the run's rows");
                 }
@@ -174,11 +298,24 @@ impl Handler<RunEnded> for RunSupervisor {
                 rows,
                 failure,
             };
-            crate::after_run::run_finished(&engine, &finished).await;
+            crate::after_run::run_finished(&engine, &crew, &finished).await;
             finished
         };
         Box::pin(settle.into_actor(self).map(|finished, act, _| {
-            act.settled(finished.run_id);
+            let failure = finished
+                .failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .or_else(|| {
+                    let failed = finished
+                        .rows
+                        .iter()
+                        .filter(|r| r.status != crate::model::Status::Success)
+                        .count();
+                    (failed > 0)
+                        .then(|| format!("run {}: {failed} volumes failed", finished.run_id))
+                });
+            act.settled(finished.run_id, failure);
             if let Some(tx) = act.run_waiters.remove(&finished.run_id) {
                 let _ = tx.send(finished);
             }
@@ -221,6 +358,7 @@ impl Handler<StartRestore> for RunSupervisor {
         }
         let cancel = CancellationToken::new();
         self.live.insert(msg.restore_id, cancel.clone());
+        self.tasks.insert(msg.restore_id, self.book.begin());
         if self.draining {
             ctx.notify(RestoreEnded {
                 restore_id: msg.restore_id,
@@ -231,6 +369,7 @@ impl Handler<StartRestore> for RunSupervisor {
         }
         crate::restore::RestoreRun::new(
             self.engine.clone(),
+            self.crew.clone(),
             msg.restore_id,
             ctx.address().recipient(),
             cancel,
@@ -244,6 +383,10 @@ impl Handler<RestoreEnded> for RunSupervisor {
 
     fn handle(&mut self, msg: RestoreEnded, _: &mut Context<Self>) -> Self::Result {
         let engine = self.engine.clone();
+        let failure = match &msg.outcome {
+            Err(why) if msg.ours => Some(format!("restore {}: {why}", msg.restore_id)),
+            _ => None,
+        };
         let settle = async move {
             let store = engine.store();
             let outcome = match &msg.outcome {
@@ -272,95 +415,12 @@ impl Handler<RestoreEnded> for RunSupervisor {
             store.restore(msg.restore_id).await.ok()
         };
         Box::pin(settle.into_actor(self).map(move |restore, act, _| {
-            act.settled(msg.restore_id);
+            act.settled(msg.restore_id, failure);
             if let (Some(restore), Some(tx)) =
                 (restore, act.restore_waiters.remove(&msg.restore_id))
             {
                 let _ = tx.send(restore);
             }
         }))
-    }
-}
-
-/// One run of one job. Its work runs as a separate task so that a panic is caught and reported,
-/// and it refreshes the heartbeat of its rows while its work makes progress.
-pub struct BackupRun {
-    engine: Engine,
-    /// Cancelled by the supervisor when a shutdown's grace ran out: the work is aborted.
-    cancel: CancellationToken,
-    run_id: Uuid,
-    job_id: Uuid,
-    reason: RunReason,
-    scheduled_for: Option<DateTime<Utc>>,
-    request_id: Option<String>,
-    supervisor: Addr<RunSupervisor>,
-    started_at: DateTime<Utc>,
-}
-
-impl Actor for BackupRun {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let progress = crate::progress::Progress::new();
-        let work = actix::spawn(crate::backup::execute(
-            self.engine.clone(),
-            self.run_id,
-            self.job_id,
-            self.reason,
-            self.scheduled_for,
-            progress.clone(),
-        ));
-        let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, move |act, _| {
-            let (engine, run_id) = (act.engine.clone(), act.run_id);
-            // A heartbeat says the run makes progress: a run whose work moves nothing lets it go
-            // stale (its watchdog fails it at the stall deadline; the janitor, if that fails too).
-            if !progress.is_fresh(engine.settings().stall_deadline) {
-                tracing::warn!(%run_id, "no progress: the heartbeat is not refreshed");
-                return;
-            }
-            actix::spawn(async move {
-                if let Err(e) = engine.store().heartbeat_run(run_id).await {
-                    tracing::warn!(%run_id, error = %e, "heartbeat failed");
-                }
-            });
-        });
-        let cancel = self.cancel.clone();
-        let grace = self.engine.settings().shutdown_grace;
-        let watch = async move {
-            let mut work = work;
-            // Aborting drops the run's future between two awaits: its upload task aborts the
-            // multipart upload, its helper guards remove their containers.
-            let joined = tokio::select! {
-                joined = &mut work => joined,
-                () = cancel.cancelled() => {
-                    work.abort();
-                    work.await
-                }
-            };
-            match joined {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(e)) => Err(format!("run failed: {e}")),
-                Err(join) if join.is_panic() => {
-                    Err(format!("run crashed: {}", panic_message(join.into_panic())))
-                }
-                Err(_) => Err(format!(
-                    "{SHUTTING_DOWN}: the run did not finish within the shutdown grace period \
-                     ({} s)",
-                    grace.as_secs()
-                )),
-            }
-        };
-        ctx.spawn(watch.into_actor(self).map(|outcome, act, ctx| {
-            act.supervisor.do_send(RunEnded {
-                run_id: act.run_id,
-                job_id: act.job_id,
-                reason: act.reason,
-                request_id: act.request_id.take(),
-                started_at: act.started_at,
-                outcome,
-            });
-            ctx.stop();
-        }));
     }
 }

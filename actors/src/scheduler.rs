@@ -17,14 +17,15 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::crew::Crew;
 use crate::engine::Engine;
-use crate::lock;
-use crate::messages::StartRun;
+use crate::messages::{Report, StartRun};
 use crate::metrics::LockOutcome;
 use crate::model::RunReason;
 use crate::run::RunSupervisor;
 use crate::schedule::{minute_of, Schedule};
 use crate::store::{ScheduledJob, StoreError};
+use crate::worker::WorkerBook;
 
 /// The Redis lock's time to live, per the seed.
 const LOCK_TTL: Duration = Duration::from_millis(61_000);
@@ -80,18 +81,28 @@ pub fn evaluation_window(
 
 pub struct Scheduler {
     engine: Engine,
+    crew: Crew,
     supervisor: Addr<RunSupervisor>,
     instance: String,
     last_evaluated: Option<DateTime<Utc>>,
+    /// A tick is a task: it failed when it erred (Redis or Postgres away).
+    book: WorkerBook,
 }
 
 impl Scheduler {
-    pub fn new(engine: Engine, supervisor: Addr<RunSupervisor>, instance: String) -> Self {
+    pub fn new(
+        engine: Engine,
+        crew: Crew,
+        supervisor: Addr<RunSupervisor>,
+        instance: String,
+    ) -> Self {
         Self {
             engine,
+            crew,
             supervisor,
             instance,
             last_evaluated: None,
+            book: WorkerBook::new("scheduler"),
         }
     }
 
@@ -116,25 +127,36 @@ impl Actor for Scheduler {
     }
 }
 
+impl Handler<Report> for Scheduler {
+    type Result = MessageResult<Report>;
+
+    fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.status())
+    }
+}
+
 impl Handler<Tick> for Scheduler {
     type Result = AtomicResponse<Self, Result<TickReport, TickError>>;
 
     fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
-        let (engine, supervisor, instance) = (
+        let (engine, crew, supervisor, instance) = (
             self.engine.clone(),
+            self.crew.clone(),
             self.supervisor.clone(),
             self.instance.clone(),
         );
         let last = self.last_evaluated;
+        let task = self.book.begin();
         AtomicResponse::new(Box::pin(
             async move {
                 let started = std::time::Instant::now();
-                let result = tick(&engine, &supervisor, &instance, last, msg.now).await;
+                let result = tick(&engine, &crew, &supervisor, &instance, last, msg.now).await;
                 engine.metrics().record_tick(started.elapsed());
                 result
             }
             .into_actor(self)
             .map(|result, act, _| {
+                let result = task.end(result);
                 match &result {
                     Ok(report) => {
                         if let Some((_, to)) = report.window {
@@ -155,9 +177,10 @@ impl Handler<Tick> for Scheduler {
     }
 }
 
-#[tracing::instrument(skip(engine, supervisor, last_here))]
+#[tracing::instrument(skip(engine, crew, supervisor, last_here))]
 async fn tick(
     engine: &Engine,
+    crew: &Crew,
     supervisor: &Addr<RunSupervisor>,
     instance: &str,
     last_here: Option<DateTime<Utc>>,
@@ -190,7 +213,7 @@ async fn tick(
             }
         };
         if let Some(due) = schedule.latest_due_between(from, to) {
-            fire(engine, supervisor, instance, job, due, &mut report).await?;
+            fire(engine, crew, supervisor, instance, job, due, &mut report).await?;
         }
     }
     store.record_evaluated_minute(to).await?;
@@ -200,6 +223,7 @@ async fn tick(
 
 async fn fire(
     engine: &Engine,
+    crew: &Crew,
     supervisor: &Addr<RunSupervisor>,
     instance: &str,
     job: &ScheduledJob,
@@ -210,7 +234,7 @@ async fn fire(
         return Ok(());
     }
     let key = format!("lock:backup:{}:{}", job.id, due.timestamp().div_euclid(60));
-    let held = lock::try_acquire(engine.redis(), &key, instance, LOCK_TTL).await;
+    let held = crew.take_lock(&key, instance, LOCK_TTL).await;
     let outcome = match &held {
         Ok(true) => LockOutcome::Acquired,
         Ok(false) => LockOutcome::Contended,
@@ -225,7 +249,7 @@ async fn fire(
     if fired.is_err() {
         // The minute was not fired: give its lock back, so that the next good tick (here or on
         // another instance) fires it instead of finding it taken until the lock expires.
-        if let Err(e) = lock::release(engine.redis(), &key, instance).await {
+        if let Err(e) = crew.release_lock(&key, instance).await {
             tracing::warn!(%key, error = %e, "could not release the minute's lock after an error");
         }
     }

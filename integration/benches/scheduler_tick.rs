@@ -59,8 +59,9 @@ fn main() {
         let pure = (start.0.elapsed(), cpu_time() - start.1);
 
         let engine = bed.engine();
-        let supervisor = RunSupervisor::start(engine.clone());
-        let scheduler = Scheduler::new(engine, supervisor, "bench".into()).start();
+        let crew = vardo_actors::crew::Crew::start(&engine);
+        let supervisor = RunSupervisor::start(engine.clone(), crew.clone());
+        let scheduler = Scheduler::new(engine, crew, supervisor, "bench".into()).start();
         // Ticks for minutes in the future (no job is due then), one new minute each.
         let rounds = 10;
         let mut walls = Vec::new();

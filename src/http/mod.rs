@@ -18,17 +18,21 @@ mod runs;
 mod targets;
 mod targets_json;
 mod tokens;
+mod workers;
 
 use actix_web::{middleware, web, App, HttpServer};
 use secrecy::{ExposeSecret, SecretString};
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{scope, AppExt};
+use vardo_actors::crew::Crew;
 use vardo_actors::engine::Engine;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct State {
     pub engine: Engine,
+    /// This process's Lock, VolumeRunner, Uploader and Pruner (and the actors registered with it).
+    pub crew: Crew,
     /// SHA-256 of `VARDO_ADMIN_TOKEN`; without one, no request is an admin's.
     pub admin_token_hash: Option<[u8; 32]>,
 }
@@ -66,7 +70,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(apps::delete_app)
         .service(channels::list_channels)
         .service(channels::create_channel)
-        .service(channels::delete_channel);
+        .service(channels::delete_channel)
+        .service(workers::list_workers);
 }
 
 /// The OpenAPI document of [`routes`].
@@ -84,12 +89,14 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// handling is off, and a graceful stop lets in-flight requests take up to `grace`.
 pub fn server(
     engine: Engine,
+    crew: Crew,
     listen: &str,
     admin_token: Option<&SecretString>,
     grace: std::time::Duration,
 ) -> anyhow::Result<actix_web::dev::Server> {
     let state = State {
         engine,
+        crew,
         admin_token_hash: admin_token
             .map(|t| t.expose_secret())
             .filter(|t| !t.is_empty())

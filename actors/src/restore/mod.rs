@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::codec::Digest;
+use crate::crew::Crew;
 use crate::docker::DockerError;
 use crate::engine::Engine;
 use crate::lock::LockError;
@@ -64,6 +65,7 @@ pub use crate::supervision::SHUTTING_DOWN;
 /// One restore; reports its end to the supervisor (`RunSupervisor`), which records it.
 pub struct RestoreRun {
     engine: Engine,
+    crew: Crew,
     restore_id: Uuid,
     supervisor: Recipient<RestoreEnded>,
     /// Cancelled by the supervisor when a shutdown's grace ran out. The restore stops where it
@@ -74,12 +76,14 @@ pub struct RestoreRun {
 impl RestoreRun {
     pub fn new(
         engine: Engine,
+        crew: Crew,
         restore_id: Uuid,
         supervisor: Recipient<RestoreEnded>,
         cancel: CancellationToken,
     ) -> Self {
         Self {
             engine,
+            crew,
             restore_id,
             supervisor,
             cancel,
@@ -94,6 +98,7 @@ impl Actor for RestoreRun {
         let progress = Progress::new();
         let work = actix::spawn(execute(
             self.engine.clone(),
+            self.crew.clone(),
             self.restore_id,
             progress.clone(),
             self.cancel.clone(),
@@ -172,11 +177,12 @@ fn expected_digest(backup: &Backup) -> Option<Digest> {
 /// Performs the restore; one that a shutdown stopped fails saying so.
 async fn execute(
     engine: Engine,
+    crew: Crew,
     restore_id: Uuid,
     progress: Progress,
     cancel: CancellationToken,
 ) -> Result<(), RestoreError> {
-    match perform(&engine, restore_id, progress, &cancel).await {
+    match perform(&engine, &crew, restore_id, progress, &cancel).await {
         Err(e @ RestoreError::NotOurs) => Err(e),
         Err(e) if cancel.is_cancelled() => Err(RestoreError::Failed(format!(
             "{SHUTTING_DOWN}: the restore did not finish within the shutdown grace period ({e})"
@@ -185,9 +191,10 @@ async fn execute(
     }
 }
 
-#[tracing::instrument(skip(engine, progress, cancel))]
+#[tracing::instrument(skip(engine, crew, progress, cancel))]
 async fn perform(
     engine: &Engine,
+    crew: &Crew,
     restore_id: Uuid,
     progress: Progress,
     cancel: &CancellationToken,
@@ -254,7 +261,7 @@ async fn perform(
         expected.size, expected.sha256_hex, target.name
     ))
     .await?;
-    let lock = engine.lock_volume(&volume).await?;
+    let lock = crew.lock_volume(&volume).await?;
     let result = match backup.volume_kind {
         VolumeKind::Generic => {
             files::FileRestore {

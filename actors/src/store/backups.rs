@@ -197,6 +197,18 @@ impl Store {
             .await?)
     }
 
+    /// Appends a line to the log of the run's unfinished rows (a restart says why it restarts).
+    pub async fn log_unfinished_run(&self, run_id: Uuid, line: &str) -> Result<u64, StoreError> {
+        let client = self.pool().get().await?;
+        Ok(client
+            .execute(
+                "UPDATE backup SET log = log || $2, heartbeat_at = now()
+                 WHERE run_id = $1 AND status IN ('pending', 'running')",
+                &[&run_id, &log_line(line)],
+            )
+            .await?)
+    }
+
     pub async fn backup(&self, id: Uuid) -> Result<Backup, StoreError> {
         let client = self.pool().get().await?;
         let row = client

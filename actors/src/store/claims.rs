@@ -119,7 +119,9 @@ impl Store {
         }))
     }
 
-    /// Reserves a stored object's location for a backup row; false when another row holds it.
+    /// Reserves a stored object's location for a backup row; false when another row holds it. The
+    /// row that holds it gets it again (a restarted run writes its volume's object where the
+    /// interrupted attempt did, leaving no orphan behind).
     pub async fn reserve_object(
         &self,
         location: &str,
@@ -129,7 +131,9 @@ impl Store {
         let row = client
             .query_opt(
                 "INSERT INTO stored_object (location, backup_id) VALUES ($1, $2)
-                 ON CONFLICT (location) DO NOTHING RETURNING location",
+                 ON CONFLICT (location) DO UPDATE SET backup_id = EXCLUDED.backup_id
+                     WHERE stored_object.backup_id = EXCLUDED.backup_id
+                 RETURNING location",
                 &[&location, &backup_id],
             )
             .await?;

@@ -8,7 +8,10 @@ use vardo_integration::fault_proxy::{Fault, FaultProxy};
 use vardo_integration::{describe, volumes, TestBed};
 
 /// An app whose volume holds `mib` MiB of random bytes (they do not compress: every MiB is sent).
-async fn app_with_data(bed: &TestBed, mib: u32) -> (vardo_actors::model::Organization, App) {
+pub(crate) async fn app_with_data(
+    bed: &TestBed,
+    mib: u32,
+) -> (vardo_actors::model::Organization, App) {
     let org = bed.organization().await;
     let app = bed
         .app(&org, "faulty", &[("data", VolumeKind::Generic)])
@@ -38,7 +41,7 @@ async fn run(bed: &TestBed, job: uuid::Uuid) -> Backup {
     row
 }
 
-async fn objects(bed: &TestBed) -> Vec<String> {
+pub(crate) async fn objects(bed: &TestBed) -> Vec<String> {
     bed.bucket.storage().list("").await.expect("list")
 }
 
@@ -276,20 +279,7 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Zstd)
         .await;
-    // The engine reaches Postgres through a proxy, so that the test can take it away.
-    let server = vardo_integration::setting("VARDO_TEST_PG_URL");
-    let host_port = server
-        .rsplit_once('@')
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(hp, _)| hp.to_owned())
-        .expect("host:port in VARDO_TEST_PG_URL");
-    let pg_addr: std::net::SocketAddr = host_port.parse().expect("a loopback address");
-    let pg = FaultProxy::start(pg_addr).expect("pg proxy");
-    let url = bed.db.url.replace(&host_port, &pg.addr().to_string());
-    assert_ne!(
-        url, bed.db.url,
-        "the engine's DATABASE_URL goes through the proxy"
-    );
+    let (pg, url) = postgres_behind_proxy(&bed);
     let env = env_with(&bed, "DATABASE_URL", url);
 
     // Mid-upload, Postgres "restarts": every session of the test database ends, and new ones are
@@ -297,14 +287,7 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
     let mut child = backup_held_at_first_part(&s3, job, &env).await;
     pg.set(Fault::Refuse);
     let admin = bed.db.client().await.expect("db");
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .await
-        .expect("end the engine's sessions");
+    end_sessions(&admin).await;
     s3.release();
     let status = exit_of(&mut child, std::time::Duration::from_secs(120)).await;
     pg.set(Fault::PassThrough);
@@ -354,9 +337,40 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
     bed.cleanup().await;
 }
 
+/// A proxy in front of the Postgres server, and the bed's database URL through it: the engine
+/// reaches Postgres through it, so that a test can take the database away.
+pub(crate) fn postgres_behind_proxy(bed: &TestBed) -> (FaultProxy, String) {
+    let server = vardo_integration::setting("VARDO_TEST_PG_URL");
+    let host_port = server
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(hp, _)| hp.to_owned())
+        .expect("host:port in VARDO_TEST_PG_URL");
+    let pg_addr: std::net::SocketAddr = host_port.parse().expect("a loopback address");
+    let pg = FaultProxy::start(pg_addr).expect("pg proxy");
+    let url = bed.db.url.replace(&host_port, &pg.addr().to_string());
+    assert_ne!(
+        url, bed.db.url,
+        "the engine's DATABASE_URL goes through the proxy"
+    );
+    (pg, url)
+}
+
+/// Ends every session of the bed's database but the caller's (Postgres "restarting").
+pub(crate) async fn end_sessions(admin: &tokio_postgres::Client) {
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("end the engine's sessions");
+}
+
 /// Environment for an engine with `key` set to `value` instead of the bed's, and a 4 s lease (the
 /// volume lock lives 4 s without renewal).
-fn env_with(bed: &TestBed, key: &str, value: String) -> Vec<(String, String)> {
+pub(crate) fn env_with(bed: &TestBed, key: &str, value: String) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = bed.env().into_iter().filter(|(k, _)| k != key).collect();
     env.push((key.to_owned(), value));
     env.push(("VARDO_RUN_LEASE_SECONDS".into(), "4".into()));
@@ -365,7 +379,7 @@ fn env_with(bed: &TestBed, key: &str, value: String) -> Vec<(String, String)> {
 }
 
 /// Starts `backup --job` with its first part's upload held at `proxy`; returns once it waits.
-async fn backup_held_at_first_part(
+pub(crate) async fn backup_held_at_first_part(
     proxy: &FaultProxy,
     job: uuid::Uuid,
     env: &[(String, String)],
@@ -388,7 +402,7 @@ async fn backup_held_at_first_part(
 }
 
 /// Waits for the command to end, at most `limit`.
-async fn exit_of(
+pub(crate) async fn exit_of(
     child: &mut std::process::Child,
     limit: std::time::Duration,
 ) -> std::process::ExitStatus {

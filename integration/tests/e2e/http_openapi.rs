@@ -72,6 +72,7 @@ async fn the_document_lists_every_route_with_its_methods() {
             "/api/v1/organizations/{orgId}/notifications/channels/{channelId}",
             &["delete"],
         ),
+        ("/api/v1/workers", &["get"]),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

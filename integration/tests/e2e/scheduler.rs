@@ -255,7 +255,8 @@ async fn a_redis_outage_fires_nothing_twice_and_catches_the_missed_minute_up_onc
         .await
         .expect("readyz");
     assert_eq!(resp.status().as_u16(), 503, "readyz while redis is down");
-    tokio::time::sleep(Duration::from_secs(70)).await; // the outage itself, not a wait for an effect
+    // The outage itself (90 s: a minute and a half of due runs), not a wait for an effect.
+    tokio::time::sleep(Duration::from_secs(90)).await;
     redis.resume();
     eventually(
         Duration::from_secs(150),

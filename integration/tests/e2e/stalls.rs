@@ -267,6 +267,80 @@ async fn an_s3_target_that_stops_answering_fails_the_backup_as_stalled() {
     bed.cleanup().await;
 }
 
+/// S3 stops answering in the middle of a multipart upload (its first part stored, its second
+/// never answered): the run fails as stalled, and the upload it had opened is aborted — the
+/// server holds neither an object nor an open upload afterwards.
+#[tokio::test]
+async fn an_s3_upload_stalled_after_its_first_part_is_aborted_and_leaves_nothing_open() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let proxy = FaultProxy::to_s3().expect("fault proxy");
+    let app = bed
+        .app(&org, "partstall", &[("files", VolumeKind::Generic)])
+        .await;
+    let volume = bed.blue(&app, "files");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    // 20 MiB of random bytes: three 8 MiB parts.
+    volumes::sh(
+        &bed.docker,
+        &volume,
+        "head -c 20m /dev/urandom > /volume/noise.bin",
+    )
+    .await
+    .expect("fill the volume");
+    let target = bed.s3_target_at(org.id, &proxy.url()).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+
+    // The second part's PUT is held, never released: S3 "accepts and never answers".
+    proxy.set(Fault::HoldRequest {
+        starting_with: "PUT ",
+        nth: 2,
+    });
+    let mut env = bed.env();
+    env.push((STALL.0.to_owned(), STALL.1.to_owned()));
+    let mut child = vardo_integration::process::start(&["backup", "--job", &job.to_string()], &env);
+    let held = &proxy;
+    vardo_integration::eventually(Duration::from_secs(60), "the second part is held", || {
+        let holding = held.holding();
+        async move { holding.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        bed.bucket.open_multipart_uploads().len(),
+        1,
+        "the upload is open while its second part hangs"
+    );
+    let status = super::faults::exit_of(&mut child, BOUND).await;
+    assert_eq!(status.code(), Some(1), "a stalled run exits 1");
+    let rows = bed
+        .db
+        .client()
+        .await
+        .expect("db")
+        .query("SELECT id FROM backup WHERE job_id = $1", &[&job])
+        .await
+        .expect("rows");
+    let row = bed.store.backup(rows[0].get(0)).await.expect("row");
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(
+        row.log.contains("stalled: no progress for 3 s in upload"),
+        "{}",
+        row.log
+    );
+    assert!(row.storage_path.is_none());
+    // The abort is sent as the upload is dropped; the process waits for it before it exits.
+    assert_eq!(
+        bed.bucket.open_multipart_uploads(),
+        Vec::<String>::new(),
+        "the stalled upload was aborted"
+    );
+    assert_bucket_empty(&bed).await;
+    drop(proxy);
+    bed.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_whose_download_stalls_fails_and_leaves_the_volume_unchanged() {
     let bed = TestBed::new().await;

@@ -179,8 +179,10 @@ async fn a_tick_that_fails_after_taking_the_minute_gives_it_back() {
     .expect("trigger");
 
     let engine = bed.engine();
-    let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone());
-    let scheduler = Scheduler::new(engine.clone(), supervisor, format!("t-{}", bed.id)).start();
+    let crew = vardo_actors::crew::Crew::start(&engine);
+    let supervisor = vardo_actors::run::RunSupervisor::start(engine.clone(), crew.clone());
+    let scheduler =
+        Scheduler::new(engine.clone(), crew, supervisor, format!("t-{}", bed.id)).start();
     // A minute two days ahead, so the scheduler's own ticks at the real minute never reach it.
     let minute = minute_of(Utc::now()) + chrono::Duration::days(2);
     let now = minute + chrono::Duration::seconds(5);

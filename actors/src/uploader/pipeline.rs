@@ -1,5 +1,6 @@
-//! Uploader: compresses an archive stream and streams it to a target, with its size and SHA-256
-//! computed on the way; succeeds only when the target holds the whole object.
+//! What the `Uploader` actor (uploader/mod.rs) does: compresses an archive stream and streams it to
+//! a target, with its size and SHA-256 computed on the way; succeeds only when the target holds the
+//! whole object.
 
 use crate::codec::{self, Digest};
 use crate::model::Compression;
@@ -19,6 +20,10 @@ pub enum UploadError {
     Incomplete { key: String },
     #[error("upload to {key} failed: the target holds {stored} bytes, {sent} were sent")]
     SizeMismatch { key: String, stored: u64, sent: u64 },
+    #[error("upload to {key} given up: it was aborted")]
+    GivenUp { key: String },
+    #[error("upload to {key} failed: the uploader is not running ({why})")]
+    Unavailable { key: String, why: String },
 }
 
 /// Compresses `archive`, uploads it to `key` and returns the stored object's digest; the bytes

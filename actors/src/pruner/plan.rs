@@ -1,4 +1,5 @@
-//! Pruner: applies a job's retention to each of its (job, app, volume) series. Plan first — pure,
+//! What the `Pruner` actor (pruner/mod.rs) does: applies a job's retention to each of its
+//! (job, app, volume) series. Plan first — pure,
 //! from the job's `success` rows, with [`crate::retention`] — then execute: delete each pruned
 //! backup's object from the target it was written to, and only then mark its row `pruned`. A dry
 //! run is the plan alone.
@@ -28,6 +29,8 @@ use crate::store::StoreError;
 pub enum PruneError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the pruner is not running: {0}")]
+    Unavailable(String),
     #[error("job {job_id}: {source}; nothing was pruned")]
     TimeZone {
         job_id: Uuid,
@@ -305,12 +308,6 @@ async fn delete(
             Err(why)
         }
     }
-}
-
-/// Plans and executes the prune of one job.
-pub async fn prune_job(engine: &Engine, job_id: Uuid) -> Result<PruneReport, PruneError> {
-    let plan = plan(engine, job_id).await?;
-    execute(engine, &plan).await
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! VolumeRunner: finds an app's Docker volume and yields its archive as a byte stream — a tar of its
-//! files for generic volumes, a `pg_dump` from the database container for Postgres volumes.
+//! What the `VolumeRunner` actor (volume_runner/mod.rs) does: yields a found Docker volume's archive as
+//! a byte stream — a tar of its files for generic volumes, a `pg_dump` from the database container
+//! for Postgres volumes.
 
 use std::io;
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub enum VolumeError {
     NoDatabaseContainer { volume: String },
     #[error(transparent)]
     Docker(#[from] DockerError),
+    #[error("the archive was given up before it opened")]
+    GivenUp,
+    #[error("the volume runner is not running: {0}")]
+    Unavailable(String),
 }
 
 /// An archive being produced, and where it comes from.

@@ -1,4 +1,4 @@
-//! Redis locks: `SET key token NX PX ttl`, released only by their holder (compare-and-delete).
+//! The Redis side of the `Lock` actor (lock/mod.rs). Redis locks: `SET key token NX PX ttl`, released only by their holder (compare-and-delete).
 //! Scheduler locks `lock:backup:{jobId}:{minute}` simply expire; a volume lock
 //! `lock:volume:{dockerVolume}` keeps a backup and a restore of the same volume apart and is renewed
 //! while its holder works.
@@ -9,6 +9,8 @@ use deadpool_redis::redis;
 use deadpool_redis::Pool;
 use uuid::Uuid;
 
+use crate::worker::WorkerBook;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("redis: {0}")]
@@ -17,6 +19,8 @@ pub enum LockError {
     Busy(String),
     #[error("the lock {0} was lost: it expired or another holder took it")]
     Lost(String),
+    #[error("the lock actor is not running: {0}")]
+    Unavailable(String),
 }
 
 fn redis_err(e: impl std::fmt::Display) -> LockError {
@@ -90,15 +94,23 @@ pub struct VolumeLock {
     /// Becomes true once the renewal finds the lock gone (taken by another holder, or expired
     /// while Redis did not answer).
     lost: tokio::sync::watch::Receiver<bool>,
+    /// Set by [`VolumeLock::release`]; a lock dropped without it is released by `drop`.
+    released: bool,
 }
 
 impl VolumeLock {
     pub async fn acquire(pool: &Pool, volume: &str) -> Result<Self, LockError> {
-        Self::acquire_for(pool, volume, VOLUME_TTL).await
+        Self::acquire_for(pool, volume, VOLUME_TTL, &WorkerBook::new("lock")).await
     }
 
-    /// [`VolumeLock::acquire`] with a time to live of `ttl` (renewed every third of it).
-    pub async fn acquire_for(pool: &Pool, volume: &str, ttl: Duration) -> Result<Self, LockError> {
+    /// [`VolumeLock::acquire`] with a time to live of `ttl` (renewed every third of it); failed
+    /// renewals and the loss of the lock are recorded in `book`.
+    pub async fn acquire_for(
+        pool: &Pool,
+        volume: &str,
+        ttl: Duration,
+        book: &WorkerBook,
+    ) -> Result<Self, LockError> {
         let key = format!("lock:volume:{volume}");
         let token = Uuid::new_v4().to_string();
         if !try_acquire(pool, &key, &token, ttl).await? {
@@ -107,6 +119,7 @@ impl VolumeLock {
         let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let renew = {
             let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
+            let book = book.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(ttl / 3);
                 every.tick().await;
@@ -117,16 +130,23 @@ impl VolumeLock {
                         Ok(true) => renewed = tokio::time::Instant::now(),
                         Ok(false) => {
                             tracing::error!(%key, "volume lock lost: another holder has it");
+                            book.error(format!("{key} lost: another holder has it"));
                             let _ = lost_tx.send(true);
                             return;
                         }
                         // Past its time to live without a renewal, the lock may be anyone's.
                         Err(e) if renewed.elapsed() >= ttl => {
                             tracing::error!(%key, error = %e, "volume lock lost: not renewed within its time to live");
+                            book.error(format!(
+                                "{key} lost: not renewed within its time to live ({e})"
+                            ));
                             let _ = lost_tx.send(true);
                             return;
                         }
-                        Err(e) => tracing::warn!(%key, error = %e, "volume lock renewal failed"),
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "volume lock renewal failed");
+                            book.error(format!("{key} not renewed: {e}"));
+                        }
                     }
                 }
             })
@@ -138,6 +158,7 @@ impl VolumeLock {
             ttl,
             renew,
             lost,
+            released: false,
         })
     }
 
@@ -162,16 +183,30 @@ impl VolumeLock {
         }
     }
 
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.renew.abort();
+        self.released = true;
         if let Err(e) = release(&self.pool, &self.key, &self.token).await {
             tracing::warn!(key = %self.key, error = %e, "volume lock release failed; it expires by itself");
         }
     }
 }
 
+/// A lock dropped unreleased (its holder's work was aborted or panicked) is released in the
+/// background, so that the volume is free at once rather than when the lock expires.
 impl Drop for VolumeLock {
     fn drop(&mut self) {
         self.renew.abort();
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (pool, key, token) = (self.pool.clone(), self.key.clone(), self.token.clone());
+            runtime.spawn(async move {
+                if let Err(e) = release(&pool, &key, &token).await {
+                    tracing::warn!(%key, error = %e, "volume lock release failed; it expires by itself");
+                }
+            });
+        }
     }
 }
