@@ -344,3 +344,26 @@ CREATE TABLE IF NOT EXISTS engine_instance (
     heartbeat_at  timestamptz NOT NULL DEFAULT now(),
     stopped_at    timestamptz
 );
+
+-- Verification: a backup's object downloaded and checked (size, sha256, content read to its end
+-- through the restore's guard). Requested through the API or the CLI; claimed by one instance.
+CREATE TABLE IF NOT EXISTS verification (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    backup_id        uuid NOT NULL REFERENCES backup (id) ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'success', 'failed')),
+    log              text NOT NULL DEFAULT '',
+    checked          text[] NOT NULL DEFAULT '{}',
+    claimed_by       text,
+    heartbeat_at     timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS verification_backup ON verification (backup_id);
+CREATE INDEX IF NOT EXISTS verification_unclaimed ON verification (created_at)
+    WHERE claimed_by IS NULL AND status = 'pending';
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS verified_at timestamptz;
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS verify_outcome text
+    CHECK (verify_outcome IN ('ok', 'failed'));

@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(long)]
         backup: Uuid,
     },
+    /// Verifies a backup: downloads its object, checks its size and sha256 against the row and
+    /// reads its content to the end as a restore would, changing nothing. Prints the log; exits 0
+    /// when the backup is intact, 1 when it is not (or could not be verified, or is unknown).
+    Verify {
+        #[arg(long)]
+        backup: Uuid,
+    },
     /// Plans a retention policy over RFC 3339 timestamps read on stdin, one per line, and prints
     /// the plan as JSON, newest first; exits 2 on bad input. Needs no configuration.
     Retention(crate::retention_cmd::RetentionArgs),
@@ -121,25 +128,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(code);
             }
             let restore = app.restore_now(backup).await?;
-            print!("{}", restore.log);
-            println!("restore {} {}", restore.id, restore.status.as_str());
-            if restore.status == Status::Success {
-                return Ok(ExitCode::SUCCESS);
-            }
-            let why = restore
-                .log
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no reason was recorded");
-            eprintln!(
-                "error: restore {} {}: {why}",
+            Ok(report_end(
+                "restore",
                 restore.id,
-                restore.status.as_str()
-            );
-            Ok(ExitCode::FAILURE)
+                restore.status,
+                &restore.log,
+            ))
+        }
+        Command::Verify { backup } => {
+            let app = Application::build(&config).await?;
+            app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().backup(backup).await)? {
+                return Ok(code);
+            }
+            let v = app.verify_now(backup).await?;
+            Ok(report_end("verification", v.id, v.status, &v.log))
         }
     }
+}
+
+/// Prints a restore's or verification's log and `{what} {id} {status}`; exit 0 on success, else
+/// 1 with the log's last line on stderr.
+fn report_end(what: &str, id: Uuid, status: Status, log: &str) -> ExitCode {
+    print!("{log}");
+    println!("{what} {id} {}", status.as_str());
+    if status == Status::Success {
+        return ExitCode::SUCCESS;
+    }
+    let why = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no reason was recorded");
+    eprintln!("error: {what} {id} {}: {why}", status.as_str());
+    ExitCode::FAILURE
 }
 
 /// An id the command was given that names nothing is refused: the reason on stderr, exit 1.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use vardo_actors::crew::Crew;
 use vardo_actors::engine::{Engine, EngineSettings};
 use vardo_actors::messages::RunFinished;
-use vardo_actors::model::{Restore, TargetKind};
+use vardo_actors::model::{Restore, TargetKind, Verification};
 use vardo_actors::run::RunSupervisor;
 
 use crate::config::Config;
@@ -302,6 +302,15 @@ impl Application {
         let restore = vardo_actors::wait::restore_and_wait(&self.engine, &supervisor, backup).await;
         self.instance_stopped().await;
         Ok(restore?)
+    }
+
+    pub async fn verify_now(&self, backup: Uuid) -> anyhow::Result<Verification> {
+        vardo_actors::instance::spawn_heartbeat(self.engine.clone());
+        let supervisor =
+            vardo_actors::run::RunSupervisor::start(self.engine.clone(), self.crew.clone());
+        let verified = vardo_actors::wait::verify_and_wait(&self.engine, &supervisor, backup).await;
+        self.instance_stopped().await;
+        Ok(verified?)
     }
 
     /// The command's work is done: any helper it left may be removed by any janitor.

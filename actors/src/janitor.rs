@@ -54,6 +54,18 @@ impl Actor for Janitor {
                     }
                     match engine
                         .store()
+                        .fail_abandoned_verifications(engine.settings().run_lease)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            verifications = n,
+                            "failed verifications left unfinished by a stopped engine"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "verification lease sweep failed"),
+                    }
+                    match engine
+                        .store()
                         .release_abandoned_claims(engine.settings().run_lease)
                         .await
                     {

@@ -41,6 +41,7 @@ pub mod stream;
 pub mod supervision;
 pub mod tar_guard;
 pub mod uploader;
+pub mod verify;
 pub mod volume_runner;
 pub mod wait;
 pub mod worker;

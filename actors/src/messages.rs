@@ -25,12 +25,13 @@ use uuid::Uuid;
 
 use crate::codec::Digest;
 use crate::lock::redis::{LockError, VolumeLock};
-use crate::model::{Backup, Compression, Restore, RunFailure, RunReason, Volume};
+use crate::model::{Backup, Compression, Restore, RunFailure, RunReason, Verification, Volume};
 use crate::progress::Progress;
 use crate::pruner::plan::{PruneError, PruneReport};
 use crate::storage::TargetStorage;
 use crate::stream::ByteStream;
 use crate::uploader::pipeline::UploadError;
+use crate::verify::Verdict;
 use crate::volume_runner::archive::{ArchiveOptions, VolumeArchive, VolumeError};
 pub use crate::worker::{Report, WorkerStatus};
 
@@ -108,6 +109,25 @@ pub struct RestoreEnded {
     pub outcome: Result<(), String>,
     /// False when this engine found the restore no longer `pending` and left it alone: its row
     /// belongs to whoever started it, and nothing is recorded.
+    pub ours: bool,
+}
+
+/// Perform a verification that has its `pending` row already (and is claimed by this engine).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartVerify {
+    pub verification_id: Uuid,
+    pub on_finish: Option<oneshot::Sender<Verification>>,
+}
+
+/// A verification's end, as its actor reports it to the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct VerifyEnded {
+    pub verification_id: Uuid,
+    /// `Err`: it could not verify (the target or the database did not answer, a shutdown).
+    pub outcome: Result<Verdict, String>,
+    /// False when this engine found the verification no longer `pending`: nothing is recorded.
     pub ours: bool,
 }
 

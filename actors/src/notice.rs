@@ -319,6 +319,8 @@ mod tests {
             started_at: None,
             finished_at: Some(Utc::now()),
             created_at: Utc::now(),
+            verified_at: None,
+            verify_outcome: None,
         }
     }
 

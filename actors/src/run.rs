@@ -27,10 +27,11 @@ use crate::crew::Crew;
 use crate::engine::Engine;
 use crate::messages::{
     CancelAll, Drain, Idle, Report, RestoreEnded, RunEnded, RunFinished, RunOutcome, StartRestore,
-    StartRun,
+    StartRun, StartVerify, VerifyEnded,
 };
-use crate::model::{Restore, RunFailure, RunFailureReason};
+use crate::model::{Restore, RunFailure, RunFailureReason, Verification};
 use crate::supervision::{restart_backoff, RESTART_BUDGET, SHUTTING_DOWN};
+use crate::verify::{Verdict, VerifyRun};
 use crate::worker::{Task, WorkerBook};
 
 pub use crate::backup::BackupError;
@@ -41,6 +42,7 @@ pub struct RunSupervisor {
     crew: Crew,
     run_waiters: HashMap<Uuid, oneshot::Sender<RunFinished>>,
     restore_waiters: HashMap<Uuid, oneshot::Sender<Restore>>,
+    verify_waiters: HashMap<Uuid, oneshot::Sender<Verification>>,
     /// Runs and restores started and not yet settled, with the token that stops each.
     live: HashMap<Uuid, CancellationToken>,
     /// Set by [`Drain`]: nothing new starts.
@@ -61,6 +63,7 @@ impl RunSupervisor {
             crew,
             run_waiters: HashMap::new(),
             restore_waiters: HashMap::new(),
+            verify_waiters: HashMap::new(),
             live: HashMap::new(),
             draining: false,
             idle_waiters: Vec::new(),
@@ -420,6 +423,74 @@ impl Handler<RestoreEnded> for RunSupervisor {
                 (restore, act.restore_waiters.remove(&msg.restore_id))
             {
                 let _ = tx.send(restore);
+            }
+        }))
+    }
+}
+
+impl Handler<StartVerify> for RunSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartVerify, ctx: &mut Context<Self>) {
+        let id = msg.verification_id;
+        if let Some(tx) = msg.on_finish {
+            self.verify_waiters.insert(id, tx);
+        }
+        let cancel = CancellationToken::new();
+        self.live.insert(id, cancel.clone());
+        self.tasks.insert(id, self.book.begin());
+        if self.draining {
+            ctx.notify(VerifyEnded {
+                verification_id: id,
+                outcome: Err(format!("{SHUTTING_DOWN}: the verification was not started")),
+                ours: true,
+            });
+            return;
+        }
+        VerifyRun::new(self.engine.clone(), id, ctx.address().recipient(), cancel).start();
+    }
+}
+
+impl Handler<VerifyEnded> for RunSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: VerifyEnded, _: &mut Context<Self>) -> Self::Result {
+        let engine = self.engine.clone();
+        let id = msg.verification_id;
+        let failure = match &msg.outcome {
+            Ok(Verdict::Damaged(why)) | Err(why) if msg.ours => {
+                Some(format!("verification {id}: {why}"))
+            }
+            _ => None,
+        };
+        let settle = async move {
+            let store = engine.store();
+            let recorded = match &msg.outcome {
+                _ if !msg.ours => Ok(()),
+                Ok(Verdict::Intact(summary)) => {
+                    store.finish_verification(id, Some(true), summary).await
+                }
+                Ok(Verdict::Damaged(why)) => {
+                    store
+                        .finish_verification(id, Some(false), &format!("failed: {why}"))
+                        .await
+                }
+                // Nothing was found wrong with the backup: its outcome stays as it was.
+                Err(why) => {
+                    store
+                        .finish_verification(id, None, &format!("failed: {why}"))
+                        .await
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::error!(verification_id = %id, error = %e, "could not record the verification's end");
+            }
+            store.verification(id).await.ok()
+        };
+        Box::pin(settle.into_actor(self).map(move |verification, act, _| {
+            act.settled(id, failure);
+            if let (Some(v), Some(tx)) = (verification, act.verify_waiters.remove(&id)) {
+                let _ = tx.send(v);
             }
         }))
     }

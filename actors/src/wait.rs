@@ -1,13 +1,13 @@
-//! What the CLI's `run` and `restore` commands do: hand one manual run or one restore to a
-//! `RunSupervisor` (run.rs) started in this process, and wait for its end.
+//! What the CLI's `backup`, `restore` and `verify` commands do: hand one manual run, restore or
+//! verification to a `RunSupervisor` (run.rs) started in this process, and wait for its end.
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::messages::{RunFinished, StartRestore, StartRun};
-use crate::model::{Restore, RunReason};
+use crate::messages::{RunFinished, StartRestore, StartRun, StartVerify};
+use crate::model::{Restore, RunReason, Verification};
 use crate::run::RunSupervisor;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,33 @@ pub async fn run_and_wait(
             scheduled_for: None,
             on_finish: Some(tx),
             request_id: None,
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}
+
+/// Records a verification of `backup_id`, performs it here and waits for its end.
+pub async fn verify_and_wait(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    backup_id: Uuid,
+) -> Result<Verification, WaitError> {
+    let store = engine.store();
+    let backup = store
+        .backup(backup_id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    // Claimed here, so that no scheduler instance takes it too.
+    let verification_id = store
+        .insert_verification(backup.organization_id, backup.id, Some(engine.instance()))
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(StartVerify {
+            verification_id,
+            on_finish: Some(tx),
         })
         .await
         .map_err(|_| WaitError::Lost)?;

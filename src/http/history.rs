@@ -72,6 +72,10 @@ pub struct HistoryItem {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When the newest verification of this backup that judged it ended (`POST …/verify`).
+    pub verified_at: Option<DateTime<Utc>>,
+    /// `ok` (intact) or `failed` (it would not restore); null before any verification.
+    pub verify_outcome: Option<String>,
     /// Timestamped log lines; only when one row is fetched by id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -114,6 +118,8 @@ pub fn view(b: Backup, with_log: bool) -> HistoryItem {
         started_at: b.started_at,
         finished_at: b.finished_at,
         created_at: b.created_at,
+        verified_at: b.verified_at,
+        verify_outcome: b.verify_outcome,
         log: with_log.then_some(b.log),
     }
 }

@@ -18,6 +18,7 @@ mod runs;
 mod targets;
 mod targets_json;
 mod tokens;
+mod verifications;
 mod workers;
 
 use actix_web::{middleware, web, App, HttpServer};
@@ -64,6 +65,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(runs::list_runs)
         .service(restores::create_restore)
         .service(restores::get_restore)
+        .service(verifications::create_verification)
+        .service(verifications::get_verification)
         .service(apps::list_apps)
         .service(apps::put_app)
         .service(apps::get_app)

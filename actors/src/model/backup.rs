@@ -87,6 +87,9 @@ pub struct Backup {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When the newest verification of this backup ended, and its outcome (`ok` | `failed`).
+    pub verified_at: Option<DateTime<Utc>>,
+    pub verify_outcome: Option<String>,
 }
 
 /// Restore status: a restore is never `pruned`.

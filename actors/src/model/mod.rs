@@ -6,6 +6,7 @@ pub mod channel;
 pub mod job;
 pub mod run;
 pub mod target;
+pub mod verification;
 
 pub use app::{App, Organization, Volume, VolumeKind};
 pub use backup::{Backup, Restore, RunReason, Status};
@@ -13,3 +14,4 @@ pub use channel::ChannelKind;
 pub use job::{Compression, Job, RetentionPolicy};
 pub use run::{RunFailure, RunFailureReason, RunRecord};
 pub use target::{Target, TargetConfig, TargetKind};
+pub use verification::Verification;

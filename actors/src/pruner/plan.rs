@@ -337,6 +337,8 @@ mod tests {
             started_at: Some(at),
             finished_at: Some(at),
             created_at: at,
+            verified_at: None,
+            verify_outcome: None,
         }
     }
 

@@ -153,7 +153,8 @@ pub struct Watch<'a> {
     pub deadline: std::time::Duration,
 }
 
-fn compression_of(key: &str) -> Option<Compression> {
+/// The compression an archive's key names (`.gz`, `.zst`).
+pub(crate) fn compression_of(key: &str) -> Option<Compression> {
     if key.ends_with(".gz") {
         Some(Compression::Gzip)
     } else if key.ends_with(".zst") {
@@ -163,7 +164,8 @@ fn compression_of(key: &str) -> Option<Compression> {
     }
 }
 
-fn expected_digest(backup: &Backup) -> Option<Digest> {
+/// The size and sha256 the backup row recorded for its object.
+pub(crate) fn expected_digest(backup: &Backup) -> Option<Digest> {
     Some(Digest {
         size: u64::try_from(backup.size_bytes?).ok()?,
         sha256_hex: backup

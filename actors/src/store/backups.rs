@@ -17,8 +17,11 @@ pub struct NewBackupRow {
     pub volume_kind: VolumeKind,
 }
 
-const COLUMNS: &str = "id, run_id, job_id, organization_id, app_id, app_name, target_id, volume_name, \
-    volume_kind, status, size_bytes, storage_path, checksum, log, started_at, finished_at, created_at";
+/// The columns [`backup_row`] reads.
+pub(super) const COLUMNS: &str =
+    "id, run_id, job_id, organization_id, app_id, app_name, target_id, \
+    volume_name, volume_kind, status, size_bytes, storage_path, checksum, log, started_at, \
+    finished_at, created_at, verified_at, verify_outcome";
 
 /// A log line as stored: `2024-01-15T02:00:00.123Z message`.
 pub fn log_line(message: &str) -> String {
@@ -52,6 +55,8 @@ pub(super) fn backup_row(row: &Row) -> Result<Backup, StoreError> {
         started_at: row.get("started_at"),
         finished_at: row.get("finished_at"),
         created_at: row.get("created_at"),
+        verified_at: row.get("verified_at"),
+        verify_outcome: row.get("verify_outcome"),
     })
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::backups::backup_row;
+use super::backups::{backup_row, COLUMNS};
 use super::{Store, StoreError};
 use crate::model::{Backup, Status};
 
@@ -17,9 +17,6 @@ pub struct HistoryFilter {
     pub volume_name: Option<String>,
     pub run_id: Option<Uuid>,
 }
-
-const COLUMNS: &str = "id, run_id, job_id, organization_id, app_id, app_name, target_id, volume_name, \
-    volume_kind, status, size_bytes, storage_path, checksum, log, started_at, finished_at, created_at";
 
 impl Store {
     /// Newest first; `before` is the (created_at, id) of the last row of the previous page.

@@ -21,6 +21,7 @@ mod stats;
 mod target_admin;
 mod targets;
 mod tokens;
+mod verifications;
 
 pub use admin::{OrganizationRecord, PageAfter};
 pub use app_admin::AppPut;

@@ -3,13 +3,9 @@
 
 use uuid::Uuid;
 
-use super::backups::{backup_row, log_line};
+use super::backups::{backup_row, log_line, COLUMNS};
 use super::{Store, StoreError};
 use crate::model::Backup;
-
-/// The columns `backup_row` reads.
-const COLUMNS: &str = "id, run_id, job_id, organization_id, app_id, app_name, target_id, volume_name, \
-    volume_kind, status, size_bytes, storage_path, checksum, log, started_at, finished_at, created_at";
 
 impl Store {
     /// Every `success` row of a job, grouped by (app, volume), newest first by `finished_at`, equal

@@ -73,6 +73,14 @@ async fn the_document_lists_every_route_with_its_methods() {
             &["delete"],
         ),
         ("/api/v1/workers", &["get"]),
+        (
+            "/api/v1/organizations/{orgId}/backups/history/{backupId}/verify",
+            &["post"],
+        ),
+        (
+            "/api/v1/organizations/{orgId}/backups/verifications/{verificationId}",
+            &["get"],
+        ),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

@@ -36,4 +36,5 @@ mod stalls;
 mod storage_adapter;
 mod tenancy;
 mod transitions;
+mod verify;
 mod workers;

@@ -240,56 +240,66 @@ async fn kill_9_in_every_phase_of_a_restore_then_recovery_leaves_old_or_new_cont
     .into_iter()
     .enumerate()
     {
-        volumes::sh(
-            &bed.docker,
-            &volume,
-            &format!(
-                "find /volume -mindepth 1 -maxdepth 1 -exec rm -rf {{}} + && {}",
-                many("old")
-            ),
-        )
-        .await
-        .expect("old contents");
-        let before = trees::read(&bed.docker, &volume).await;
+        // A phase lasts a Docker exec or two: under load the poll can miss it, and a restore
+        // that ended before the wanted phase was seen proves nothing about it — tried again
+        // from the old contents, at most three times.
+        let mut tries = 0;
+        let before = loop {
+            tries += 1;
+            volumes::sh(
+                &bed.docker,
+                &volume,
+                &format!(
+                    "find /volume -mindepth 1 -maxdepth 1 -exec rm -rf {{}} + && {}",
+                    many("old")
+                ),
+            )
+            .await
+            .expect("old contents");
+            let before = trees::read(&bed.docker, &volume).await;
 
-        let mut restore = process::start(&["restore", "--backup", &backup], &env);
-        // Polled tightly: a phase lasts a Docker exec or two.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let seen = loop {
-            if phase(&volume).as_deref() == Some(wanted) {
-                break true;
+            let mut restore = process::start(&["restore", "--backup", &backup], &env);
+            // Polled tightly: a phase lasts a Docker exec or two.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let seen = loop {
+                if phase(&volume).as_deref() == Some(wanted) {
+                    break true;
+                }
+                if matches!(restore.try_wait(), Ok(Some(_))) || std::time::Instant::now() > deadline
+                {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            let _ = restore.kill();
+            let _ = restore.wait();
+            if kill_helper {
+                let _ = std::process::Command::new("docker")
+                    .args([
+                        "ps",
+                        "-q",
+                        "--filter",
+                        "label=vardo-backup=helper",
+                        "--filter",
+                    ])
+                    .arg(format!("volume={volume}"))
+                    .output()
+                    .map(|o| {
+                        for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                            let _ = std::process::Command::new("docker")
+                                .args(["kill", id])
+                                .output();
+                        }
+                    });
             }
-            if matches!(restore.try_wait(), Ok(Some(_))) || std::time::Instant::now() > deadline {
-                break false;
+            if seen {
+                break before;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(
+                tries < 3,
+                "round {round}: the restore ended before phase {wanted} was seen, {tries} times"
+            );
         };
-        let _ = restore.kill();
-        let _ = restore.wait();
-        if kill_helper {
-            let _ = std::process::Command::new("docker")
-                .args([
-                    "ps",
-                    "-q",
-                    "--filter",
-                    "label=vardo-backup=helper",
-                    "--filter",
-                ])
-                .arg(format!("volume={volume}"))
-                .output()
-                .map(|o| {
-                    for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = std::process::Command::new("docker")
-                            .args(["kill", id])
-                            .output();
-                    }
-                });
-        }
-        // A restore that ended before the wanted phase was seen proves nothing about it.
-        assert!(
-            seen,
-            "round {round}: the restore ended before phase {wanted} was seen"
-        );
 
         // The scheduler engine's janitor fails the dead restore and recovers its volume.
         eventually(Duration::from_secs(90), "recovery by the janitor", || {

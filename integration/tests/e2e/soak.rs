@@ -84,6 +84,18 @@ async fn kill_9_at_random_moments_under_three_schedulers_loses_and_doubles_nothi
     )
     .await;
     let ended = Utc::now();
+    // Stopped gracefully, so that the runs they have going settle (a kill now would leave rows
+    // `running` that no janitor is left to fail).
+    for engine in &engines {
+        engine.signal("TERM");
+    }
+    for engine in &mut engines {
+        let status = engine.wait_exit(Duration::from_secs(120)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a soaked engine stops on SIGTERM with exit 0: {status:?}"
+        );
+    }
     drop(engines);
 
     let counts = runs_per_minute(&bed).await;

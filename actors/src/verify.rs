@@ -1,0 +1,300 @@
+//! VerifyRun: one actor per verification of a backup. It downloads the backup's object, checks its
+//! size and sha256 against the row, and reads its content to the end the way a restore would — a
+//! tar entry by entry through the restore's guard (`crate::tar_guard`), a dump decompressed to its
+//! end — without writing anything anywhere. Its end goes to the supervisor ([`VerifyEnded`]),
+//! which records it on the verification and on the backup row.
+//!
+//! Outcomes: [`Verdict::Intact`]; [`Verdict::Damaged`] (the object is missing, has another size or
+//! checksum, does not decompress, or holds an entry a restore refuses) marks the backup
+//! `verifyOutcome: failed`; an error that says nothing about the backup (the target did not
+//! answer, the database went away) fails the verification and leaves the backup's outcome as it
+//! was.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::codec::{self, Payload};
+use crate::engine::Engine;
+use crate::messages::VerifyEnded;
+use crate::model::{Status, VolumeKind};
+use crate::progress::{stage, Progress, Stalled};
+use crate::storage::{StorageError, TargetStorage};
+use crate::store::StoreError;
+use crate::supervision::{panic_message, SHUTTING_DOWN};
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything checked; the summary says what.
+    Intact(String),
+    /// The backup would not restore, and why.
+    Damaged(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Stalled(#[from] Stalled),
+    #[error("reading the archive failed: {0}")]
+    Read(std::io::Error),
+    /// Another engine performs it (or it ended): nothing to record.
+    #[error("the verification is not pending")]
+    NotOurs,
+}
+
+pub struct VerifyRun {
+    engine: Engine,
+    verification_id: Uuid,
+    supervisor: Recipient<VerifyEnded>,
+    cancel: CancellationToken,
+}
+
+impl VerifyRun {
+    pub fn new(
+        engine: Engine,
+        verification_id: Uuid,
+        supervisor: Recipient<VerifyEnded>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            engine,
+            verification_id,
+            supervisor,
+            cancel,
+        }
+    }
+}
+
+impl Actor for VerifyRun {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let progress = Progress::new();
+        let work = actix::spawn(execute(
+            self.engine.clone(),
+            self.verification_id,
+            progress.clone(),
+        ));
+        let every = self.engine.settings().heartbeat_interval;
+        ctx.run_interval(every, move |act, _| {
+            let (engine, id) = (act.engine.clone(), act.verification_id);
+            if !progress.is_fresh(engine.settings().stall_deadline) {
+                return;
+            }
+            actix::spawn(async move {
+                if let Err(e) = engine.store().heartbeat_verification(id).await {
+                    tracing::warn!(verification_id = %id, error = %e, "heartbeat failed");
+                }
+            });
+        });
+        let cancel = self.cancel.clone();
+        let watch = async move {
+            let mut work = work;
+            let joined = tokio::select! {
+                joined = &mut work => joined,
+                () = cancel.cancelled() => {
+                    work.abort();
+                    work.await
+                }
+            };
+            match joined {
+                Ok(Ok(verdict)) => (Ok(verdict), true),
+                Ok(Err(VerifyError::NotOurs)) => (Err("not pending".to_owned()), false),
+                Ok(Err(e)) => (Err(format!("could not verify: {e}")), true),
+                Err(join) if join.is_panic() => (
+                    Err(format!(
+                        "verification crashed: {}",
+                        panic_message(join.into_panic())
+                    )),
+                    true,
+                ),
+                Err(_) => (
+                    Err(format!("{SHUTTING_DOWN}: the verification was stopped")),
+                    true,
+                ),
+            }
+        };
+        ctx.spawn(watch.into_actor(self).map(|(outcome, ours), act, ctx| {
+            act.supervisor.do_send(VerifyEnded {
+                verification_id: act.verification_id,
+                outcome,
+                ours,
+            });
+            ctx.stop();
+        }));
+    }
+}
+
+/// Performs one verification (claimed by this engine, `pending`).
+pub async fn execute(
+    engine: Engine,
+    verification_id: Uuid,
+    progress: Progress,
+) -> Result<Verdict, VerifyError> {
+    let store = engine.store();
+    if !store.mark_verification_running(verification_id).await? {
+        return Err(VerifyError::NotOurs);
+    }
+    let log = |line: String, checked: Option<&'static str>| async move {
+        store
+            .append_verification_log(verification_id, &line, checked)
+            .await
+    };
+    let verification = store.verification(verification_id).await?;
+    let backup = store.backup(verification.backup_id).await?;
+    if backup.status != Status::Success {
+        return Ok(Verdict::Damaged(format!(
+            "the backup is {}; only a successful backup holds an archive",
+            backup.status.as_str()
+        )));
+    }
+    let (Some(key), Some(expected)) = (
+        backup.storage_path.clone(),
+        crate::restore::expected_digest(&backup),
+    ) else {
+        return Ok(Verdict::Damaged(
+            "the backup records no object or no checksum".to_owned(),
+        ));
+    };
+    let Some(compression) = crate::restore::compression_of(&key) else {
+        return Ok(Verdict::Damaged(format!("{key}: unknown archive format")));
+    };
+    let Some(target_id) = backup.target_id else {
+        return Ok(Verdict::Damaged("its target was deleted".to_owned()));
+    };
+    let target = store.target(target_id).await?;
+    let settings = engine.settings();
+    let storage = TargetStorage::open_with_step_limit(
+        &target.config,
+        settings.allow_local_backups,
+        settings.stall_deadline,
+    )?;
+    let _slot = engine.run_slot().await;
+
+    // The object: there, and of the recorded size.
+    match storage.stat(&key).await? {
+        None => {
+            return Ok(Verdict::Damaged(format!(
+                "the object {key} is missing from target {}",
+                target.name
+            )))
+        }
+        Some(size) if size != expected.size => {
+            return Ok(Verdict::Damaged(format!(
+                "the object {key} has {size} bytes, the backup recorded {}",
+                expected.size
+            )))
+        }
+        Some(size) => log(format!("object {key}: {size} bytes"), Some("object")).await?,
+    }
+
+    // Its bytes and content, read to the end.
+    let payload = match backup.volume_kind {
+        VolumeKind::Generic => Payload::Tar,
+        VolumeKind::Postgres => Payload::Sql,
+    };
+    // Whether the download itself failed (then the read's error says nothing about the archive).
+    let cut = Arc::new(AtomicBool::new(false));
+    let read = async {
+        let body = storage.download(&key).await?;
+        let seen = Arc::clone(&cut);
+        let body: crate::stream::ByteStream = Box::pin(body.inspect(move |chunk| {
+            if chunk.is_err() {
+                seen.store(true, Ordering::Relaxed);
+            }
+        }));
+        let body = progress.meter(stage::DOWNLOAD).stream(body);
+        let (mut content, held) = codec::unpack(body, compression, payload, expected.clone());
+        let mut bytes = 0u64;
+        while let Some(chunk) = content.next().await {
+            bytes += chunk.map_err(VerifyError::Read)?.len() as u64;
+        }
+        let held = held
+            .await
+            .map_err(|_| VerifyError::Read(std::io::Error::other("the check ended early")))?;
+        Ok::<_, VerifyError>((bytes, held.len()))
+    };
+    let deadline = settings.stall_deadline;
+    let read = progress
+        .deadline(deadline, &[stage::DOWNLOAD], read)
+        .await?;
+    let (bytes, symlinks) = match read {
+        Ok(read) => read,
+        // The bytes came in whole: a read that failed on them (a changed byte, a cut end, an
+        // entry a restore refuses, a stream that does not decompress) is the archive's fault.
+        Err(VerifyError::Read(e)) if !cut.load(Ordering::Relaxed) => {
+            return Ok(Verdict::Damaged(
+                why_unreadable(&storage, &key, &expected, e).await?,
+            ))
+        }
+        Err(VerifyError::Storage(StorageError::NotFound { key, .. })) => {
+            return Ok(Verdict::Damaged(format!("the object {key} is missing")))
+        }
+        Err(e) => return Err(e),
+    };
+    log(
+        format!("size and sha256:{} match the backup", expected.sha256_hex),
+        Some("sha256"),
+    )
+    .await?;
+    let content = match payload {
+        Payload::Tar => {
+            log(
+                format!(
+                    "tar read to its end: {bytes} bytes, every entry inside the volume \
+                     ({symlinks} symlinks above the root, restored as links)"
+                ),
+                Some("tar entries"),
+            )
+            .await?;
+            "tar"
+        }
+        Payload::Sql => {
+            log(
+                format!("dump decompressed to its end: {bytes} bytes of SQL"),
+                Some("sql dump"),
+            )
+            .await?;
+            "dump"
+        }
+    };
+    Ok(Verdict::Intact(format!(
+        "intact: {} bytes, sha256:{}, {content} of {bytes} bytes read to its end",
+        expected.size, expected.sha256_hex
+    )))
+}
+
+/// Why an archive whose read failed is damaged: a decompressor meets a changed byte before the
+/// hash of the whole object is known, so the object is hashed once more to tell a checksum
+/// mismatch (the object changed since the backup) from an archive that was stored broken.
+async fn why_unreadable(
+    storage: &TargetStorage,
+    key: &str,
+    expected: &codec::Digest,
+    read: std::io::Error,
+) -> Result<String, VerifyError> {
+    if read.to_string().contains("checksum mismatch") {
+        return Ok(read.to_string());
+    }
+    let actual = codec::digest(storage.download(key).await?)
+        .await
+        .map_err(VerifyError::Read)?;
+    Ok(if &actual == expected {
+        format!("the object matches its recorded sha256, but its content does not read: {read}")
+    } else {
+        format!(
+            "checksum mismatch: the archive has {} bytes with sha256:{}, the backup recorded {} \
+             bytes with sha256:{} ({read})",
+            actual.size, actual.sha256_hex, expected.size, expected.sha256_hex
+        )
+    })
+}
