@@ -367,3 +367,12 @@ CREATE INDEX IF NOT EXISTS verification_unclaimed ON verification (created_at)
 ALTER TABLE backup ADD COLUMN IF NOT EXISTS verified_at timestamptz;
 ALTER TABLE backup ADD COLUMN IF NOT EXISTS verify_outcome text
     CHECK (verify_outcome IN ('ok', 'failed'));
+
+-- Undoable restores: a restore first backs up the contents it replaces (a backup row with reason
+-- `pre-restore`, kept `restore.keep_pre_restore_days`, outside the job's retention) unless asked
+-- not to.
+ALTER TABLE restore ADD COLUMN IF NOT EXISTS safety_backup boolean NOT NULL DEFAULT true;
+ALTER TABLE restore ADD COLUMN IF NOT EXISTS pre_restore_backup_id uuid
+    REFERENCES backup (id) ON DELETE SET NULL;
+CREATE INDEX IF NOT EXISTS backup_pre_restore ON backup (finished_at)
+    WHERE reason = 'pre-restore' AND status = 'success';

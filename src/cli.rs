@@ -59,6 +59,9 @@ pub enum Command {
     Restore {
         #[arg(long)]
         backup: Uuid,
+        /// Do not back up the contents the restore replaces first (the restore cannot be undone).
+        #[arg(long)]
+        no_safety_backup: bool,
     },
     /// Verifies a backup: downloads its object, checks its size and sha256 against the row and
     /// reads its content to the end as a restore would, changing nothing. Prints the log; exits 0
@@ -121,13 +124,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             crate::retention_cmd::prune(&app, job, dry_run).await
         }
-        Command::Restore { backup } => {
+        Command::Restore {
+            backup,
+            no_safety_backup,
+        } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
-            let restore = app.restore_now(backup).await?;
+            let restore = app.restore_now(backup, !no_safety_backup).await?;
+            if let Some(undo) = restore.pre_restore_backup_id {
+                println!("safety backup {undo}: undo with `vardo-backup restore --backup {undo}`");
+            }
             Ok(report_end(
                 "restore",
                 restore.id,

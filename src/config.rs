@@ -29,6 +29,10 @@ const ENV_KEYS: &[(&str, &str)] = &[
         "VARDO_SHUTDOWN_GRACE_SECONDS",
         "scheduler.shutdown_grace_seconds",
     ),
+    (
+        "VARDO_KEEP_PRE_RESTORE_DAYS",
+        "restore.keep_pre_restore_days",
+    ),
     ("VARDO_SMTP_URL", "smtp.url"),
     ("VARDO_SMTP_FROM", "smtp.from"),
     (
@@ -82,6 +86,8 @@ pub struct Config {
     pub backup: Option<SystemTargetConfig>,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub restore: RestoreConfig,
     #[serde(default)]
     pub smtp: SmtpConfig,
     #[serde(default)]
@@ -199,6 +205,23 @@ impl Config {
             allow_private_addresses: self.notifications.allow_private_addresses,
             retry_base: std::time::Duration::from_millis(self.notifications.retry_base_ms),
             max_attempts: self.notifications.max_attempts,
+        }
+    }
+}
+
+/// `restore:` — what restores keep.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreConfig {
+    /// Days a restore's safety backup (of the contents it replaced) is kept before the janitor
+    /// deletes it.
+    pub keep_pre_restore_days: u32,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        Self {
+            keep_pre_restore_days: 7,
         }
     }
 }
@@ -402,6 +425,9 @@ impl Config {
                 "catch_up_minutes": self.scheduler.catch_up_minutes,
                 "stall_seconds": self.scheduler.stall_seconds,
                 "shutdown_grace_seconds": self.scheduler.shutdown_grace_seconds,
+            },
+            "restore": {
+                "keep_pre_restore_days": self.restore.keep_pre_restore_days,
             },
             "smtp": {
                 "url": self.smtp.url.as_ref().map(mask),

@@ -87,6 +87,9 @@ impl Application {
             stall_deadline: Duration::from_secs(config.scheduler.stall_seconds),
             catch_up: Duration::from_secs(u64::from(config.scheduler.catch_up_minutes) * 60),
             shutdown_grace: Duration::from_secs(config.scheduler.shutdown_grace_seconds),
+            keep_pre_restore: Duration::from_secs(
+                u64::from(config.restore.keep_pre_restore_days) * 86_400,
+            ),
             notifications: config.notify_settings(),
             events: config.events.settings(),
         })?;
@@ -295,11 +298,13 @@ impl Application {
         Ok(outcome)
     }
 
-    pub async fn restore_now(&self, backup: Uuid) -> anyhow::Result<Restore> {
+    pub async fn restore_now(&self, backup: Uuid, safety_backup: bool) -> anyhow::Result<Restore> {
         vardo_actors::instance::spawn_heartbeat(self.engine.clone());
         let supervisor =
             vardo_actors::run::RunSupervisor::start(self.engine.clone(), self.crew.clone());
-        let restore = vardo_actors::wait::restore_and_wait(&self.engine, &supervisor, backup).await;
+        let restore =
+            vardo_actors::wait::restore_and_wait(&self.engine, &supervisor, backup, safety_backup)
+                .await;
         self.instance_stopped().await;
         Ok(restore?)
     }

@@ -12,8 +12,8 @@ use crate::engine::Engine;
 use crate::lock::LockError;
 use crate::messages::RunOutcome;
 use crate::model::{
-    App, Job, Organization, RunFailure, RunFailureReason, RunReason, Status, Target, Volume,
-    VolumeKind,
+    App, Compression, Organization, RunFailure, RunFailureReason, RunReason, Status, Target,
+    Volume, VolumeKind,
 };
 use crate::progress::{stage, Progress, Stalled};
 use crate::storage::{archive_relative_key, archive_timestamp, TargetStorage};
@@ -176,7 +176,8 @@ pub async fn execute(
             storage: &storage,
             target: &target,
             org: &org,
-            job: &job,
+            compression: job.compression,
+            level: job.compression_level,
             app: &app,
             volume: &volume,
             started,
@@ -221,20 +222,21 @@ async fn resumed(
     Ok((ids, kept))
 }
 
-/// One volume of one app in a run.
-struct VolumeJob<'a> {
-    engine: &'a Engine,
-    crew: &'a Crew,
-    storage: &'a TargetStorage,
-    target: &'a Target,
-    org: &'a Organization,
-    job: &'a Job,
-    app: &'a App,
-    volume: &'a Volume,
+/// One volume of one app in a run (or a restore's safety backup of it, `restore/safety.rs`).
+pub(crate) struct VolumeJob<'a> {
+    pub engine: &'a Engine,
+    pub crew: &'a Crew,
+    pub storage: &'a TargetStorage,
+    pub target: &'a Target,
+    pub org: &'a Organization,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub app: &'a App,
+    pub volume: &'a Volume,
     /// When the run began: the archives' timestamp.
-    started: DateTime<Utc>,
-    row: Uuid,
-    progress: &'a Progress,
+    pub started: DateTime<Utc>,
+    pub row: Uuid,
+    pub progress: &'a Progress,
 }
 
 impl VolumeJob<'_> {
@@ -244,6 +246,26 @@ impl VolumeJob<'_> {
 
     /// Records the volume's outcome on its row; only a database failure is returned.
     async fn run(&self) -> Result<(), StoreError> {
+        self.mark_running().await?;
+        let result = self.archive_and_upload().await;
+        self.settle(result).await
+    }
+
+    /// [`VolumeJob::run`] for a Docker volume the caller found, owns and holds the lock of (a
+    /// restore taking its safety backup); true when the row ended `success`.
+    pub(crate) async fn run_locked(&self, docker_volume: &str) -> Result<bool, StoreError> {
+        self.mark_running().await?;
+        let result = async {
+            let docker = self.engine.docker().await?;
+            self.archive_watched(docker, docker_volume).await
+        }
+        .await;
+        let ok = result.is_ok();
+        self.settle(result).await?;
+        Ok(ok)
+    }
+
+    async fn mark_running(&self) -> Result<(), StoreError> {
         let store = self.engine.store();
         store
             .mark_backup_running(
@@ -257,8 +279,15 @@ impl VolumeJob<'_> {
                     self.target.kind.as_str()
                 ),
             )
-            .await?;
-        match self.archive_and_upload().await {
+            .await
+    }
+
+    async fn settle(
+        &self,
+        result: Result<(String, Digest), BackupError>,
+    ) -> Result<(), StoreError> {
+        let store = self.engine.store();
+        match result {
             Ok((key, digest)) => {
                 let settled = store
                     .mark_backup_success(
@@ -361,11 +390,11 @@ impl VolumeJob<'_> {
         let session = archive.session.take();
         let result = async {
             self.log(&archive.source).await?;
-            let extension = format!("{}.{}", archive.extension, self.job.compression.suffix());
+            let extension = format!("{}.{}", archive.extension, self.compression.suffix());
             let key = self.reserve_key(&extension).await?;
             self.log(&format!(
                 "uploading to {key} ({} compression)",
-                self.job.compression.as_str()
+                self.compression.as_str()
             ))
             .await?;
             let stream = self.progress.meter(source).stream(archive.stream);
@@ -373,8 +402,8 @@ impl VolumeJob<'_> {
                 self.storage,
                 &key,
                 stream,
-                self.job.compression,
-                self.job.compression_level,
+                self.compression,
+                self.level,
                 self.progress,
             );
             let digest = self.progress.deadline(deadline, &stages, upload).await??;

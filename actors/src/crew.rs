@@ -16,7 +16,8 @@ use crate::codec::Digest;
 use crate::engine::Engine;
 use crate::lock::{Lock, LockError, VolumeLock};
 use crate::messages::{
-    LockVolume, OpenArchive, Prune, ReleaseLock, Report, TakeLock, Upload, WorkerStatus,
+    LockVolume, OpenArchive, Prune, PruneSafetyBackups, ReleaseLock, Report, TakeLock, Upload,
+    WorkerStatus,
 };
 use crate::model::{Compression, Volume};
 use crate::progress::Progress;
@@ -162,6 +163,14 @@ impl Crew {
             key: key.to_owned(),
             why: e.to_string(),
         })?
+    }
+
+    /// Deletes the expired safety backups of restores; answers how many.
+    pub async fn prune_safety_backups(&self) -> Result<usize, PruneError> {
+        self.pruner
+            .send(PruneSafetyBackups)
+            .await
+            .map_err(|e| PruneError::Unavailable(e.to_string()))?
     }
 
     /// The prune runs to its end even if the asker stops waiting.

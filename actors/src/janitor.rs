@@ -77,6 +77,11 @@ impl Actor for Janitor {
                         Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
                     sweep_helpers(&engine).await;
+                    match crew.prune_safety_backups().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "deleted expired safety backups"),
+                        Err(e) => tracing::warn!(error = %e, "safety backup sweep failed"),
+                    }
                     recover_abandoned(engine, &crew).await;
                 }
                 .into_actor(act),

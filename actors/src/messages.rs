@@ -204,6 +204,12 @@ pub struct Upload {
     pub stop: CancellationToken,
 }
 
+/// Pruner: delete the restores' safety backups older than `restore.keep_pre_restore_days`.
+/// Answers how many were deleted.
+#[derive(Message)]
+#[rtype(result = "Result<usize, PruneError>")]
+pub struct PruneSafetyBackups;
+
 /// Pruner: apply a job's retention to each of its series. Prunes of one job never overlap: one
 /// asked while another runs waits for it.
 #[derive(Message)]

@@ -32,6 +32,8 @@ pub struct EngineSettings {
     pub catch_up: Duration,
     /// How long a graceful shutdown lets runs and restores finish before it fails them.
     pub shutdown_grace: Duration,
+    /// How long a restore's safety backup is kept.
+    pub keep_pre_restore: Duration,
     /// SMTP server, private-address switch and retry schedule of notifications.
     pub notifications: NotifySettings,
     /// The deploy pipeline's streams: consumed messages, dead letters, published results.

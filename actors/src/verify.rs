@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::codec::{self, Payload};
 use crate::engine::Engine;
 use crate::messages::VerifyEnded;
-use crate::model::{Status, VolumeKind};
+use crate::model::VolumeKind;
 use crate::progress::{stage, Progress, Stalled};
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::StoreError;
@@ -151,25 +151,18 @@ pub async fn execute(
     };
     let verification = store.verification(verification_id).await?;
     let backup = store.backup(verification.backup_id).await?;
-    if backup.status != Status::Success {
-        return Ok(Verdict::Damaged(format!(
-            "the backup is {}; only a successful backup holds an archive",
-            backup.status.as_str()
-        )));
-    }
-    let (Some(key), Some(expected)) = (
-        backup.storage_path.clone(),
-        crate::restore::expected_digest(&backup),
-    ) else {
-        return Ok(Verdict::Damaged(
-            "the backup records no object or no checksum".to_owned(),
-        ));
-    };
-    let Some(compression) = crate::restore::compression_of(&key) else {
-        return Ok(Verdict::Damaged(format!("{key}: unknown archive format")));
-    };
-    let Some(target_id) = backup.target_id else {
-        return Ok(Verdict::Damaged("its target was deleted".to_owned()));
+    let crate::restore::ArchiveRef {
+        key,
+        expected,
+        compression,
+        target_id,
+    } = match crate::restore::archive_of(&backup) {
+        Ok(archive) => archive,
+        Err(why) => {
+            return Ok(Verdict::Damaged(format!(
+                "the backup cannot be read: {why}"
+            )))
+        }
     };
     let target = store.target(target_id).await?;
     let settings = engine.settings();

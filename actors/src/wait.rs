@@ -65,11 +65,13 @@ pub async fn verify_and_wait(
     rx.await.map_err(|_| WaitError::Lost)
 }
 
-/// Records a restore of `backup_id`, performs it here and waits for its end.
+/// Records a restore of `backup_id` (with a safety backup first unless `safety_backup` is
+/// false), performs it here and waits for its end.
 pub async fn restore_and_wait(
     engine: &Engine,
     supervisor: &Addr<RunSupervisor>,
     backup_id: Uuid,
+    safety_backup: bool,
 ) -> Result<Restore, WaitError> {
     let store = engine.store();
     let backup = store
@@ -77,7 +79,7 @@ pub async fn restore_and_wait(
         .await
         .map_err(|e| WaitError::Refused(e.to_string()))?;
     let restore_id = store
-        .insert_restore(backup.organization_id, backup.id)
+        .insert_restore(backup.organization_id, backup.id, safety_backup)
         .await
         .map_err(|e| WaitError::Refused(e.to_string()))?;
     // Claimed here, so that no scheduler instance takes it too.

@@ -320,3 +320,24 @@ pub fn show(listing: &BTreeMap<Vec<u8>, String>) -> String {
         .map(|(k, v)| format!("{:?} {v}\n", String::from_utf8_lossy(k)))
         .collect()
 }
+
+/// A valid gzip'd tar whose second entry climbs out of the volume with `../escaped.txt`: what a
+/// restore (and a verification) must refuse before it writes anything.
+pub fn parent_entry_tar_gz() -> Vec<u8> {
+    let mut tar = Vec::new();
+    for (name, data) in [("./ok.txt", &b"fine"[..]), ("../escaped.txt", &b"evil"[..])] {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.extend_from_slice(h.as_bytes());
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.extend_from_slice(&[0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    gz.finish().expect("gzip")
+}

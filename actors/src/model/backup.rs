@@ -46,6 +46,9 @@ pub enum RunReason {
     Schedule,
     Manual,
     Deploy,
+    /// The safety backup a restore takes of the contents it is about to replace.
+    #[serde(rename = "pre-restore")]
+    PreRestore,
 }
 
 impl RunReason {
@@ -54,6 +57,7 @@ impl RunReason {
             Self::Schedule => "schedule",
             Self::Manual => "manual",
             Self::Deploy => "deploy",
+            Self::PreRestore => "pre-restore",
         }
     }
 
@@ -62,6 +66,7 @@ impl RunReason {
             "schedule" => Some(Self::Schedule),
             "manual" => Some(Self::Manual),
             "deploy" => Some(Self::Deploy),
+            "pre-restore" => Some(Self::PreRestore),
             _ => None,
         }
     }
@@ -98,6 +103,8 @@ pub struct Backup {
 pub struct Restore {
     pub id: Uuid,
     pub backup_id: Uuid,
+    /// The safety backup taken of the contents this restore replaced: restore it to undo.
+    pub pre_restore_backup_id: Option<Uuid>,
     pub status: Status,
     pub log: String,
     pub started_at: Option<DateTime<Utc>>,

@@ -3,6 +3,7 @@
 //! different jobs run side by side. The planning and the deletes are in [`plan`].
 
 pub mod plan;
+pub mod safety;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::messages::{Prune, Report};
+use crate::messages::{Prune, PruneSafetyBackups, Report};
 use crate::worker::WorkerBook;
 
 pub use plan::*;
@@ -62,6 +63,15 @@ impl Handler<Prune> for Pruner {
             }
             report
         })
+    }
+}
+
+impl Handler<PruneSafetyBackups> for Pruner {
+    type Result = ResponseFuture<Result<usize, PruneError>>;
+
+    fn handle(&mut self, _: PruneSafetyBackups, _: &mut Context<Self>) -> Self::Result {
+        let (engine, task) = (self.engine.clone(), self.book.begin());
+        Box::pin(async move { task.end(safety::prune_expired(&engine).await) })
     }
 }
 

@@ -42,7 +42,9 @@ pub struct FileRestore<'a> {
 }
 
 impl FileRestore<'_> {
-    pub async fn run(&self, log: &Log<'_>) -> Result<(), RestoreError> {
+    /// Recovers what earlier restores of the volume left unfinished (before anything reads the
+    /// volume: the safety backup, the swap); refuses while another restore of it runs.
+    pub async fn recover_earlier(&self, log: &Log<'_>) -> Result<(), RestoreError> {
         let (earlier, live) = self
             .store
             .volume_recoveries(self.volume, self.lease)
@@ -72,6 +74,11 @@ impl FileRestore<'_> {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    pub async fn run(&self, log: &Log<'_>) -> Result<(), RestoreError> {
+        self.recover_earlier(log).await?;
         let names = SwapNames::of(self.restore_id);
         // From here on the volume holds something of this restore until it is clean again.
         self.store

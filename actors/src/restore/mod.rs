@@ -5,6 +5,7 @@
 //! database) as it was, or — once recovered after its commit point — exactly as the archive.
 
 pub mod files;
+pub mod safety;
 pub mod sql;
 pub mod swap;
 
@@ -153,8 +154,39 @@ pub struct Watch<'a> {
     pub deadline: std::time::Duration,
 }
 
+/// Where a successful backup's archive is, and what it must be.
+pub(crate) struct ArchiveRef {
+    pub key: String,
+    pub expected: Digest,
+    pub compression: Compression,
+    pub target_id: Uuid,
+}
+
+/// The archive of `backup`, or why it holds none that a restore or a verification can read.
+pub(crate) fn archive_of(backup: &Backup) -> Result<ArchiveRef, String> {
+    if backup.status != Status::Success {
+        return Err(format!(
+            "its status is {}; only successful backups hold an archive",
+            backup.status.as_str()
+        ));
+    }
+    let key = backup
+        .storage_path
+        .clone()
+        .ok_or("no storage path recorded")?;
+    let expected = expected_digest(backup).ok_or("no checksum recorded")?;
+    let compression = compression_of(&key).ok_or("unknown archive format")?;
+    let target_id = backup.target_id.ok_or("its target was deleted")?;
+    Ok(ArchiveRef {
+        key,
+        expected,
+        compression,
+        target_id,
+    })
+}
+
 /// The compression an archive's key names (`.gz`, `.zst`).
-pub(crate) fn compression_of(key: &str) -> Option<Compression> {
+fn compression_of(key: &str) -> Option<Compression> {
     if key.ends_with(".gz") {
         Some(Compression::Gzip)
     } else if key.ends_with(".zst") {
@@ -165,7 +197,7 @@ pub(crate) fn compression_of(key: &str) -> Option<Compression> {
 }
 
 /// The size and sha256 the backup row recorded for its object.
-pub(crate) fn expected_digest(backup: &Backup) -> Option<Digest> {
+fn expected_digest(backup: &Backup) -> Option<Digest> {
     Some(Digest {
         size: u64::try_from(backup.size_bytes?).ok()?,
         sha256_hex: backup
@@ -208,27 +240,12 @@ async fn perform(
     let log = Log { store, restore_id };
     let restore = store.restore(restore_id).await?;
     let backup = store.backup(restore.backup_id).await?;
-    let not_restorable = |why: &str| RestoreError::NotRestorable {
-        id: backup.id,
-        why: why.to_owned(),
-    };
-    if backup.status != Status::Success {
-        return Err(not_restorable(&format!(
-            "its status is {}; only successful backups hold an archive",
-            backup.status.as_str()
-        )));
-    }
-    let key = backup
-        .storage_path
-        .clone()
-        .ok_or_else(|| not_restorable("no storage path recorded"))?;
-    let expected =
-        expected_digest(&backup).ok_or_else(|| not_restorable("no checksum recorded"))?;
-    let compression =
-        compression_of(&key).ok_or_else(|| not_restorable("unknown archive format"))?;
-    let target_id = backup
-        .target_id
-        .ok_or_else(|| not_restorable("its target was deleted"))?;
+    let ArchiveRef {
+        key,
+        expected,
+        compression,
+        target_id,
+    } = archive_of(&backup).map_err(|why| RestoreError::NotRestorable { id: backup.id, why })?;
     let target = store.target(target_id).await?;
     let settings = engine.settings();
     let storage = TargetStorage::open_with_step_limit(
@@ -248,25 +265,40 @@ async fn perform(
         app_name: &backup.app_name,
         volume_name: &backup.volume_name,
     };
-    let volume = match owner.find(store, docker).await? {
-        Some(v) => v,
+    let (volume, existed) = match owner.find(store, docker).await? {
+        Some(v) => (v, true),
         None => {
             let [blue, _] = owner.candidates(store).await?;
             docker.create_labelled_volume(&blue, owner.labels()).await?;
             log.line(&format!("no volume existed; created {blue}"))
                 .await?;
-            blue
+            (blue, false)
         }
     };
+    let safety = store.restore_takes_safety_backup(restore_id).await?;
     log.line(&format!(
         "restoring {key} ({} bytes, sha256:{}) from target {} into volume {volume}",
         expected.size, expected.sha256_hex, target.name
     ))
     .await?;
     let lock = crew.lock_volume(&volume).await?;
+    let safety = SafetyStep {
+        wanted: safety && existed,
+        backup: safety::SafetyBackup {
+            engine,
+            crew,
+            restore_id,
+            of: &backup,
+            target: &target,
+            storage: &storage,
+            compression,
+            docker_volume: &volume,
+            progress: &progress,
+        },
+    };
     let result = match backup.volume_kind {
         VolumeKind::Generic => {
-            files::FileRestore {
+            let restore = files::FileRestore {
                 docker,
                 store,
                 storage: &storage,
@@ -279,12 +311,17 @@ async fn perform(
                 lease: engine.settings().run_lease,
                 watch,
                 cancel,
+            };
+            // Recovered first, so that the safety backup reads a volume that is whole.
+            async {
+                restore.recover_earlier(&log).await?;
+                safety.take(&lock, &log).await?;
+                restore.run(&log).await
             }
-            .run(&log)
             .await
         }
         VolumeKind::Postgres => {
-            sql::DumpRestore {
+            let restore = sql::DumpRestore {
                 docker,
                 storage: &storage,
                 key: &key,
@@ -294,11 +331,39 @@ async fn perform(
                 restore_id,
                 watch,
                 cancel,
+            };
+            async {
+                safety.take(&lock, &log).await?;
+                restore.run(&log).await
             }
-            .run(&log)
             .await
         }
     };
     lock.release().await;
     result
+}
+
+/// The safety backup, if this restore takes one (asked for, and a volume existed to back up).
+struct SafetyStep<'a> {
+    wanted: bool,
+    backup: safety::SafetyBackup<'a>,
+}
+
+impl SafetyStep<'_> {
+    async fn take(
+        &self,
+        lock: &crate::lock::VolumeLock,
+        log: &Log<'_>,
+    ) -> Result<(), RestoreError> {
+        if !self.wanted {
+            return Ok(());
+        }
+        // A lost lock stops the backup: another engine may be working on the volume now.
+        tokio::select! {
+            taken = self.backup.take(log) => taken.map(drop),
+            () = lock.lost() => Err(RestoreError::Lock(crate::lock::LockError::Lost(format!(
+                "lock:volume:{}", self.backup.docker_volume
+            )))),
+        }
+    }
 }

@@ -12,6 +12,7 @@ fn restore_row(row: &Row) -> Result<Restore, StoreError> {
     Ok(Restore {
         id: row.get("id"),
         backup_id: row.get("backup_id"),
+        pre_restore_backup_id: row.get("pre_restore_backup_id"),
         status: Status::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
         log: row.get("log"),
@@ -21,20 +22,103 @@ fn restore_row(row: &Row) -> Result<Restore, StoreError> {
 }
 
 impl Store {
+    /// A `pending` restore; `safety_backup` false skips the backup of the contents it replaces.
     pub async fn insert_restore(
         &self,
         organization_id: Uuid,
         backup_id: Uuid,
+        safety_backup: bool,
     ) -> Result<Uuid, StoreError> {
         let client = self.pool().get().await?;
+        let line = if safety_backup {
+            "queued"
+        } else {
+            "queued, without a safety backup (asked for)"
+        };
         let row = client
             .query_one(
-                "INSERT INTO restore (organization_id, backup_id, log, heartbeat_at)
-                 VALUES ($1, $2, $3, now()) RETURNING id",
-                &[&organization_id, &backup_id, &log_line("queued")],
+                "INSERT INTO restore (organization_id, backup_id, log, heartbeat_at, safety_backup)
+                 VALUES ($1, $2, $3, now(), $4) RETURNING id",
+                &[
+                    &organization_id,
+                    &backup_id,
+                    &log_line(line),
+                    &safety_backup,
+                ],
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Whether the restore takes a safety backup first.
+    pub async fn restore_takes_safety_backup(&self, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_one("SELECT safety_backup FROM restore WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The `pending` row of a restore's safety backup of `of`'s volume (same organization, app,
+    /// volume, kind, target and job), linked to the restore.
+    pub async fn insert_pre_restore_backup(
+        &self,
+        restore_id: Uuid,
+        of: &crate::model::Backup,
+    ) -> Result<Uuid, StoreError> {
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                "INSERT INTO backup (run_id, job_id, organization_id, app_id, app_name, target_id,
+                    volume_name, volume_kind, reason, log, heartbeat_at)
+                 VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, 'pre-restore', $8, now())
+                 RETURNING id",
+                &[
+                    &of.job_id,
+                    &of.organization_id,
+                    &of.app_id,
+                    &of.app_name,
+                    &of.target_id,
+                    &of.volume_name,
+                    &of.volume_kind.as_str(),
+                    &log_line(&format!(
+                        "queued (pre-restore): the contents restore {restore_id} replaces"
+                    )),
+                ],
+            )
+            .await?;
+        let id: Uuid = row.get(0);
+        tx.execute(
+            "UPDATE restore SET pre_restore_backup_id = $2 WHERE id = $1",
+            &[&restore_id, &id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Safety backups kept longer than `keep`, oldest first, for the janitor to delete.
+    pub async fn expired_pre_restore_backups(
+        &self,
+        keep: std::time::Duration,
+    ) -> Result<Vec<crate::model::Backup>, StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {} FROM backup
+                     WHERE reason = 'pre-restore' AND status = 'success'
+                       AND finished_at < now() - make_interval(secs => $1)
+                     ORDER BY finished_at LIMIT 100",
+                    super::backups::COLUMNS
+                ),
+                &[&keep.as_secs_f64()],
+            )
+            .await?
+            .iter()
+            .map(super::backups::backup_row)
+            .collect()
     }
 
     /// `pending` → `running`; false when the restore is not `pending` any more (another engine
@@ -85,7 +169,8 @@ impl Store {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(
-                "SELECT id, backup_id, status, log, started_at, finished_at FROM restore WHERE id = $1",
+                "SELECT id, backup_id, pre_restore_backup_id, status, log, started_at, finished_at
+                 FROM restore WHERE id = $1",
                 &[&id],
             )
             .await?

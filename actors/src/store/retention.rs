@@ -17,7 +17,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM backup
-                     WHERE job_id = $1 AND status = 'success'
+                     WHERE job_id = $1 AND status = 'success' AND reason <> 'pre-restore'
                      ORDER BY app_id, volume_name, COALESCE(finished_at, created_at) DESC, id"
                 ),
                 &[&job_id],

@@ -121,7 +121,9 @@ impl Store {
         let rows = client
             .query(
                 "SELECT job_id, max(finished_at) FROM backup
-                 WHERE status IN ('success', 'pruned') AND job_id IS NOT NULL GROUP BY job_id",
+                 WHERE status IN ('success', 'pruned') AND job_id IS NOT NULL
+                   AND reason <> 'pre-restore'
+                 GROUP BY job_id",
                 &[],
             )
             .await?;
@@ -170,11 +172,20 @@ impl Store {
         Ok((backups, restores))
     }
 
+    /// Refreshes a restore's heartbeat, and its safety backup's while that is being taken.
     pub async fn heartbeat_restore(&self, id: Uuid) -> Result<(), StoreError> {
         let client = self.pool().get().await?;
         client
             .execute(
                 "UPDATE restore SET heartbeat_at = now() WHERE id = $1 AND status IN ('pending', 'running')",
+                &[&id],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE backup SET heartbeat_at = now()
+                 WHERE id = (SELECT pre_restore_backup_id FROM restore WHERE id = $1)
+                   AND status IN ('pending', 'running')",
                 &[&id],
             )
             .await?;

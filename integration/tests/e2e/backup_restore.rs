@@ -4,7 +4,7 @@
 use uuid::Uuid;
 use vardo_actors::model::{App, Compression, Status, TargetKind, VolumeKind};
 use vardo_actors::storage::TargetStorage;
-use vardo_integration::{describe as stdout, volumes, TestBed};
+use vardo_integration::{describe as stdout, trees, volumes, TestBed};
 
 /// Nested folders, an empty folder, symlinks (inside the volume, absolute, and relative ones that
 /// climb above the volume root, which Docker's archive API alone will not extract), a 0600 file of
@@ -364,22 +364,7 @@ async fn an_archive_with_a_parent_entry_is_refused_and_nothing_is_written() {
         .expect("listing");
 
     // A valid gzip'd tar whose second entry climbs out with `../`.
-    let mut tar = Vec::new();
-    for (name, data) in [("./ok.txt", &b"fine"[..]), ("../escaped.txt", &b"evil"[..])] {
-        let mut h = tar::Header::new_old();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        tar.extend_from_slice(h.as_bytes());
-        tar.extend_from_slice(data);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
-    let evil = gz.finish().expect("gzip");
+    let evil = trees::parent_entry_tar_gz();
     let checksum = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&evil)));
     let size = evil.len() as i64;
     put_object(&storage, &key, evil).await;

@@ -273,22 +273,15 @@ async fn redis_gone_while_a_backup_holds_the_volume_lock_stops_the_backup() {
 #[tokio::test]
 async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
     let bed = TestBed::new().await;
-    let (org, app) = app_with_data(&bed, 20).await;
-    let s3 = FaultProxy::to_s3().expect("proxy");
-    let target = bed.s3_target_at(org.id, &s3.url()).await;
-    let job = bed
-        .job(&org, Some(target), &[&app], Compression::Zstd)
-        .await;
-    let (pg, url) = postgres_behind_proxy(&bed);
-    let env = env_with(&bed, "DATABASE_URL", url);
-
-    // Mid-upload, Postgres "restarts": every session of the test database ends, and new ones are
-    // refused for a while.
-    let mut child = backup_held_at_first_part(&s3, job, &env).await;
-    pg.set(Fault::Refuse);
-    let admin = bed.db.client().await.expect("db");
-    end_sessions(&admin).await;
-    s3.release();
+    // Postgres "restarts" mid-upload and new sessions are refused until the run has ended.
+    let PostgresGone {
+        pg,
+        job,
+        env,
+        mut child,
+        admin,
+        _s3,
+    } = postgres_gone_mid_upload(&bed, 20).await;
     let status = exit_of(&mut child, std::time::Duration::from_secs(120)).await;
     pg.set(Fault::PassThrough);
 
@@ -335,6 +328,42 @@ async fn postgres_restarted_during_a_run_never_leaves_a_row_running_or_lying() {
         ),
     }
     bed.cleanup().await;
+}
+
+/// A backup held at its first part through an S3 proxy, with Postgres gone from under it: every
+/// session of the bed's database ended, new ones refused at `pg`, and the part let go.
+pub(crate) struct PostgresGone {
+    pub pg: FaultProxy,
+    pub job: uuid::Uuid,
+    pub env: Vec<(String, String)>,
+    pub child: std::process::Child,
+    pub admin: tokio_postgres::Client,
+    pub _s3: FaultProxy,
+}
+
+/// An app whose volume holds `mib` MiB, a job to S3, and its backup with Postgres gone mid-upload.
+pub(crate) async fn postgres_gone_mid_upload(bed: &TestBed, mib: u32) -> PostgresGone {
+    let (org, app) = app_with_data(bed, mib).await;
+    let s3 = FaultProxy::to_s3().expect("proxy");
+    let target = bed.s3_target_at(org.id, &s3.url()).await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let (pg, url) = postgres_behind_proxy(bed);
+    let env = env_with(bed, "DATABASE_URL", url);
+    let child = backup_held_at_first_part(&s3, job, &env).await;
+    pg.set(Fault::Refuse);
+    let admin = bed.db.client().await.expect("db");
+    end_sessions(&admin).await;
+    s3.release();
+    PostgresGone {
+        pg,
+        job,
+        env,
+        child,
+        admin,
+        _s3: s3,
+    }
 }
 
 /// A proxy in front of the Postgres server, and the bed's database URL through it: the engine

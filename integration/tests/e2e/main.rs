@@ -36,5 +36,6 @@ mod stalls;
 mod storage_adapter;
 mod tenancy;
 mod transitions;
+mod undo;
 mod verify;
 mod workers;

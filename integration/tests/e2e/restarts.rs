@@ -3,34 +3,25 @@
 //! attempt put it (no orphan), `success` only with the whole object. A database that stays away
 //! past the budget fails the run (see `faults::postgres_restarted_…`).
 
-use vardo_actors::model::{Compression, Status};
-use vardo_integration::fault_proxy::{Fault, FaultProxy};
+use vardo_actors::model::Status;
+use vardo_integration::fault_proxy::Fault;
 use vardo_integration::{describe, TestBed};
 
-use super::faults::{
-    app_with_data, backup_held_at_first_part, end_sessions, env_with, exit_of, objects,
-    postgres_behind_proxy,
-};
+use super::faults::{exit_of, objects, postgres_gone_mid_upload, PostgresGone};
 
 #[tokio::test]
 async fn a_run_stopped_by_a_short_database_outage_is_restarted_and_succeeds_in_place() {
     let bed = TestBed::new().await;
-    let (org, app) = app_with_data(&bed, 8).await;
-    let s3 = FaultProxy::to_s3().expect("proxy");
-    let target = bed.s3_target_at(org.id, &s3.url()).await;
-    let job = bed
-        .job(&org, Some(target), &[&app], Compression::Zstd)
-        .await;
-    let (pg, url) = postgres_behind_proxy(&bed);
-    let env = env_with(&bed, "DATABASE_URL", url);
-
     // Mid-upload the database goes away for 5 s: the attempt cannot record its end and stops;
     // the first restart (after 2 s) finds the database still away; the second (4 s later) runs.
-    let mut child = backup_held_at_first_part(&s3, job, &env).await;
-    pg.set(Fault::Refuse);
-    let admin = bed.db.client().await.expect("db");
-    end_sessions(&admin).await;
-    s3.release();
+    let PostgresGone {
+        pg,
+        job,
+        env,
+        mut child,
+        admin,
+        _s3,
+    } = postgres_gone_mid_upload(&bed, 8).await;
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     pg.set(Fault::PassThrough);
     let status = exit_of(&mut child, std::time::Duration::from_secs(120)).await;

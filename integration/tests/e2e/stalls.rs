@@ -47,10 +47,20 @@ async fn assert_bucket_empty(bed: &TestBed) {
 }
 
 /// Runs `vardo-backup restore --backup` with the short stall deadline; its exit code and row.
+/// Without a safety backup: these tests stall the restore's own download, and the safety
+/// backup's upload would meet the stalled target first (its stalls are a backup's, tested above).
 async fn restore(bed: &TestBed, backup: Uuid) -> (std::process::Output, Restore) {
     let mut env = bed.env();
     env.push((STALL.0.to_owned(), STALL.1.to_owned()));
-    let out = process::run(&["restore", "--backup", &backup.to_string()], &env);
+    let out = process::run(
+        &[
+            "restore",
+            "--backup",
+            &backup.to_string(),
+            "--no-safety-backup",
+        ],
+        &env,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let id = stdout
         .lines()

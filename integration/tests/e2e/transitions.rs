@@ -100,7 +100,7 @@ async fn a_restore_queued_longer_than_the_lease_is_performed_once() {
     let row = pending_row(&bed, &org, &app, job, target).await;
     let restore = bed
         .store
-        .insert_restore(org.id, row)
+        .insert_restore(org.id, row, true)
         .await
         .expect("restore");
     let db = bed.db.client().await.expect("db");

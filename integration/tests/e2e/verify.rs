@@ -11,7 +11,7 @@ use uuid::Uuid;
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
 use vardo_actors::storage::TargetStorage;
 use vardo_integration::http::{ApiBed, Org};
-use vardo_integration::{describe, postgres, TestBed};
+use vardo_integration::{describe, postgres, trees, TestBed};
 
 async fn storage_of(bed: &TestBed, target: Uuid) -> TargetStorage {
     let target = bed.store.target(target).await.expect("target");
@@ -136,7 +136,7 @@ async fn an_intact_backup_verifies_and_each_kind_of_damage_fails_with_its_reason
 
     // A tar with a `../` entry, recorded with its own size and checksum: the bytes are what the
     // row says, but a restore would refuse them.
-    let evil = parent_entry_tar_gz();
+    let evil = trees::parent_entry_tar_gz();
     let checksum = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&evil)));
     put(&storage, &key, evil.clone()).await;
     api.bed
@@ -175,26 +175,6 @@ async fn an_intact_backup_verifies_and_each_kind_of_damage_fails_with_its_reason
         .await
         .expect(404);
     api.cleanup().await;
-}
-
-/// A gzip'd tar whose second entry climbs out with `../`.
-fn parent_entry_tar_gz() -> Vec<u8> {
-    let mut tar = Vec::new();
-    for (name, data) in [("./ok.txt", &b"fine"[..]), ("../escaped.txt", &b"evil"[..])] {
-        let mut h = tar::Header::new_old();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        tar.extend_from_slice(h.as_bytes());
-        tar.extend_from_slice(data);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
-    gz.finish().expect("gzip")
 }
 
 #[tokio::test]

@@ -577,6 +577,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         stall_deadline: Duration::from_secs(300),
         catch_up: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(60),
+        keep_pre_restore: Duration::from_secs(7 * 86_400),
         notifications: Default::default(),
         events: Default::default(),
     })
