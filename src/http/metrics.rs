@@ -5,6 +5,8 @@
 //!
 //! From the database:
 //! - `vardo_job_last_success_timestamp_seconds{job_id,organization_id}` (gauge)
+//! - `vardo_backup_last_verified_timestamp_seconds{job_id,organization_id}` (gauge: a backup of
+//!   the job last verified intact)
 //! - `vardo_backup_runs{status="running|success|failed"}` (gauge: runs by outcome)
 //! - `vardo_backup_volumes{status}` (gauge: backup rows by status)
 //! - `vardo_backup_uploaded_bytes_total` (counter: bytes of successful archives)
@@ -72,6 +74,22 @@ fn histogram(
         .encode_histogram::<NoLabelSet>(h.sum, count(h.count), &buckets, None)
 }
 
+/// One gauge sample per job: `(job, organization, time)` as Unix seconds.
+fn job_times(
+    family: &mut prometheus_client::encoding::MetricEncoder,
+    rows: &[(uuid::Uuid, uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+) -> std::fmt::Result {
+    for (job, org, at) in rows {
+        let labels = [
+            ("job_id", job.to_string()),
+            ("organization_id", org.to_string()),
+        ];
+        let secs = at.timestamp_millis() as f64 / 1000.0;
+        ConstGauge::new(secs).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for DbFigures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let stats = &self.0;
@@ -81,14 +99,14 @@ impl Collector for DbFigures {
             None,
             MetricType::Gauge,
         )?;
-        for (job, org, at) in &stats.last_success {
-            let labels = [
-                ("job_id", job.to_string()),
-                ("organization_id", org.to_string()),
-            ];
-            let secs = at.timestamp_millis() as f64 / 1000.0;
-            ConstGauge::new(secs).encode(family.encode_family(&labels)?)?;
-        }
+        job_times(&mut family, &stats.last_success)?;
+        let mut family = encoder.encode_descriptor(
+            "vardo_backup_last_verified_timestamp_seconds",
+            "When a backup of the job was last verified intact (Unix time).",
+            None,
+            MetricType::Gauge,
+        )?;
+        job_times(&mut family, &stats.last_verified)?;
         gauge_by_status(
             &mut encoder,
             "vardo_backup_runs",
@@ -188,6 +206,11 @@ mod tests {
                 "gauge",
                 "When the job's latest successful backup finished (Unix time).",
             ),
+            (
+                "vardo_backup_last_verified_timestamp_seconds",
+                "gauge",
+                "When a backup of the job was last verified intact (Unix time).",
+            ),
             ("vardo_backup_runs", "gauge", "Backup runs by outcome."),
             (
                 "vardo_backup_volumes",
@@ -228,6 +251,7 @@ mod tests {
         let at = DateTime::from_timestamp_millis(1_767_000_000_123).expect("a time");
         let out = encoded(Stats {
             last_success: vec![(job, org, at)],
+            last_verified: vec![(job, org, at)],
             runs_by_status: vec![("failed".into(), 1), ("success".into(), 3)],
             uploaded_bytes: 123_456_789,
             volume_durations: Histogram {
@@ -241,6 +265,9 @@ mod tests {
         for line in [
             format!(
                 "vardo_job_last_success_timestamp_seconds{{job_id=\"{job}\",organization_id=\"{org}\"}} 1767000000.123"
+            ),
+            format!(
+                "vardo_backup_last_verified_timestamp_seconds{{job_id=\"{job}\",organization_id=\"{org}\"}} 1767000000.123"
             ),
             "vardo_backup_runs{status=\"failed\"} 1".to_owned(),
             "vardo_backup_runs{status=\"success\"} 3".to_owned(),

@@ -24,6 +24,8 @@ pub struct Histogram {
 pub struct Stats {
     /// (job id, organization id, finished_at of the job's latest successful volume).
     pub last_success: Vec<(Uuid, Uuid, DateTime<Utc>)>,
+    /// (job id, organization id, when a backup of the job last verified `ok`).
+    pub last_verified: Vec<(Uuid, Uuid, DateTime<Utc>)>,
     /// Backup rows (one per volume and run) by status.
     pub volumes_by_status: Vec<(String, i64)>,
     /// Runs by outcome: `running` while a row is unfinished, else `failed` if any row failed,
@@ -89,6 +91,18 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
+        let last_verified = client
+            .query(
+                "SELECT j.id, j.organization_id, max(b.verified_at)
+                 FROM backup_job j JOIN backup b ON b.job_id = j.id
+                 WHERE b.verify_outcome = 'ok' AND b.verified_at IS NOT NULL
+                 GROUP BY j.id, j.organization_id ORDER BY j.id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
         let volumes_by_status = by_status(
             &client,
             "SELECT status, count(*) FROM backup GROUP BY status ORDER BY status",
@@ -138,6 +152,7 @@ impl Store {
         .await?;
         Ok(Stats {
             last_success,
+            last_verified,
             volumes_by_status,
             runs_by_status,
             uploaded_bytes,

@@ -128,6 +128,7 @@ async fn pg_dump(
             volume: docker_volume.to_owned(),
         })?;
     let login = PgLogin::of(&container);
+    let others = other_databases(docker, &container.id, &login).await;
     let lock_wait = format!(
         "--lock-wait-timeout={}s",
         options.stall_deadline.as_secs().saturating_mul(2).max(1)
@@ -162,8 +163,19 @@ async fn pg_dump(
         extension: "sql",
         stream: Box::pin(stream),
         source: format!(
-            "pg_dump of database {} as {} in container {}",
-            login.database, login.user, container.name
+            "pg_dump of database {} as {} in container {}{}",
+            login.database,
+            login.user,
+            container.name,
+            match others {
+                Some(others) if !others.is_empty() => format!(
+                    "; warning: the cluster's other databases ({}) and its roles are not in this \
+                     backup (only POSTGRES_DB is dumped)",
+                    others.join(", ")
+                ),
+                Some(_) => String::new(),
+                None => "; the cluster's other databases could not be listed".to_owned(),
+            }
         ),
         host_read: None,
         session: Some(PgSession {
@@ -172,6 +184,30 @@ async fn pg_dump(
             name: options.session_name.clone(),
         }),
     })
+}
+
+/// The cluster's databases other than the one dumped (templates aside), so that the log says what a
+/// dump of one database leaves out; None when they cannot be listed.
+async fn other_databases(
+    docker: &DockerClient,
+    container: &str,
+    login: &PgLogin,
+) -> Option<Vec<String>> {
+    let sql = "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname";
+    let cmd = login.command(&["psql", "-X", "-tA", "-c", sql]);
+    let out = docker
+        .exec_collect(container, cmd, login.env())
+        .await
+        .ok()
+        .filter(|o| o.exit_code == 0)?;
+    Some(
+        out.stdout
+            .lines()
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && *d != login.database)
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// A `psql` or `pg_dump` session the engine started in a database container, by its

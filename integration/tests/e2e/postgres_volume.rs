@@ -134,3 +134,37 @@ async fn a_failing_pg_dump_fails_the_row_with_its_stderr_and_stores_nothing() {
     );
     bed.cleanup().await;
 }
+
+/// A dump covers the container's `POSTGRES_DB` only: the row's log names what it leaves out, so
+/// that a `success` never hides another database of the cluster.
+#[tokio::test]
+async fn the_log_names_the_databases_a_dump_leaves_out() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "dbs", &[("data", VolumeKind::Postgres)])
+        .await;
+    let volume = bed.blue(&app, "data");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    let pg = postgres::start(&bed, &volume)
+        .await
+        .expect("postgres container");
+    postgres::psql(&bed.docker, &pg, "CREATE DATABASE second_app")
+        .await
+        .expect("a second database");
+    let target = bed
+        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let (out, rows) = bed.run_job(job).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let log = &rows[0].log;
+    assert!(log.contains("pg_dump of database "), "{log}");
+    assert!(
+        log.contains("second_app") && log.contains("are not in this backup"),
+        "the log names the database the dump leaves out: {log}"
+    );
+    bed.cleanup().await;
+}

@@ -108,6 +108,12 @@ async fn an_intact_backup_verifies_and_each_kind_of_damage_fails_with_its_reason
     let verified = backup_json(&org, row.id).await;
     assert_eq!(verified["verifyOutcome"], "ok", "{verified}");
     assert!(verified["verifiedAt"].is_string(), "{verified}");
+    let metrics = api.admin.get("/metrics").await.expect(200).text;
+    let sample = format!(
+        "vardo_backup_last_verified_timestamp_seconds{{job_id=\"{}\",organization_id=\"{}\"}}",
+        done.job, org.id
+    );
+    assert!(metrics.contains(&sample), "{sample} not in\n{metrics}");
 
     // A flipped byte near the end: same size, another checksum.
     let mut flipped = original.clone();
