@@ -369,6 +369,12 @@ impl Config {
                 "scheduler.stall_seconds must be at least 1".into(),
             ));
         }
+        if self.restore.keep_pre_restore_days == 0 {
+            // A safety backup deleted before anyone could use it would be an undo that is not.
+            return Err(ConfigError::Invalid(
+                "restore.keep_pre_restore_days must be at least 1".into(),
+            ));
+        }
         if let Some(url) = &self.smtp.url {
             vardo_actors::notify::email::check_smtp_url(url.expose_secret())
                 .map_err(|e| ConfigError::Invalid(format!("smtp.url: {e}")))?;

@@ -201,3 +201,22 @@ fn the_stall_deadline_comes_from_file_and_environment_and_is_never_zero() {
         Ok(())
     });
 }
+
+#[test]
+fn safety_backups_are_kept_a_week_unless_configured_and_never_zero_days() {
+    Jail::expect_with(|jail| {
+        base(jail);
+        let c = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(c.restore.keep_pre_restore_days, 7);
+        jail.create_file("v.yml", "restore:\n  keep_pre_restore_days: 30\n")?;
+        let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+        assert_eq!(c.restore.keep_pre_restore_days, 30);
+        jail.set_env("VARDO_KEEP_PRE_RESTORE_DAYS", "2");
+        let c = Config::load(Some(Path::new("v.yml"))).map_err(|e| e.to_string())?;
+        assert_eq!(c.restore.keep_pre_restore_days, 2);
+        jail.set_env("VARDO_KEEP_PRE_RESTORE_DAYS", "0");
+        let err = Config::load(None).expect_err("zero");
+        assert!(err.to_string().contains("keep_pre_restore_days"), "{err}");
+        Ok(())
+    });
+}

@@ -144,7 +144,7 @@ pub async fn execute(
         store.touch_job_last_run(job_id).await?;
         (ids, work)
     } else {
-        let resumed = resumed(store, &earlier, work).await?;
+        let resumed = resumed(store, &earlier, work, target.id).await?;
         for line in &restarted {
             store.log_unfinished_run(run_id, line).await?;
         }
@@ -195,15 +195,27 @@ async fn resumed(
     store: &crate::store::Store,
     earlier: &[crate::model::Backup],
     mut work: Vec<(App, Volume)>,
+    target_id: Uuid,
 ) -> Result<(Vec<Uuid>, Vec<(App, Volume)>), StoreError> {
     let (mut ids, mut kept) = (Vec::new(), Vec::new());
     for row in earlier
         .iter()
         .filter(|r| matches!(r.status, Status::Pending | Status::Running))
     {
-        let found = work
-            .iter()
-            .position(|(app, v)| app.id == row.app_id && v.name == row.volume_name);
+        // The row names its target and kind: a restart that would write elsewhere, or another
+        // kind of archive, fails the row instead of recording an object where it is not.
+        if row.target_id != Some(target_id) {
+            store
+                .mark_backup_failed(
+                    row.id,
+                    "failed: the job's target changed before the run was restarted",
+                )
+                .await?;
+            continue;
+        }
+        let found = work.iter().position(|(app, v)| {
+            app.id == row.app_id && v.name == row.volume_name && v.kind == row.volume_kind
+        });
         match found {
             Some(i) => {
                 ids.push(row.id);
@@ -213,7 +225,8 @@ async fn resumed(
                 store
                     .mark_backup_failed(
                         row.id,
-                        "failed: the run was restarted and this volume is no longer in the job",
+                        "failed: the run was restarted and this volume is no longer in the job \
+                         (or its kind changed)",
                     )
                     .await?;
             }
@@ -248,7 +261,7 @@ impl VolumeJob<'_> {
     async fn run(&self) -> Result<(), StoreError> {
         self.mark_running().await?;
         let result = self.archive_and_upload().await;
-        self.settle(result).await
+        self.settle(result).await.map(drop)
     }
 
     /// [`VolumeJob::run`] for a Docker volume the caller found, owns and holds the lock of (a
@@ -260,9 +273,7 @@ impl VolumeJob<'_> {
             self.archive_watched(docker, docker_volume).await
         }
         .await;
-        let ok = result.is_ok();
-        self.settle(result).await?;
-        Ok(ok)
+        self.settle(result).await
     }
 
     async fn mark_running(&self) -> Result<(), StoreError> {
@@ -282,10 +293,12 @@ impl VolumeJob<'_> {
             .await
     }
 
+    /// Records `result` on the row; true only when the row is `success` now (an upload that ended
+    /// after the row had been failed does not count, and its object is removed).
     async fn settle(
         &self,
         result: Result<(String, Digest), BackupError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let store = self.engine.store();
         match result {
             Ok((key, digest)) => {
@@ -313,7 +326,7 @@ impl VolumeJob<'_> {
                     ))
                     .await?;
                 }
-                Ok(())
+                Ok(settled)
             }
             Err(BackupError::Store(e)) => Err(e),
             Err(e) => {
@@ -321,6 +334,7 @@ impl VolumeJob<'_> {
                 store
                     .mark_backup_failed(self.row, &format!("failed: {e}"))
                     .await
+                    .map(|()| false)
             }
         }
     }

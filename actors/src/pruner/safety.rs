@@ -13,7 +13,11 @@ pub async fn prune_expired(engine: &Engine) -> Result<usize, PruneError> {
     let store = engine.store();
     let keep = engine.settings().keep_pre_restore;
     let mut pruned = 0;
-    for backup in store.expired_pre_restore_backups(keep).await? {
+    let expired = store.expired_pre_restore_backups(keep).await?;
+    // One a restore is reading (or is about to: `pending`) is the undo in use: kept for now.
+    let ids: Vec<_> = expired.iter().map(|b| b.id).collect();
+    let in_use = store.backups_being_restored(&ids).await?;
+    for backup in expired.into_iter().filter(|b| !in_use.contains(&b.id)) {
         let (Some(target_id), Some(key)) = (backup.target_id, backup.storage_path.as_deref())
         else {
             continue;

@@ -84,6 +84,7 @@ impl Store {
                 "SELECT j.id, j.organization_id, max(b.finished_at)
                  FROM backup_job j JOIN backup b ON b.job_id = j.id
                  WHERE b.status IN ('success', 'pruned') AND b.finished_at IS NOT NULL
+                   AND b.reason <> 'pre-restore'
                  GROUP BY j.id, j.organization_id ORDER BY j.id",
                 &[],
             )
@@ -96,6 +97,7 @@ impl Store {
                 "SELECT j.id, j.organization_id, max(b.verified_at)
                  FROM backup_job j JOIN backup b ON b.job_id = j.id
                  WHERE b.verify_outcome = 'ok' AND b.verified_at IS NOT NULL
+                   AND b.reason <> 'pre-restore'
                  GROUP BY j.id, j.organization_id ORDER BY j.id",
                 &[],
             )

@@ -125,7 +125,7 @@ async fn a_failure_before_any_step_of_the_swap_leaves_the_old_contents_or_the_wh
 }
 
 /// Backs a volume holding `new` up, fills it with `old`, restores through the real binary: the
-/// volume must be exactly `new` again.
+/// volume must be exactly `new` again; restoring the restore's safety backup must give `old` back.
 async fn restore_over(old: trees::Tree, new: trees::Tree) {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
@@ -147,6 +147,7 @@ async fn restore_over(old: trees::Tree, new: trees::Tree) {
     assert_eq!(rows[0].status, Status::Success, "{}", rows[0].log);
 
     fill(&bed, &volume, &old, ("0:0", "755")).await;
+    let replaced = trees::read(&bed.docker, &volume).await;
     let out = bed.cli(&["restore", "--backup", &rows[0].id.to_string()]);
     assert!(out.status.success(), "{}", describe(&out));
     let after = trees::read(&bed.docker, &volume).await;
@@ -157,6 +158,26 @@ async fn restore_over(old: trees::Tree, new: trees::Tree) {
         "restored volume differs:\n{}\narchive:\n{}",
         trees::show(&after),
         trees::show(&archive)
+    );
+
+    // Undo: the restore's safety backup holds the hostile tree it replaced, exactly.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let safety = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("safety backup "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("no safety backup: {stdout}"))
+        .to_owned();
+    let out = bed.cli(&["restore", "--backup", &safety]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let undone = trees::read(&bed.docker, &volume).await;
+    assert_no_leftovers(&undone);
+    assert_eq!(
+        undone,
+        replaced,
+        "undone volume differs:\n{}\nbefore the restore:\n{}",
+        trees::show(&undone),
+        trees::show(&replaced)
     );
     bed.cleanup().await;
 }

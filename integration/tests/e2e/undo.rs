@@ -5,6 +5,7 @@
 
 use uuid::Uuid;
 use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
+use vardo_actors::storage::TargetStorage;
 use vardo_integration::fault_proxy::{Fault, FaultProxy};
 use vardo_integration::http::ApiBed;
 use vardo_integration::{describe, trees, volumes, TestBed};
@@ -251,4 +252,109 @@ async fn the_api_takes_a_safety_backup_unless_the_request_declines_it() {
         Status::Success
     );
     api.cleanup().await;
+}
+
+#[tokio::test]
+async fn expired_safety_backups_are_deleted_unless_a_restore_is_using_them() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "expiry", &[("files", VolumeKind::Generic)])
+        .await;
+    let volume = bed.blue(&app, "files");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    volumes::sh(&bed.docker, &volume, "echo one > /volume/f")
+        .await
+        .expect("contents");
+    let target = bed
+        .target(Some(org.id), TargetKind::Local, bed.local_config())
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let (out, rows) = bed.run_job(job).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let backup = rows[0].id;
+    let mut safety = Vec::new();
+    for _ in 0..2 {
+        let out = bed.cli(&["restore", "--backup", &backup.to_string()]);
+        assert!(out.status.success(), "{}", describe(&out));
+        safety.push(safety_backup_of(&out));
+    }
+    let (old, in_use) = (safety[0], safety[1]);
+    let db = bed.db.client().await.expect("db");
+    // Both taken eight days ago; a restore of the second is queued (nobody performs it here).
+    db.execute(
+        "UPDATE backup SET finished_at = now() - interval '8 days' WHERE id = ANY($1)",
+        &[&safety],
+    )
+    .await
+    .expect("age them");
+    let queued = bed
+        .store
+        .insert_restore(org.id, in_use, true)
+        .await
+        .expect("queued restore");
+    let engine = bed.engine();
+    let storage = TargetStorage::open(&bed.store.target(target).await.expect("t").config, true)
+        .expect("storage");
+    let key_of = |id: Uuid| {
+        let store = &bed.store;
+        async move {
+            store
+                .backup(id)
+                .await
+                .expect("row")
+                .storage_path
+                .expect("key")
+        }
+    };
+    let (old_key, in_use_key, kept_key) = (
+        key_of(old).await,
+        key_of(in_use).await,
+        key_of(backup).await,
+    );
+
+    let pruned = vardo_actors::pruner::safety::prune_expired(&engine)
+        .await
+        .expect("sweep");
+    assert_eq!(pruned, 1, "only the safety backup nobody is restoring");
+    assert_eq!(
+        bed.store.backup(old).await.expect("row").status,
+        Status::Pruned
+    );
+    assert_eq!(
+        storage.stat(&old_key).await.expect("stat"),
+        None,
+        "its object is gone"
+    );
+    assert_eq!(
+        bed.store.backup(in_use).await.expect("row").status,
+        Status::Success
+    );
+    assert!(storage.stat(&in_use_key).await.expect("stat").is_some());
+    // The job's own backup is never the sweep's business.
+    assert_eq!(
+        bed.store.backup(backup).await.expect("row").status,
+        Status::Success
+    );
+    assert!(storage.stat(&kept_key).await.expect("stat").is_some());
+
+    // Once that restore has ended, the expired safety backup goes too.
+    db.execute(
+        "UPDATE restore SET status = 'failed' WHERE id = $1",
+        &[&queued],
+    )
+    .await
+    .expect("end it");
+    let pruned = vardo_actors::pruner::safety::prune_expired(&engine)
+        .await
+        .expect("sweep");
+    assert_eq!(pruned, 1);
+    assert_eq!(
+        bed.store.backup(in_use).await.expect("row").status,
+        Status::Pruned
+    );
+    assert_eq!(storage.stat(&in_use_key).await.expect("stat"), None);
+    bed.cleanup().await;
 }
