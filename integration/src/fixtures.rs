@@ -36,6 +36,23 @@ impl TestBed {
         app
     }
 
+    /// An app `name` with one file volume `files`, its blue Docker volume created and filled by
+    /// `fill` (a shell script run with the volume at `/volume`); the app and the Docker volume.
+    pub async fn app_with_files(
+        &self,
+        org: &Organization,
+        name: &str,
+        fill: &str,
+    ) -> (App, String) {
+        let app = self.app(org, name, &[("files", VolumeKind::Generic)]).await;
+        let volume = self.blue(&app, "files");
+        self.docker.create_volume(&volume).await.expect("volume");
+        crate::volumes::sh(&self.docker, &volume, fill)
+            .await
+            .expect("fill the volume");
+        (app, volume)
+    }
+
     /// The Docker volume the engine looks for first: `{app}-blue_{volume}`, tracked for cleanup.
     pub fn blue(&self, app: &App, volume: &str) -> String {
         self.track_volume(&format!("{}-blue_{volume}", app.name))

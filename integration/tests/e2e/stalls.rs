@@ -225,18 +225,13 @@ async fn an_s3_target_that_stops_answering_fails_the_backup_as_stalled() {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
     let proxy = FaultProxy::to_s3().expect("fault proxy");
-    let app = bed
-        .app(&org, "s3stall", &[("files", VolumeKind::Generic)])
+    let (app, _volume) = bed
+        .app_with_files(
+            &org,
+            "s3stall",
+            "head -c 4194304 /dev/urandom > /volume/noise.bin && echo hello > /volume/hello.txt",
+        )
         .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(
-        &bed.docker,
-        &volume,
-        "head -c 4194304 /dev/urandom > /volume/noise.bin && echo hello > /volume/hello.txt",
-    )
-    .await
-    .expect("fill the volume");
     let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
@@ -356,19 +351,14 @@ async fn a_restore_whose_download_stalls_fails_and_leaves_the_volume_unchanged()
     let bed = TestBed::new().await;
     let org = bed.organization().await;
     let proxy = FaultProxy::to_s3().expect("fault proxy");
-    let app = bed
-        .app(&org, "dlstall", &[("files", VolumeKind::Generic)])
-        .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(
-        &bed.docker,
-        &volume,
-        "mkdir -p /volume/a && echo backed-up > /volume/a/one.txt \
+    let (app, volume) = bed
+        .app_with_files(
+            &org,
+            "dlstall",
+            "mkdir -p /volume/a && echo backed-up > /volume/a/one.txt \
          && head -c 2097152 /dev/urandom > /volume/blob.bin",
-    )
-    .await
-    .expect("fill the volume");
+        )
+        .await;
     let archived = trees::read(&bed.docker, &volume).await;
     let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed

@@ -4,7 +4,7 @@
 //! job retention never counts it.
 
 use uuid::Uuid;
-use vardo_actors::model::{Compression, Status, TargetKind, VolumeKind};
+use vardo_actors::model::{Compression, Status, TargetKind};
 use vardo_actors::storage::TargetStorage;
 use vardo_integration::fault_proxy::{Fault, FaultProxy};
 use vardo_integration::http::ApiBed;
@@ -32,18 +32,13 @@ fn safety_backup_of(out: &std::process::Output) -> Uuid {
 async fn a_restore_is_undone_by_restoring_its_safety_backup() {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
-    let app = bed
-        .app(&org, "undo", &[("files", VolumeKind::Generic)])
+    let (app, volume) = bed
+        .app_with_files(
+            &org,
+            "undo",
+            "mkdir -p /volume/a && echo first > /volume/a/one && echo kept > '/volume/-n *'",
+        )
         .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(
-        &bed.docker,
-        &volume,
-        "mkdir -p /volume/a && echo first > /volume/a/one && echo kept > '/volume/-n *'",
-    )
-    .await
-    .expect("first contents");
     let first = trees::read(&bed.docker, &volume).await;
     let target = bed
         .target(Some(org.id), TargetKind::Local, bed.local_config())
@@ -127,14 +122,9 @@ async fn a_restore_is_undone_by_restoring_its_safety_backup() {
 async fn a_failed_safety_backup_stops_the_restore_before_it_changes_anything() {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
-    let app = bed
-        .app(&org, "unsafe", &[("files", VolumeKind::Generic)])
+    let (app, volume) = bed
+        .app_with_files(&org, "unsafe", "echo backed-up > /volume/f")
         .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(&bed.docker, &volume, "echo backed-up > /volume/f")
-        .await
-        .expect("contents");
     let proxy = FaultProxy::to_s3().expect("proxy");
     let target = bed.s3_target_at(org.id, &proxy.url()).await;
     let job = bed
@@ -258,14 +248,9 @@ async fn the_api_takes_a_safety_backup_unless_the_request_declines_it() {
 async fn expired_safety_backups_are_deleted_unless_a_restore_is_using_them() {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
-    let app = bed
-        .app(&org, "expiry", &[("files", VolumeKind::Generic)])
+    let (app, _volume) = bed
+        .app_with_files(&org, "expiry", "echo one > /volume/f")
         .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(&bed.docker, &volume, "echo one > /volume/f")
-        .await
-        .expect("contents");
     let target = bed
         .target(Some(org.id), TargetKind::Local, bed.local_config())
         .await;
