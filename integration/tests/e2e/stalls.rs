@@ -46,6 +46,24 @@ async fn assert_bucket_empty(bed: &TestBed) {
     assert!(uploads.is_empty(), "open multipart uploads: {uploads:?}");
 }
 
+/// Runs `job` with the short stall deadline and expects what a user sees of a stall in `stage`:
+/// exit 1, its row `failed` saying so, well within [`BOUND`].
+async fn stalled_run(bed: &TestBed, job: Uuid, stage: &str) {
+    let started = Instant::now();
+    let (out, rows) = bed.run_job_with(job, &[STALL]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let row = rows.first().expect("one backup row");
+    assert_eq!(row.status, Status::Failed, "{}", row.log);
+    assert!(
+        row.log
+            .contains(&format!("failed: stalled: no progress for 3 s in {stage}")),
+        "{}",
+        row.log
+    );
+    assert!(took < BOUND, "the stalled run took {took:?}");
+}
+
 /// Runs `vardo-backup restore --backup` with the short stall deadline; its exit code and row.
 /// Without a safety backup: these tests stall the restore's own download, and the safety
 /// backup's upload would meet the stalled target first (its stalls are a backup's, tested above).
@@ -173,19 +191,7 @@ async fn a_pg_dump_blocked_by_a_lock_fails_as_stalled_and_the_next_run_succeeds(
         .await;
 
     let lock = HeldLock::take(&bed, &pg).await;
-    let started = Instant::now();
-    let (out, rows) = bed.run_job_with(job, &[STALL]).await;
-    let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let row = rows.first().expect("one backup row");
-    assert_eq!(row.status, Status::Failed, "{}", row.log);
-    assert!(
-        row.log
-            .contains("failed: stalled: no progress for 3 s in pg_dump"),
-        "{}",
-        row.log
-    );
-    assert!(took < BOUND, "the stalled run took {took:?}");
+    stalled_run(&bed, job, "pg_dump").await;
     assert_bucket_empty(&bed).await;
     // The dump does not wait behind the lock for ever: its session was ended.
     eventually(
@@ -238,19 +244,7 @@ async fn an_s3_target_that_stops_answering_fails_the_backup_as_stalled() {
         .await;
 
     proxy.set(Fault::Stall);
-    let started = Instant::now();
-    let (out, rows) = bed.run_job_with(job, &[STALL]).await;
-    let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let row = rows.first().expect("one backup row");
-    assert_eq!(row.status, Status::Failed, "{}", row.log);
-    assert!(
-        row.log
-            .contains("failed: stalled: no progress for 3 s in upload"),
-        "{}",
-        row.log
-    );
-    assert!(took < BOUND, "the stalled run took {took:?}");
+    stalled_run(&bed, job, "upload").await;
     assert!(proxy.accepted() > 0, "the upload never reached the proxy");
     assert_bucket_empty(&bed).await;
 
