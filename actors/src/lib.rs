@@ -25,6 +25,7 @@ pub mod notifier;
 pub mod notify;
 pub mod overdue;
 pub mod ownership;
+pub mod pg;
 pub mod progress;
 pub mod pruner;
 pub mod restore;

@@ -207,20 +207,28 @@ pub async fn execute(
         }));
         let body = progress.meter(stage::DOWNLOAD).stream(body);
         let (mut content, held) = codec::unpack(body, compression, payload, expected.clone());
+        let mut outline = None;
         let mut bytes = 0u64;
-        while let Some(chunk) = content.next().await {
-            bytes += chunk.map_err(VerifyError::Read)?.len() as u64;
+        if payload == Payload::Sql {
+            let read = crate::pg::format::outline(content).await;
+            let read = read.map_err(VerifyError::Read)?;
+            bytes = read.bytes;
+            outline = Some(read.describe());
+        } else {
+            while let Some(chunk) = content.next().await {
+                bytes += chunk.map_err(VerifyError::Read)?.len() as u64;
+            }
         }
         let held = held
             .await
             .map_err(|_| VerifyError::Read(std::io::Error::other("the check ended early")))?;
-        Ok::<_, VerifyError>((bytes, held.len()))
+        Ok::<_, VerifyError>((bytes, held.len(), outline))
     };
     let deadline = settings.stall_deadline;
     let read = progress
         .deadline(deadline, &[stage::DOWNLOAD], read)
         .await?;
-    let (bytes, symlinks) = match read {
+    let (bytes, symlinks, outline) = match read {
         Ok(read) => read,
         // The bytes came in whole: a read that failed on them (a changed byte, a cut end, an
         // entry a restore refuses, a stream that does not decompress) is the archive's fault.
@@ -253,7 +261,10 @@ pub async fn execute(
         }
         Payload::Sql => {
             log(
-                format!("dump decompressed to its end: {bytes} bytes of SQL"),
+                format!(
+                    "dump decompressed to its end: {}",
+                    outline.unwrap_or_default()
+                ),
                 Some("sql dump"),
             )
             .await?;

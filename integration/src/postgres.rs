@@ -62,17 +62,29 @@ pub async fn wait_ready(docker: &DockerClient, id: &str) {
     .await;
 }
 
-/// Runs one SQL command with `psql -tA` in the container; its output, or its error.
+/// Runs one SQL command with `psql -tA` in the container's `appdb`; its output, or its error.
 pub async fn psql(docker: &DockerClient, id: &str, sql: &str) -> anyhow::Result<String> {
+    psql_in(docker, id, DB, sql).await
+}
+
+/// Runs one SQL command with `psql -tA` in `database` (any name); its output, or its error.
+pub async fn psql_in(
+    docker: &DockerClient,
+    id: &str,
+    database: &str,
+    sql: &str,
+) -> anyhow::Result<String> {
+    let dbname = vardo_actors::pg::login::conninfo_dbname(database);
     let cmd = [
         "psql",
+        "-X",
         "-v",
         "ON_ERROR_STOP=1",
         "-tA",
         "-U",
         USER,
         "-d",
-        DB,
+        &dbname,
         "-c",
         sql,
     ]

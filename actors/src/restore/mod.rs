@@ -7,6 +7,7 @@
 pub mod files;
 pub mod safety;
 pub mod sql;
+pub mod sql_replay;
 pub mod swap;
 
 use actix::prelude::*;

@@ -41,7 +41,7 @@ use crate::volume_runner::{PgLogin, PgSession};
 const BEGIN: &[u8] = b"BEGIN;\n";
 /// Printed by psql only once the `COMMIT` before it succeeded (with `ON_ERROR_STOP` a failing
 /// statement ends psql before it).
-const COMMITTED: &str = "vardo-backup: restore committed";
+pub(super) const COMMITTED: &str = "vardo-backup: restore committed";
 
 fn commit() -> Bytes {
     Bytes::from(format!("\nCOMMIT;\n\\echo {COMMITTED}\n"))
@@ -134,10 +134,7 @@ impl DumpRestore<'_> {
             login: PgLogin::of(&container),
             name: format!("vardo-backup restore {}", self.restore_id),
         };
-        let login = &session.login;
-        let cmd = login.command(&["psql", "-X", "-v", "ON_ERROR_STOP=1", "--quiet"]);
-        let mut env = login.env();
-        env.push(format!("PGAPPNAME={}", session.name));
+        let mut replayed = super::sql_replay::Replayed::default();
         let replay = async {
             let download =
                 self.storage
@@ -162,50 +159,42 @@ impl DumpRestore<'_> {
                 Payload::Sql,
                 self.expected,
             );
-            let input = progress.meter(stage::REPLAY).stream(framed(sql, verified));
-            Ok::<_, RestoreError>(docker.exec_write(&container.id, cmd, env, input).await)
+            let sql = progress.meter(stage::REPLAY).stream(sql);
+            Ok::<_, RestoreError>(
+                super::sql_replay::replay(docker, &session, sql, verified, &mut replayed).await,
+            )
         };
-        let outcome = match progress
+        let outcome = progress
             .deadline(
                 self.watch.deadline,
                 &[stage::DOWNLOAD, stage::REPLAY],
                 replay,
             )
-            .await
-        {
-            Ok(outcome) => outcome?,
+            .await;
+        let committed = std::mem::take(&mut replayed.committed);
+        let before = if committed.is_empty() {
+            String::new()
+        } else {
+            format!(" (committed before it: {})", committed.join(", "))
+        };
+        match outcome {
+            Ok(Ok(Ok(()))) => {
+                log.line(&format!("restored and committed: {}", committed.join(", ")))
+                    .await?;
+                Ok(())
+            }
+            Ok(Ok(Err(why))) => Err(RestoreError::Failed(format!("{why}{before}"))),
+            Ok(Err(e)) => Err(e),
             Err(stalled) => {
                 // psql's input was dropped without COMMIT; ending its session on the server makes
                 // sure the transaction is rolled back (and its locks gone) before the volume's
                 // lock is released, even if psql itself is blocked.
                 session.end(docker).await;
-                return Err(RestoreError::Failed(format!(
+                Err(RestoreError::Failed(format!(
                     "{stalled}; psql never received COMMIT, so its transaction was rolled back \
-                     and the database is as it was"
-                )));
+                     and the database is as it was{before}"
+                )))
             }
-        };
-        match outcome {
-            Err(crate::docker::DockerError::Input(e)) => Err(RestoreError::Failed(format!(
-                "the archive did not arrive whole and unchanged ({e}); psql received only bytes \
-                 verified before and never COMMIT, so its transaction was rolled back and the \
-                 database is as it was"
-            ))),
-            Err(e) => Err(RestoreError::Failed(format!(
-                "the replay was interrupted ({e}); psql never received COMMIT, so its transaction \
-                 was rolled back and the database is as it was"
-            ))),
-            Ok(out) if out.exit_code == 0 && out.stdout.contains(COMMITTED) => Ok(()),
-            Ok(out) if out.exit_code == 0 => Err(RestoreError::Failed(format!(
-                "psql ended without confirming the commit; the transaction was rolled back: {}",
-                out.stderr.trim()
-            ))),
-            Ok(out) => Err(RestoreError::Failed(format!(
-                "psql exited with status {}; its transaction was rolled back and the database is \
-                 as it was: {}",
-                out.exit_code,
-                out.stderr.trim()
-            ))),
         }
     }
 }

@@ -10,7 +10,8 @@ use crate::engine::Engine;
 use crate::messages::{OpenArchive, Report};
 use crate::worker::WorkerBook;
 
-pub use archive::{open_archive, ArchiveOptions, PgLogin, PgSession, VolumeArchive, VolumeError};
+pub use crate::pg::{PgLogin, PgSession};
+pub use archive::{open_archive, ArchiveOptions, VolumeArchive, VolumeError};
 
 pub struct VolumeRunner {
     engine: Engine,

@@ -22,6 +22,7 @@ mod http_organizations;
 mod http_targets;
 mod notifications;
 mod pinned_read;
+mod postgres_cluster;
 mod postgres_cut;
 mod postgres_volume;
 mod restarts;

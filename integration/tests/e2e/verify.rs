@@ -213,7 +213,12 @@ async fn the_verify_command_exits_0_for_an_intact_dump_and_1_for_a_damaged_one()
     let out = bed.cli(&["verify", "--backup", &row.id.to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("dump decompressed to its end"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "dump decompressed to its end: a cluster dump of the roles and 2 databases (appdb, postgres) to its end marker"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains(" success"), "{stdout}");
     let after = bed.store.backup(row.id).await.expect("row");
     assert_eq!(after.verify_outcome.as_deref(), Some("ok"));
