@@ -376,3 +376,30 @@ ALTER TABLE restore ADD COLUMN IF NOT EXISTS pre_restore_backup_id uuid
     REFERENCES backup (id) ON DELETE SET NULL;
 CREATE INDEX IF NOT EXISTS backup_pre_restore ON backup (finished_at)
     WHERE reason = 'pre-restore' AND status = 'success';
+
+-- Drills: a job's newest backups restored on a schedule into scratch volumes and containers that
+-- never touch live data, then compared with the archive (files) or counted (databases). One row
+-- per drill; a scheduled drill's (job, slot) is unique, so it happens once across instances.
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS drill_schedule text DEFAULT '0 4 * * 0';
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS last_drill_at timestamptz;
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS last_drill_outcome text
+    CHECK (last_drill_outcome IN ('ok', 'failed'));
+CREATE TABLE IF NOT EXISTS drill (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES organization (id) ON DELETE CASCADE,
+    job_id           uuid NOT NULL REFERENCES backup_job (id) ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'success', 'failed')),
+    reason           text NOT NULL CHECK (reason IN ('schedule', 'manual')),
+    slot             timestamptz,
+    log              text NOT NULL DEFAULT '',
+    claimed_by       text,
+    heartbeat_at     timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (job_id, slot)
+);
+CREATE INDEX IF NOT EXISTS drill_job ON drill (job_id, created_at);
+CREATE INDEX IF NOT EXISTS drill_unclaimed ON drill (created_at)
+    WHERE claimed_by IS NULL AND status = 'pending';

@@ -70,6 +70,13 @@ pub enum Command {
         #[arg(long)]
         backup: Uuid,
     },
+    /// Drills a job: restores the newest backup of each of its volumes into scratch volumes and
+    /// containers (never the live ones), checks them and removes them. Prints the log; exits 0
+    /// when every volume restored and checked out, 1 when not (or the job is unknown).
+    Drill {
+        #[arg(long)]
+        job: Uuid,
+    },
     /// Plans a retention policy over RFC 3339 timestamps read on stdin, one per line, and prints
     /// the plan as JSON, newest first; exits 2 on bad input. Needs no configuration.
     Retention(crate::retention_cmd::RetentionArgs),
@@ -152,6 +159,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let v = app.verify_now(backup).await?;
             Ok(report_end("verification", v.id, v.status, &v.log))
+        }
+        Command::Drill { job } => {
+            let app = Application::build(&config).await?;
+            app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().job(job).await)? {
+                return Ok(code);
+            }
+            let d = app.drill_now(job).await?;
+            Ok(report_end("drill", d.id, d.status, &d.log))
         }
     }
 }

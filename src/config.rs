@@ -33,6 +33,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
         "VARDO_KEEP_PRE_RESTORE_DAYS",
         "restore.keep_pre_restore_days",
     ),
+    ("VARDO_DRILL_POSTGRES_IMAGE", "drill.postgres_image"),
     ("VARDO_SMTP_URL", "smtp.url"),
     ("VARDO_SMTP_FROM", "smtp.from"),
     (
@@ -88,6 +89,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub restore: RestoreConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
     #[serde(default)]
     pub smtp: SmtpConfig,
     #[serde(default)]
@@ -224,6 +227,15 @@ impl Default for RestoreConfig {
             keep_pre_restore_days: 7,
         }
     }
+}
+
+/// `drill:` — what drills need.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrillConfig {
+    /// The image of a dump's scratch container when no running container of the app's database
+    /// shows its image.
+    pub postgres_image: Option<String>,
 }
 
 /// `scheduler:` — runs, leases and catch-up.
@@ -434,6 +446,9 @@ impl Config {
             },
             "restore": {
                 "keep_pre_restore_days": self.restore.keep_pre_restore_days,
+            },
+            "drill": {
+                "postgres_image": self.drill.postgres_image,
             },
             "smtp": {
                 "url": self.smtp.url.as_ref().map(mask),

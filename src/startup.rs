@@ -90,6 +90,7 @@ impl Application {
             keep_pre_restore: Duration::from_secs(
                 u64::from(config.restore.keep_pre_restore_days) * 86_400,
             ),
+            drill_postgres_image: config.drill.postgres_image.clone(),
             notifications: config.notify_settings(),
             events: config.events.settings(),
         })?;
@@ -316,6 +317,16 @@ impl Application {
         let verified = vardo_actors::wait::verify_and_wait(&self.engine, &supervisor, backup).await;
         self.instance_stopped().await;
         Ok(verified?)
+    }
+
+    /// Drills the job here and waits for its end.
+    pub async fn drill_now(&self, job: Uuid) -> anyhow::Result<vardo_actors::model::Drill> {
+        vardo_actors::instance::spawn_heartbeat(self.engine.clone());
+        let supervisor =
+            vardo_actors::run::RunSupervisor::start(self.engine.clone(), self.crew.clone());
+        let drilled = vardo_actors::wait::drill_and_wait(&self.engine, &supervisor, job).await;
+        self.instance_stopped().await;
+        Ok(drilled?)
     }
 
     /// The command's work is done: any helper it left may be removed by any janitor.

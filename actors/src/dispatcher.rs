@@ -1,4 +1,4 @@
-//! Dispatcher: claims the run, restore and verification requests that the HTTP control plane and the deploy
+//! Dispatcher: claims the run, restore, verification and drill requests that the HTTP control plane and the deploy
 //! pipeline leave in the database, and hands them to this instance's RunSupervisor. Any instance
 //! running the scheduler role may claim a request; each is claimed once. It claims nothing once a
 //! graceful shutdown has begun.
@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::engine::Engine;
-use crate::messages::{StartRestore, StartRun, StartVerify};
+use crate::messages::{StartDrill, StartRestore, StartRun, StartVerify};
 use crate::run::RunSupervisor;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -97,6 +97,19 @@ async fn dispatch(engine: &Engine, supervisor: &Addr<RunSupervisor>, instance: &
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "could not claim verifications");
+                return;
+            }
+        }
+    }
+    while !engine.is_shutting_down() {
+        match store.claim_drill(instance).await {
+            Ok(Some(drill_id)) => supervisor.do_send(StartDrill {
+                drill_id,
+                on_finish: None,
+            }),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim drills");
                 return;
             }
         }

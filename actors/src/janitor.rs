@@ -4,7 +4,8 @@
 //! but not yet started are handed back for another instance to claim. A file restore whose engine
 //! stopped mid-way has its volume recovered here (its swap finished or undone, see
 //! [`crate::restore::swap`]), at start-up and then on every sweep. So are the helper containers
-//! of engine instances that are gone (see [`crate::instance`]).
+//! of engine instances that are gone (see [`crate::instance`]), and the scratch volumes and
+//! containers of drills that are not live any more (see [`crate::drill::scratch`]).
 
 use actix::prelude::*;
 
@@ -31,6 +32,7 @@ impl Actor for Janitor {
         ctx.spawn(
             async move {
                 sweep_helpers(&engine).await;
+                sweep_drills(&engine).await;
                 recover_abandoned(engine, &crew).await;
             }
             .into_actor(self),
@@ -77,6 +79,7 @@ impl Actor for Janitor {
                         Err(e) => tracing::warn!(error = %e, "claim sweep failed"),
                     }
                     sweep_helpers(&engine).await;
+                    sweep_drills(&engine).await;
                     match crew.prune_safety_backups().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(pruned = n, "deleted expired safety backups"),
@@ -87,6 +90,35 @@ impl Actor for Janitor {
                 .into_actor(act),
             );
         });
+    }
+}
+
+/// Fails the drills of engines that stopped, then removes every scratch volume and container
+/// whose drill is not live.
+async fn sweep_drills(engine: &Engine) {
+    let lease = engine.settings().run_lease;
+    match engine.store().fail_abandoned_drills(lease).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            drills = n,
+            "failed drills left unfinished by a stopped engine"
+        ),
+        Err(e) => tracing::warn!(error = %e, "drill lease sweep failed"),
+    }
+    let docker = match engine.docker().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "scratch sweep skipped: Docker does not answer");
+            return;
+        }
+    };
+    match crate::drill::scratch::sweep(docker, engine.store(), lease).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed the scratch volumes and containers of ended drills"
+        ),
+        Err(e) => tracing::warn!(error = %e, "scratch sweep failed"),
     }
 }
 

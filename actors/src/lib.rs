@@ -10,6 +10,7 @@ pub mod deploy_events;
 pub mod dispatcher;
 pub mod docker;
 pub mod download;
+pub mod drill;
 pub mod engine;
 pub mod events_out;
 pub mod events_publisher;

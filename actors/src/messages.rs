@@ -131,6 +131,25 @@ pub struct VerifyEnded {
     pub ours: bool,
 }
 
+/// Perform a drill that has its `pending` row already (and is claimed by this engine).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartDrill {
+    pub drill_id: Uuid,
+    pub on_finish: Option<oneshot::Sender<crate::model::Drill>>,
+}
+
+/// A drill's end, as its actor reports it to the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrillEnded {
+    pub drill_id: Uuid,
+    /// `Ok`: every volume restored and checked (a summary); `Err`: why not.
+    pub outcome: crate::drill::DrillOutcome,
+    /// False when this engine found the drill no longer `pending`: nothing is recorded.
+    pub ours: bool,
+}
+
 /// Shutdown, first step: the supervisor starts nothing new from now on. Answers how many runs
 /// and restores are live, and a receiver told once all of them are settled.
 #[derive(Message)]

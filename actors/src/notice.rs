@@ -18,6 +18,8 @@ pub enum NoticeKind {
     Succeeded,
     #[serde(rename = "backup.overdue")]
     Overdue,
+    #[serde(rename = "backup.drill_failed")]
+    DrillFailed,
 }
 
 impl NoticeKind {
@@ -26,6 +28,7 @@ impl NoticeKind {
             Self::Failed => "backup.failed",
             Self::Succeeded => "backup.succeeded",
             Self::Overdue => "backup.overdue",
+            Self::DrillFailed => "backup.drill_failed",
         }
     }
 }
@@ -143,6 +146,25 @@ pub fn overdue_notice(job: &Job) -> Notice {
     }
 }
 
+/// The notice for a job whose drill failed: its newest backups did not restore and check out.
+pub fn drill_failed_notice(job: &Job, drill: &crate::model::Drill, why: &str) -> Notice {
+    Notice {
+        kind: NoticeKind::DrillFailed,
+        organization_id: job.organization_id,
+        job_id: job.id,
+        job_name: job.name.clone(),
+        failed_count: 0,
+        total_count: 0,
+        total_size_bytes: 0,
+        started_at: drill.started_at,
+        finished_at: drill.finished_at,
+        volumes: Vec::new(),
+        last_run_at: None,
+        reason: None,
+        error: Some(truncate(why, MAX_ERROR_CHARS)),
+    }
+}
+
 /// A row of this run that was later pruned had succeeded.
 fn succeeded(status: Status) -> bool {
     matches!(status, Status::Success | Status::Pruned)
@@ -213,6 +235,7 @@ impl Notice {
             NoticeKind::Failed => "failed",
             NoticeKind::Succeeded => "succeeded",
             NoticeKind::Overdue => "overdue",
+            NoticeKind::DrillFailed => "drill failed",
         };
         format!("Backup {what}: {}", self.job_name)
     }
@@ -234,6 +257,10 @@ impl Notice {
                 self.total_count,
                 human_size(self.total_size_bytes),
                 self.total_size_bytes
+            ),
+            NoticeKind::DrillFailed => format!(
+                "A restore drill of the job's newest backups failed: {}",
+                self.error.as_deref().unwrap_or("no reason was recorded")
             ),
             NoticeKind::Overdue => format!(
                 "The job did not run when its schedule expected it to; last run: {}.",
@@ -296,6 +323,9 @@ mod tests {
             notify_on_failure: on_failure,
             compression: Compression::Gzip,
             compression_level: None,
+            drill_schedule: None,
+            last_drill_at: None,
+            last_drill_outcome: None,
             last_run_at: None,
         }
     }

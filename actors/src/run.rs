@@ -36,6 +36,8 @@ use crate::worker::{Task, WorkerBook};
 
 pub use crate::backup::BackupError;
 
+mod drills;
+
 /// Starts runs and restores, and settles their rows when they end.
 pub struct RunSupervisor {
     engine: Engine,
@@ -43,6 +45,7 @@ pub struct RunSupervisor {
     run_waiters: HashMap<Uuid, oneshot::Sender<RunFinished>>,
     restore_waiters: HashMap<Uuid, oneshot::Sender<Restore>>,
     verify_waiters: HashMap<Uuid, oneshot::Sender<Verification>>,
+    drill_waiters: HashMap<Uuid, oneshot::Sender<crate::model::Drill>>,
     /// Runs and restores started and not yet settled, with the token that stops each.
     live: HashMap<Uuid, CancellationToken>,
     /// Set by [`Drain`]: nothing new starts.
@@ -64,6 +67,7 @@ impl RunSupervisor {
             run_waiters: HashMap::new(),
             restore_waiters: HashMap::new(),
             verify_waiters: HashMap::new(),
+            drill_waiters: HashMap::new(),
             live: HashMap::new(),
             draining: false,
             idle_waiters: Vec::new(),

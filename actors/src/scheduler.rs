@@ -215,6 +215,7 @@ async fn tick(
         if let Some(due) = schedule.latest_due_between(from, to) {
             fire(engine, crew, supervisor, instance, job, due, &mut report).await?;
         }
+        schedule_drill(engine, crew, instance, job, from, to).await?;
     }
     store.record_evaluated_minute(to).await?;
     crate::overdue::check_overdue(engine, &jobs, now).await?;
@@ -254,6 +255,49 @@ async fn fire(
         }
     }
     fired
+}
+
+/// Records the job's drill due in the window, if any, under the minute's drill lock; the row's
+/// (job, slot) is unique, so the drill happens once across instances, and any scheduler
+/// instance's dispatcher claims it.
+async fn schedule_drill(
+    engine: &Engine,
+    crew: &Crew,
+    instance: &str,
+    job: &ScheduledJob,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), TickError> {
+    let Some(expr) = &job.drill_schedule else {
+        return Ok(());
+    };
+    let due = match Schedule::parse(expr, &job.timezone) {
+        Ok(s) => s.latest_due_between(from, to),
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "drill skipped: its schedule is invalid");
+            return Ok(());
+        }
+    };
+    let Some(due) = due else {
+        return Ok(());
+    };
+    let key = format!("lock:drill:{}:{}", job.id, due.timestamp().div_euclid(60));
+    let held = crew.take_lock(&key, instance, LOCK_TTL).await;
+    engine.metrics().record_lock(
+        "drill",
+        match &held {
+            Ok(true) => LockOutcome::Acquired,
+            Ok(false) => LockOutcome::Contended,
+            Err(_) => LockOutcome::Error,
+        },
+    );
+    if !held.map_err(|e| TickError::Redis(e.to_string()))? {
+        return Ok(());
+    }
+    if engine.store().insert_scheduled_drill(job.id, due).await? {
+        tracing::info!(job_id = %job.id, minute = %due, "drill scheduled");
+    }
+    Ok(())
 }
 
 /// The part of [`fire`] done under the minute's lock.

@@ -34,6 +34,9 @@ pub struct EngineSettings {
     pub shutdown_grace: Duration,
     /// How long a restore's safety backup is kept.
     pub keep_pre_restore: Duration,
+    /// The image of a dump's scratch container when no running container of the app's database
+    /// shows which image it uses.
+    pub drill_postgres_image: Option<String>,
     /// SMTP server, private-address switch and retry schedule of notifications.
     pub notifications: NotifySettings,
     /// The deploy pipeline's streams: consumed messages, dead letters, published results.

@@ -65,6 +65,33 @@ pub async fn verify_and_wait(
     rx.await.map_err(|_| WaitError::Lost)
 }
 
+/// Records a drill of `job_id`, performs it here and waits for its end.
+pub async fn drill_and_wait(
+    engine: &Engine,
+    supervisor: &Addr<RunSupervisor>,
+    job_id: Uuid,
+) -> Result<crate::model::Drill, WaitError> {
+    let store = engine.store();
+    let job = store
+        .job(job_id)
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    // Claimed here, so that no scheduler instance takes it too.
+    let drill_id = store
+        .insert_drill(job.organization_id, job.id, Some(engine.instance()))
+        .await
+        .map_err(|e| WaitError::Refused(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    supervisor
+        .send(crate::messages::StartDrill {
+            drill_id,
+            on_finish: Some(tx),
+        })
+        .await
+        .map_err(|_| WaitError::Lost)?;
+    rx.await.map_err(|_| WaitError::Lost)
+}
+
 /// Records a restore of `backup_id` (with a safety backup first unless `safety_backup` is
 /// false), performs it here and waits for its end.
 pub async fn restore_and_wait(

@@ -122,6 +122,8 @@ impl TestBed {
                 notify_on_failure: true,
                 compression,
                 compression_level: None,
+                // Off: a test that wants drills says when.
+                drill_schedule: None,
                 app_ids: apps.iter().map(|a| a.id.clone()).collect(),
             })
             .await

@@ -223,6 +223,7 @@ impl TestBed {
             catch_up: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(60),
             keep_pre_restore: Duration::from_secs(7 * 86_400),
+            drill_postgres_image: None,
             notifications: Default::default(),
             events: Default::default(),
         })

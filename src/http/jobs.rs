@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use vardo_actors::model::{Compression, RetentionPolicy, RunReason};
+use vardo_actors::model::{Compression, RetentionPolicy, RunReason, DEFAULT_DRILL_SCHEDULE};
 use vardo_actors::schedule::{Schedule, ScheduleError};
 use vardo_actors::storage::TargetStorage;
 use vardo_actors::store::{JobRecord, NewJob};
@@ -34,6 +34,10 @@ fn yes() -> bool {
 
 fn utc() -> String {
     "UTC".to_owned()
+}
+
+fn weekly_drill() -> Option<String> {
+    Some(DEFAULT_DRILL_SCHEDULE.to_owned())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -76,6 +80,11 @@ pub struct JobInput {
     pub timezone: String,
     #[serde(default)]
     pub compression: CompressionType,
+    /// When drills restore the newest backups into scratch places and check them: a five-field
+    /// cron in the job's time zone; null turns drills off. Default: Sundays at 04:00.
+    #[serde(default = "weekly_drill")]
+    #[schema(default = "0 4 * * 0")]
+    pub drill_schedule: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,6 +108,11 @@ pub struct Job {
     pub notify_on_failure: bool,
     pub timezone: String,
     pub compression: CompressionType,
+    /// When drills run (cron in the job's time zone); null: never.
+    pub drill_schedule: Option<String>,
+    /// When the newest drill ended, and how: `ok` or `failed`.
+    pub last_drill_at: Option<DateTime<Utc>>,
+    pub last_drill_outcome: Option<String>,
     pub last_run_at: Option<DateTime<Utc>>,
     /// The next firing (null when the job is disabled).
     pub next_run_at: Option<DateTime<Utc>>,
@@ -158,6 +172,9 @@ pub fn view(r: JobRecord) -> Job {
             Compression::Gzip => CompressionType::Gzip,
             Compression::Zstd => CompressionType::Zstd,
         },
+        drill_schedule: j.drill_schedule,
+        last_drill_at: j.last_drill_at,
+        last_drill_outcome: j.last_drill_outcome,
         last_run_at: j.last_run_at,
         next_run_at,
         overdue: r.overdue,
@@ -193,6 +210,14 @@ async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result<NewJob, Ap
             ScheduleError::Cron { .. } | ScheduleError::Never(_) => "schedule",
         };
         return Err(ApiError::invalid(field, format!("{field}: {e}")));
+    }
+    if let Some(drill) = &input.drill_schedule {
+        if let Err(e) = Schedule::parse(drill, &input.timezone) {
+            return Err(ApiError::invalid(
+                "drillSchedule",
+                format!("drillSchedule: {e}"),
+            ));
+        }
     }
     let retention = RetentionPolicy {
         keep_all: input.keep_all,
@@ -256,12 +281,13 @@ async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result<NewJob, Ap
             CompressionType::Zstd => Compression::Zstd,
         },
         compression_level: None,
+        drill_schedule: input.drill_schedule,
         app_ids,
     })
 }
 
 /// The organization's job, or 404.
-async fn owned(state: &State, org: Uuid, id: Uuid) -> Result<JobRecord, ApiError> {
+pub(super) async fn owned(state: &State, org: Uuid, id: Uuid) -> Result<JobRecord, ApiError> {
     let record = state.engine.store().job_record(id).await?;
     if record.job.organization_id != org {
         return Err(ApiError::NotFound("job"));

@@ -7,6 +7,8 @@
 //! - `vardo_job_last_success_timestamp_seconds{job_id,organization_id}` (gauge)
 //! - `vardo_backup_last_verified_timestamp_seconds{job_id,organization_id}` (gauge: a backup of
 //!   the job last verified intact)
+//! - `vardo_backup_drill_failures_total{job_id,organization_id}` (counter: failed drills of each
+//!   job that was drilled)
 //! - `vardo_backup_runs{status="running|success|failed"}` (gauge: runs by outcome)
 //! - `vardo_backup_volumes{status}` (gauge: backup rows by status)
 //! - `vardo_backup_uploaded_bytes_total` (counter: bytes of successful archives)
@@ -107,6 +109,20 @@ impl Collector for DbFigures {
             MetricType::Gauge,
         )?;
         job_times(&mut family, &stats.last_verified)?;
+        let mut family = encoder.encode_descriptor(
+            "vardo_backup_drill_failures",
+            "Drills of the job that failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (job, org, failed) in &stats.drill_failures {
+            let labels = [
+                ("job_id", job.to_string()),
+                ("organization_id", org.to_string()),
+            ];
+            ConstCounter::new(u64::try_from(*failed).unwrap_or_default())
+                .encode(family.encode_family(&labels)?)?;
+        }
         gauge_by_status(
             &mut encoder,
             "vardo_backup_runs",
@@ -210,6 +226,11 @@ mod tests {
                 "vardo_backup_last_verified_timestamp_seconds",
                 "gauge",
                 "When a backup of the job was last verified intact (Unix time).",
+            ),
+            (
+                "vardo_backup_drill_failures_total",
+                "counter",
+                "Drills of the job that failed.",
             ),
             ("vardo_backup_runs", "gauge", "Backup runs by outcome."),
             (

@@ -5,6 +5,7 @@
 mod apps;
 mod auth;
 mod channels;
+mod drills;
 mod error;
 mod health;
 mod history;
@@ -67,6 +68,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(restores::get_restore)
         .service(verifications::create_verification)
         .service(verifications::get_verification)
+        .service(drills::create_drill)
+        .service(drills::get_drill)
         .service(apps::list_apps)
         .service(apps::put_app)
         .service(apps::get_app)

@@ -18,6 +18,10 @@ pub struct ContainerRef {
     pub name: String,
     /// The container's environment (`Config.Env`), e.g. `POSTGRES_USER`.
     pub env: HashMap<String, String>,
+    /// The image it was created from (as its config names it).
+    pub image: String,
+    /// Where it mounts the volume asked about.
+    pub mount_path: String,
 }
 
 impl DockerClient {
@@ -40,13 +44,23 @@ impl DockerClient {
             .list_containers(Some(options))
             .await
             .map_err(|e| DockerError::api("list running containers", e))?;
-        let Some(id) = containers
+        let Some(found) = containers
             .iter()
             .find(|c| mounts_volume(c, volume) && !is_helper(c))
-            .and_then(|c| c.id.clone())
         else {
             return Ok(None);
         };
+        let Some(id) = found.id.clone() else {
+            return Ok(None);
+        };
+        let mount_path = found
+            .mounts
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|m| m.typ.as_deref() == Some("volume") && m.name.as_deref() == Some(volume))
+            .and_then(|m| m.destination.clone())
+            .unwrap_or_default();
 
         let inspected = match self.docker.inspect_container(&id, None).await {
             Ok(inspected) => inspected,
@@ -60,13 +74,16 @@ impl DockerClient {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_owned();
-        let env = parse_env(
-            inspected
-                .config
-                .and_then(|config| config.env)
-                .unwrap_or_default(),
-        );
-        Ok(Some(ContainerRef { id, name, env }))
+        let config = inspected.config.unwrap_or_default();
+        let image = config.image.clone().unwrap_or_default();
+        let env = parse_env(config.env.unwrap_or_default());
+        Ok(Some(ContainerRef {
+            id,
+            name,
+            env,
+            image,
+            mount_path,
+        }))
     }
 }
 

@@ -49,6 +49,10 @@ pub enum DockerError {
     #[error("reading the data to send to Docker failed: {0}")]
     Input(#[source] std::io::Error),
 
+    /// A precondition of ours that Docker's state does not meet.
+    #[error("{0}")]
+    Failed(String),
+
     /// Any other refusal or transport failure of a Docker API call.
     #[error("Docker could not {action}: {}", chain(.source))]
     Api {
@@ -87,6 +91,7 @@ impl DockerError {
             | Self::ContainerNotFound { .. }
             | Self::ContainerNotRunning { .. }
             | Self::Exec { .. }
+            | Self::Failed(_)
             | Self::Input(_) => false,
         }
     }

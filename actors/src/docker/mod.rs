@@ -3,7 +3,8 @@
 //! One file per concern: `client` (connection, helper image), `volumes` (blue/green lookup),
 //! `containers` (the app container using a volume), `archive` (tar out of / into a volume),
 //! `exec` (commands with streamed stdin/stdout), `helper` (throw-away helper containers),
-//! `error` (`DockerError`). Every container this module creates is labelled
+//! `scratch` (a drill's scratch volumes and containers, labelled `vardo-backup.drill`), `error`
+//! (`DockerError`). Every container this module creates is labelled
 //! `vardo-backup=helper` (and `vardo-backup.instance=<engine instance>`) and named
 //! `vardo-helper-<uuid>`.
 
@@ -13,6 +14,7 @@ mod containers;
 mod error;
 mod exec;
 mod helper;
+mod scratch;
 mod volumes;
 
 pub use client::DockerClient;
@@ -23,4 +25,5 @@ pub use helper::{
     HelperContainer, HelperInfo, HELPER_LABEL_KEY, HELPER_LABEL_VALUE, INSTANCE_LABEL_KEY,
     VOLUME_MOUNT,
 };
+pub use scratch::{ScratchItem, DRILL_LABEL_KEY};
 pub use volumes::app_volume_candidates;

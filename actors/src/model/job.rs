@@ -66,4 +66,9 @@ pub struct Job {
     pub compression: Compression,
     pub compression_level: Option<i32>,
     pub last_run_at: Option<DateTime<Utc>>,
+    /// When drills run (cron in the job's time zone); None: never.
+    pub drill_schedule: Option<String>,
+    pub last_drill_at: Option<DateTime<Utc>>,
+    /// `ok` or `failed`.
+    pub last_drill_outcome: Option<String>,
 }

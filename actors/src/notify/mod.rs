@@ -368,6 +368,28 @@ pub async fn enqueue_overdue(engine: &Engine, job_id: Uuid) -> Result<usize, Not
     Ok(notices.len())
 }
 
+/// Enqueues a "drill failed" notice for the drill's job to each channel of its organization (when
+/// the job notifies on failure).
+#[tracing::instrument(skip(engine))]
+pub async fn enqueue_drill_failed(
+    engine: &Engine,
+    drill_id: Uuid,
+    why: &str,
+) -> Result<usize, NotifyError> {
+    let drill = engine.store().drill(drill_id).await?;
+    let job = engine.store().job(drill.job_id).await?;
+    if !job.notify_on_failure {
+        return Ok(0);
+    }
+    let notices = for_channels(
+        engine,
+        &crate::notice::drill_failed_notice(&job, &drill, why),
+    )
+    .await?;
+    engine.store().enqueue_notices(&notices).await?;
+    Ok(notices.len())
+}
+
 async fn for_channels(engine: &Engine, notice: &Notice) -> Result<Vec<NewNotice>, NotifyError> {
     let payload = serde_json::to_value(notice)?;
     Ok(engine

@@ -14,6 +14,7 @@ pub fn body(notice: &Notice) -> Value {
         NoticeKind::Failed => ":x:",
         NoticeKind::Succeeded => ":white_check_mark:",
         NoticeKind::Overdue => ":warning:",
+        NoticeKind::DrillFailed => ":rotating_light:",
     };
     let title = notice.title();
     let mut blocks = vec![

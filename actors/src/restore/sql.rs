@@ -201,7 +201,7 @@ impl DumpRestore<'_> {
 
 /// Pass 1: downloads the object pinned by `pin` once, hashing it whole and block by block, and
 /// checks it against the backup's record. Any failure refuses the restore; psql has not started.
-async fn verify_first(
+pub(crate) async fn verify_first(
     storage: &TargetStorage,
     key: &str,
     pin: &ObjectPin,

@@ -9,7 +9,8 @@ use crate::model::{App, Compression, Job, RetentionPolicy};
 const COLUMNS: &str =
     "id, organization_id, name, schedule, timezone, enabled, target_id, keep_all, \
     keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, notify_on_success, \
-    notify_on_failure, compression, compression_level, last_run_at";
+    notify_on_failure, compression, compression_level, last_run_at, drill_schedule, last_drill_at, \
+    last_drill_outcome";
 
 fn keep(row: &Row, col: &str) -> Option<u32> {
     row.get::<_, Option<i32>>(col)
@@ -41,6 +42,9 @@ pub(super) fn job_row(row: &Row) -> Result<Job, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("compression {compression}")))?,
         compression_level: row.get("compression_level"),
         last_run_at: row.get("last_run_at"),
+        drill_schedule: row.get("drill_schedule"),
+        last_drill_at: row.get("last_drill_at"),
+        last_drill_outcome: row.get("last_drill_outcome"),
     })
 }
 
@@ -58,6 +62,8 @@ pub struct NewJob {
     pub notify_on_failure: bool,
     pub compression: Compression,
     pub compression_level: Option<i32>,
+    /// When drills run; None: never.
+    pub drill_schedule: Option<String>,
     pub app_ids: Vec<String>,
 }
 
@@ -74,8 +80,8 @@ impl Store {
             .query_one(
                 "INSERT INTO backup_job (organization_id, name, schedule, timezone, enabled, target_id,
                     keep_all, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
-                    notify_on_success, notify_on_failure, compression, compression_level)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) RETURNING id",
+                    notify_on_success, notify_on_failure, compression, compression_level, drill_schedule)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) RETURNING id",
                 &[
                     &job.organization_id,
                     &job.name,
@@ -94,6 +100,7 @@ impl Store {
                     &job.notify_on_failure,
                     &job.compression.as_str(),
                     &job.compression_level,
+                    &job.drill_schedule,
                 ],
             )
             .await?;

@@ -6,6 +6,7 @@ mod apps;
 mod backups;
 mod claims;
 mod deploy;
+mod drills;
 mod events;
 mod history;
 mod instances;

@@ -19,6 +19,8 @@ pub struct ScheduledJob {
     pub timezone: String,
     pub created_at: DateTime<Utc>,
     pub overdue_since: Option<DateTime<Utc>>,
+    /// When its drills run; None: never.
+    pub drill_schedule: Option<String>,
 }
 
 const STATE_KEY: &str = "scheduler";
@@ -32,7 +34,7 @@ impl Store {
         let client = self.pool().get().await?;
         let rows = client
             .query(
-                "SELECT id, name, schedule, timezone, created_at, overdue_since
+                "SELECT id, name, schedule, timezone, created_at, overdue_since, drill_schedule
                  FROM backup_job WHERE enabled ORDER BY id",
                 &[],
             )
@@ -46,6 +48,7 @@ impl Store {
                 timezone: r.get(3),
                 created_at: r.get(4),
                 overdue_since: r.get(5),
+                drill_schedule: r.get(6),
             })
             .collect())
     }

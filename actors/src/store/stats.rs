@@ -26,6 +26,8 @@ pub struct Stats {
     pub last_success: Vec<(Uuid, Uuid, DateTime<Utc>)>,
     /// (job id, organization id, when a backup of the job last verified `ok`).
     pub last_verified: Vec<(Uuid, Uuid, DateTime<Utc>)>,
+    /// (job id, organization id, failed drills) for every job that was drilled.
+    pub drill_failures: Vec<(Uuid, Uuid, i64)>,
     /// Backup rows (one per volume and run) by status.
     pub volumes_by_status: Vec<(String, i64)>,
     /// Runs by outcome: `running` while a row is unfinished, else `failed` if any row failed,
@@ -105,6 +107,17 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
+        let drill_failures = client
+            .query(
+                "SELECT j.id, j.organization_id, count(*) FILTER (WHERE d.status = 'failed')
+                 FROM backup_job j JOIN drill d ON d.job_id = j.id
+                 GROUP BY j.id, j.organization_id ORDER BY j.id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
         let volumes_by_status = by_status(
             &client,
             "SELECT status, count(*) FROM backup GROUP BY status ORDER BY status",
@@ -155,6 +168,7 @@ impl Store {
         Ok(Stats {
             last_success,
             last_verified,
+            drill_failures,
             volumes_by_status,
             runs_by_status,
             uploaded_bytes,

@@ -214,6 +214,7 @@ async fn insert_job(
             notify_on_failure: false,
             compression,
             compression_level: level,
+            drill_schedule: None,
             app_ids: vec![app_id.to_owned()],
         })
         .await?)

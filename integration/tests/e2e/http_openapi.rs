@@ -81,6 +81,14 @@ async fn the_document_lists_every_route_with_its_methods() {
             "/api/v1/organizations/{orgId}/backups/verifications/{verificationId}",
             &["get"],
         ),
+        (
+            "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/drill",
+            &["post"],
+        ),
+        (
+            "/api/v1/organizations/{orgId}/backups/drills/{drillId}",
+            &["get"],
+        ),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

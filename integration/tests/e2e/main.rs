@@ -7,6 +7,7 @@ mod cli_exit_codes;
 mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;
+mod drills;
 mod faults;
 mod foundation;
 mod host_volume;

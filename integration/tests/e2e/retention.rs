@@ -48,6 +48,7 @@ async fn job(
             notify_on_failure: false,
             compression: Compression::Gzip,
             compression_level: None,
+            drill_schedule: None,
             app_ids: apps.iter().map(|a| a.id.clone()).collect(),
         })
         .await

@@ -578,6 +578,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         catch_up: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(60),
         keep_pre_restore: Duration::from_secs(7 * 86_400),
+        drill_postgres_image: None,
         notifications: Default::default(),
         events: Default::default(),
     })
