@@ -21,6 +21,8 @@ pub struct ScratchItem {
     /// Container id or volume name.
     pub id: String,
     pub drill: String,
+    /// The engine instance that made it, when labelled.
+    pub instance: Option<String>,
 }
 
 impl DockerClient {
@@ -100,8 +102,14 @@ impl DockerClient {
             .map_err(|e| DockerError::api("list scratch containers", e))?
             .into_iter()
             .filter_map(|c| {
-                let drill = c.labels.as_ref()?.get(DRILL_LABEL_KEY)?.clone();
-                Some(ScratchItem { id: c.id?, drill })
+                let labels = c.labels.as_ref()?;
+                let drill = labels.get(DRILL_LABEL_KEY)?.clone();
+                let instance = labels.get(INSTANCE_LABEL_KEY).cloned();
+                Some(ScratchItem {
+                    id: c.id?,
+                    drill,
+                    instance,
+                })
             })
             .collect();
         let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
@@ -115,7 +123,12 @@ impl DockerClient {
             .into_iter()
             .filter_map(|v| {
                 let drill = v.labels.get(DRILL_LABEL_KEY)?.clone();
-                Some(ScratchItem { id: v.name, drill })
+                let instance = v.labels.get(INSTANCE_LABEL_KEY).cloned();
+                Some(ScratchItem {
+                    id: v.name,
+                    drill,
+                    instance,
+                })
             })
             .collect();
         Ok((containers, volumes))

@@ -133,10 +133,15 @@ pub async fn drill(
         let Some(database) = part.strip_prefix("database ") else {
             continue;
         };
-        counted.push(format!(
-            "{database} ({})",
-            count_rows(docker, &session, database).await?
-        ));
+        let rows = tokio::time::timeout(ctx.deadline, count_rows(docker, &session, database))
+            .await
+            .map_err(|_| {
+                format!(
+                    "counting the rows of {database} took longer than {}s",
+                    ctx.deadline.as_secs()
+                )
+            })??;
+        counted.push(format!("{database} ({rows})"));
     }
     Ok(format!(
         "{}: the dump replayed with ON_ERROR_STOP ({}); rows per table: {}",
@@ -146,12 +151,47 @@ pub async fn drill(
     ))
 }
 
-/// The app container's login, for the scratch server (its superuser and database).
+/// The app container's login, for the scratch server (its superuser and database). A password
+/// kept in a file of the app's container (`POSTGRES_PASSWORD_FILE`) is not there: the scratch
+/// server gets a random one instead.
 fn login_env(c: &ContainerRef) -> Vec<String> {
-    ["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"]
-        .iter()
-        .filter_map(|k| c.env.get(*k).map(|v| format!("{k}={v}")))
-        .collect()
+    let mut env: Vec<String> = [
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+        "POSTGRES_HOST_AUTH_METHOD",
+        "POSTGRES_INITDB_ARGS",
+    ]
+    .iter()
+    .filter_map(|k| c.env.get(*k).map(|v| format!("{k}={v}")))
+    .collect();
+    if !c.env.contains_key("POSTGRES_PASSWORD") {
+        env.push(format!(
+            "POSTGRES_PASSWORD={}",
+            uuid::Uuid::new_v4().simple()
+        ));
+    }
+    env
+}
+
+/// One command in the scratch container, bounded: a server that stops answering ends the wait.
+async fn exec_bounded(
+    docker: &DockerClient,
+    container: &str,
+    cmd: Vec<String>,
+    env: Vec<String>,
+) -> Result<crate::docker::ExecOutcome, crate::docker::DockerError> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        docker.exec_collect(container, cmd, env),
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(_) => Err(crate::docker::DockerError::Failed(
+            "the command did not answer within 10 s".to_owned(),
+        )),
+    }
 }
 
 /// Waits until the scratch server takes connections over TCP (the real server: an image's
@@ -164,7 +204,7 @@ async fn wait_ready(docker: &DockerClient, session: &PgSession) -> Result<(), St
         let tcp = ["pg_isready", "-q", "-h", "127.0.0.1"]
             .map(str::to_owned)
             .to_vec();
-        let ready = docker.exec_collect(&session.container, tcp, vec![]).await;
+        let ready = exec_bounded(docker, &session.container, tcp, vec![]).await;
         if let Err(
             e @ (crate::docker::DockerError::ContainerNotFound { .. }
             | crate::docker::DockerError::ContainerNotRunning { .. }),
@@ -174,10 +214,7 @@ async fn wait_ready(docker: &DockerClient, session: &PgSession) -> Result<(), St
         }
         if matches!(&ready, Ok(o) if o.exit_code == 0) {
             let cmd = login.command(&["psql", "-X", "-tA", "-c", "SELECT 1"]);
-            match docker
-                .exec_collect(&session.container, cmd, login.env())
-                .await
-            {
+            match exec_bounded(docker, &session.container, cmd, login.env()).await {
                 Ok(o) if o.exit_code == 0 && o.stdout.trim() == "1" => return Ok(()),
                 Ok(o) => last = o.stderr.trim().to_owned(),
                 Err(e) => last = e.to_string(),

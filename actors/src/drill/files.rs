@@ -69,7 +69,8 @@ pub async fn drill(ctx: &Ctx<'_>, source: &Source, scratch: &Scratch) -> Result<
             source.expected.clone(),
         );
         let archive = tree::list(tar).await?;
-        let restored = tree::list(docker.export_volume(&scratch.volume).await?).await?;
+        let export = docker.export_volume(&scratch.volume).await?;
+        let restored = tree::list(ctx.progress.meter(stage::DOWNLOAD).stream(export)).await?;
         Ok::<_, anyhow::Error>((archive, restored))
     };
     let (archive, restored) = match ctx

@@ -175,10 +175,24 @@ pub async fn execute(
     }
     let drill = store.drill(drill_id).await?;
     let backups = store.newest_backups_of_job(drill.job_id).await?;
+    // Every volume the job backs up is drilled; one that was never backed up fails the drill.
+    let mut failed = Vec::new();
+    for app in store.job_apps(drill.job_id).await? {
+        for volume in app.volumes.iter().filter(|v| v.persistent) {
+            let drilled = backups
+                .iter()
+                .any(|b| b.app_id == app.id && b.volume_name == volume.name);
+            if !drilled {
+                failed.push(format!(
+                    "{}/{}: no successful backup to drill",
+                    app.name, volume.name
+                ));
+            }
+        }
+    }
     if backups.is_empty() {
-        return Ok(Err(
-            "the job has no successful backup to drill yet".to_owned()
-        ));
+        failed.push("the job has no successful backup to drill yet".to_owned());
+        return Ok(Err(failed.join("; ")));
     }
     let _slot = engine.run_slot().await;
     let docker = match engine.docker().await {
@@ -193,7 +207,6 @@ pub async fn execute(
         deadline: engine.settings().stall_deadline,
     };
     let mut done = Vec::new();
-    let mut failed = Vec::new();
     for (n, backup) in backups.iter().enumerate() {
         let name = format!("{}/{}", backup.app_name, backup.volume_name);
         let outcome = drill_volume(&ctx, &crew, backup, n).await;

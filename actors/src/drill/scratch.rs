@@ -84,8 +84,9 @@ impl Drop for Scratch {
 }
 
 /// Removes every scratch container and volume whose drill is not live any more (finished, failed,
-/// or its engine silent for `lease`); answers how many were removed. Those of drills this
-/// database does not know are another deployment's on the same Docker host: left alone.
+/// or its engine silent for `lease`); answers how many were removed. An item whose drill this
+/// database does not know is removed only when an engine instance of this database made it and is
+/// gone (the drill's row went with its job); others are another deployment's: left alone.
 pub async fn sweep(docker: &DockerClient, store: &Store, lease: Duration) -> anyhow::Result<usize> {
     let (containers, volumes) = docker.list_scratch().await?;
     let mut removed = 0;
@@ -95,7 +96,19 @@ pub async fn sweep(docker: &DockerClient, store: &Store, lease: Duration) -> any
             let Ok(id) = item.drill.parse::<Uuid>() else {
                 continue;
             };
-            if store.drill_is_live(id, lease).await? != Some(false) {
+            let remove = match store.drill_is_live(id, lease).await? {
+                Some(live) => !live,
+                None => match &item.instance {
+                    Some(instance) => {
+                        let alive = store
+                            .instances_alive(std::slice::from_ref(instance), lease)
+                            .await?;
+                        alive.get(instance) == Some(&false)
+                    }
+                    None => false,
+                },
+            };
+            if !remove {
                 continue;
             }
             let done = if is_container {

@@ -80,8 +80,13 @@ pub async fn replay(
                 }
                 Section::Create(name) => {
                     let existed = exists(docker, session, &name).await?;
-                    create(docker, session, &name, whole(sql, done)).await?;
-                    created = (!existed).then_some(name);
+                    created = (!existed).then(|| name.clone());
+                    if let Err(mut why) = create(docker, session, &name, whole(sql, done)).await {
+                        if created.is_some() {
+                            why.push_str(&drop_created(docker, session, &name).await);
+                        }
+                        return Err(why);
+                    }
                 }
                 Section::Database(name) => {
                     let result = transaction(docker, session, &name, framed(sql, done)).await;
@@ -97,6 +102,13 @@ pub async fn replay(
                 }
                 Section::End => {}
             }
+        }
+        // Created, but its dump never came (the archive ended first): not left behind.
+        if let Some(name) = created {
+            let dropped = drop_created(docker, session, &name).await;
+            return Err(format!(
+                "database {name}: the dump ended before its part{dropped}"
+            ));
         }
         Ok(())
     };

@@ -56,8 +56,13 @@ impl Handler<DrillEnded> for RunSupervisor {
                     Ok(summary) => (true, summary.clone()),
                     Err(why) => (false, format!("failed: {why}")),
                 };
-                match store.finish_drill(id, ok, &message).await {
-                    Ok(true) if !ok => {
+                // Stopped by a shutdown: nothing was found wrong with the job's backups.
+                let stopped = msg
+                    .outcome
+                    .as_ref()
+                    .is_err_and(|why| why.starts_with(SHUTTING_DOWN));
+                match store.finish_drill(id, ok, !stopped, &message).await {
+                    Ok(true) if !ok && !stopped => {
                         let why = msg.outcome.as_ref().err().map_or("", String::as_str);
                         if let Err(e) = crate::notify::enqueue_drill_failed(&engine, id, why).await
                         {

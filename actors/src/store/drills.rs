@@ -123,12 +123,13 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a drill and records its outcome on the job, in one transaction. A drill that is no
-    /// longer unfinished is left alone; false then.
+    /// Ends a drill and, when `on_job`, records its outcome on the job, in one transaction. A drill
+    /// that is no longer unfinished is left alone; false then.
     pub async fn finish_drill(
         &self,
         id: Uuid,
         ok: bool,
+        on_job: bool,
         message: &str,
     ) -> Result<bool, StoreError> {
         let mut client = self.pool().get().await?;
@@ -144,6 +145,10 @@ impl Store {
         let Some(row) = row else {
             return Ok(false);
         };
+        if !on_job {
+            tx.commit().await?;
+            return Ok(true);
+        }
         let (job, at): (Uuid, DateTime<Utc>) = (row.get(0), row.get(1));
         let outcome = if ok { "ok" } else { "failed" };
         tx.execute(

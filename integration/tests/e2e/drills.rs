@@ -427,3 +427,48 @@ async fn drill_settings_and_drills_belong_to_their_organization() {
     assert_eq!(queued, 1);
     t.cleanup().await;
 }
+
+/// A volume of the job that has no successful backup fails the drill, named, even when the other
+/// volumes drill green.
+#[tokio::test]
+async fn a_volume_never_backed_up_fails_the_drill() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let (files, _) = bed
+        .app_with_files(&org, "present", "echo hi > /volume/a")
+        .await;
+    // Its Docker volume does not exist: every backup of it fails.
+    let missing = bed
+        .app(&org, "absent", &[("files", VolumeKind::Generic)])
+        .await;
+    let target = bed
+        .target(Some(org.id), TargetKind::Local, bed.local_config())
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&files, &missing], Compression::Gzip)
+        .await;
+    let (out, _) = bed.run_job(job).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = bed.cli(&["drill", "--job", &job.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let drill = bed.store.drill(drill_id(&out)).await.expect("drill");
+    assert_eq!(drill.status, Status::Failed, "{}", drill.log);
+    assert!(
+        drill.log.contains(&format!(
+            "{}/files: no successful backup to drill",
+            missing.name
+        )) && drill.log.contains("/files: restored 1 entries"),
+        "{}",
+        drill.log
+    );
+    assert_eq!(
+        bed.store
+            .job(job)
+            .await
+            .expect("job")
+            .last_drill_outcome
+            .as_deref(),
+        Some("failed")
+    );
+    bed.cleanup().await;
+}
