@@ -403,3 +403,12 @@ CREATE TABLE IF NOT EXISTS drill (
 CREATE INDEX IF NOT EXISTS drill_job ON drill (job_id, created_at);
 CREATE INDEX IF NOT EXISTS drill_unclaimed ON drill (created_at)
     WHERE claimed_by IS NULL AND status = 'pending';
+
+-- The engine's own database (`self_backup`): its backups are rows of the system organization's
+-- app `vardo-engine`, volume `database`, kind `engine` (never accepted from the API or events).
+ALTER TABLE volume DROP CONSTRAINT IF EXISTS volume_kind_check;
+ALTER TABLE volume ADD CONSTRAINT volume_kind_check
+    CHECK (kind IN ('generic', 'postgres', 'engine')) NOT VALID;
+ALTER TABLE backup DROP CONSTRAINT IF EXISTS backup_volume_kind_check;
+ALTER TABLE backup ADD CONSTRAINT backup_volume_kind_check
+    CHECK (volume_kind IN ('generic', 'postgres', 'engine')) NOT VALID;

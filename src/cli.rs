@@ -70,6 +70,17 @@ pub enum Command {
         #[arg(long)]
         backup: Uuid,
     },
+    /// Restores a backup of the engine's own database (`self_backup`) into an empty database:
+    /// verified first, committed as one transaction. Exits 0 once committed, 1 when refused or
+    /// failed (the database at --to is then as it was).
+    RestoreSelf {
+        #[arg(long)]
+        backup: Uuid,
+        /// The empty database, as a postgres:// URL (or VARDO_RESTORE_SELF_TO, which keeps its
+        /// password off the command line).
+        #[arg(long, env = "VARDO_RESTORE_SELF_TO", hide_env_values = true)]
+        to: String,
+    },
     /// Drills a job: restores the newest backup of each of its volumes into scratch volumes and
     /// containers (never the live ones), checks them and removes them. Prints the log; exits 0
     /// when every volume restored and checked out, 1 when not (or the job is unknown).
@@ -107,8 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
-            let prepared = app
-                .prepare_in_background(config.backup.as_ref().map(|b| (b.kind, b.target_json())));
+            let prepared = app.prepare_in_background(crate::startup::Preparation::of(&config));
             app.serve(role, listen.as_deref().unwrap_or(&config.listen), prepared)
                 .await?;
             Ok(ExitCode::SUCCESS)
@@ -159,6 +169,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let v = app.verify_now(backup).await?;
             Ok(report_end("verification", v.id, v.status, &v.log))
+        }
+        Command::RestoreSelf { backup, to } => {
+            let app = Application::build(&config).await?;
+            app.prepare(&config).await?;
+            if let Some(code) = refused(app.engine().store().backup(backup).await)? {
+                return Ok(code);
+            }
+            let to = secrecy::SecretString::from(to);
+            match vardo_actors::self_restore::restore_self(app.engine(), backup, &to).await {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("error: restore-self of backup {backup}: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Drill { job } => {
             let app = Application::build(&config).await?;

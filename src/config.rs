@@ -91,6 +91,9 @@ pub struct Config {
     pub restore: RestoreConfig,
     #[serde(default)]
     pub drill: DrillConfig,
+    /// `self_backup:` — the engine's own database, backed up by a system job; absent: off.
+    #[serde(default)]
+    pub self_backup: Option<SelfBackupConfig>,
     #[serde(default)]
     pub smtp: SmtpConfig,
     #[serde(default)]
@@ -229,6 +232,80 @@ impl Default for RestoreConfig {
     }
 }
 
+/// `self_backup:` — when and where the engine's own database (DATABASE_URL) is backed up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfBackupConfig {
+    /// Five-field cron, e.g. `0 3 * * *`.
+    pub schedule: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// A system-level target's name (default: "System default", the `backup:` section's).
+    #[serde(default = "system_target")]
+    pub target: String,
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub compression: Option<String>,
+    #[serde(default)]
+    pub notify_on_success: bool,
+    #[serde(default = "yes")]
+    pub notify_on_failure: bool,
+}
+
+impl SelfBackupConfig {
+    /// Its retention; keep_last 7 when it names none.
+    pub fn retention(&self) -> vardo_actors::model::RetentionPolicy {
+        let none = self.keep_last.is_none()
+            && self.keep_daily.is_none()
+            && self.keep_weekly.is_none()
+            && self.keep_monthly.is_none();
+        vardo_actors::model::RetentionPolicy {
+            keep_all: false,
+            keep_last: if none { Some(7) } else { self.keep_last },
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            ..Default::default()
+        }
+    }
+
+    /// The system job's settings, once its target's id is known.
+    pub fn plan(&self, target_id: uuid::Uuid) -> vardo_actors::self_backup::SelfBackupPlan {
+        vardo_actors::self_backup::SelfBackupPlan {
+            schedule: self.schedule.clone(),
+            timezone: self.timezone.clone(),
+            target_id,
+            retention: self.retention(),
+            compression: self
+                .compression
+                .as_deref()
+                .and_then(vardo_actors::model::Compression::parse)
+                .unwrap_or(vardo_actors::model::Compression::Gzip),
+            notify_on_success: self.notify_on_success,
+            notify_on_failure: self.notify_on_failure,
+        }
+    }
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+fn system_target() -> String {
+    "System default".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `drill:` — what drills need.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -365,6 +442,20 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.target_config()?;
         }
+        if let Some(sb) = &self.self_backup {
+            vardo_actors::schedule::Schedule::parse(&sb.schedule, &sb.timezone)
+                .map_err(|e| ConfigError::Invalid(format!("self_backup.schedule: {e}")))?;
+            if let Some(c) = &sb.compression {
+                vardo_actors::model::Compression::parse(c).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "self_backup.compression: {c:?} is not gzip or zstd"
+                    ))
+                })?;
+            }
+            sb.retention()
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("self_backup: {e}")))?;
+        }
         let s = &self.scheduler;
         if s.max_concurrent_runs == 0 {
             return Err(ConfigError::Invalid(
@@ -450,6 +541,11 @@ impl Config {
             "drill": {
                 "postgres_image": self.drill.postgres_image,
             },
+            "self_backup": self.self_backup.as_ref().map(|s| serde_json::json!({
+                "schedule": s.schedule,
+                "timezone": s.timezone,
+                "target": s.target,
+            })),
             "smtp": {
                 "url": self.smtp.url.as_ref().map(mask),
                 "from": self.smtp.from,

@@ -220,3 +220,35 @@ fn safety_backups_are_kept_a_week_unless_configured_and_never_zero_days() {
         Ok(())
     });
 }
+
+#[test]
+fn self_backup_is_off_unless_configured_and_its_schedule_and_compression_are_checked() {
+    Jail::expect_with(|jail| {
+        base(jail);
+        let c = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(c.self_backup.is_none());
+        jail.create_file("s.yml", "self_backup:\n  schedule: \"0 3 * * *\"\n")?;
+        let c = Config::load(Some(Path::new("s.yml"))).map_err(|e| e.to_string())?;
+        let s = c.self_backup.expect("configured");
+        assert_eq!(
+            (s.target.as_str(), s.timezone.as_str()),
+            ("System default", "UTC")
+        );
+        assert_eq!(s.retention().keep_last, Some(7));
+        for (file, field) in [
+            (
+                "self_backup:\n  schedule: \"every night\"\n",
+                "self_backup.schedule",
+            ),
+            (
+                "self_backup:\n  schedule: \"0 3 * * *\"\n  compression: lz4\n",
+                "self_backup.compression",
+            ),
+        ] {
+            jail.create_file("bad.yml", file)?;
+            let err = Config::load(Some(Path::new("bad.yml"))).expect_err(file);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        Ok(())
+    });
+}

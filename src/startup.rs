@@ -19,12 +19,30 @@ use vardo_actors::run::RunSupervisor;
 use crate::config::Config;
 use crate::role::Role;
 
-async fn prepare(
-    engine: &Engine,
-    system_target: Option<(TargetKind, serde_json::Value)>,
-) -> anyhow::Result<()> {
+/// What start-up prepares from vardo.yml: the `backup:` section's system target and the
+/// `self_backup:` job (`None`: self backups off).
+#[derive(Clone)]
+pub struct Preparation {
+    pub system_target: Option<(TargetKind, serde_json::Value)>,
+    /// (target name, the rest of the plan).
+    pub self_backup: Option<(String, std::sync::Arc<crate::config::SelfBackupConfig>)>,
+}
+
+impl Preparation {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            system_target: config.backup.as_ref().map(|b| (b.kind, b.target_json())),
+            self_backup: config
+                .self_backup
+                .clone()
+                .map(|s| (s.target.clone(), std::sync::Arc::new(s))),
+        }
+    }
+}
+
+async fn prepare(engine: &Engine, preparation: Preparation) -> anyhow::Result<()> {
     engine.store().migrate().await.context("migrate")?;
-    if let Some((kind, config)) = system_target {
+    if let Some((kind, config)) = preparation.system_target {
         let id = engine
             .store()
             .upsert_system_target(SYSTEM_TARGET, kind, config)
@@ -32,6 +50,22 @@ async fn prepare(
             .context("create the system target from the backup: section")?;
         tracing::info!(target_id = %id, "system target \"{SYSTEM_TARGET}\" is configured");
     }
+    let plan = match &preparation.self_backup {
+        Some((target, config)) => {
+            let id = engine
+                .store()
+                .system_target_id(target)
+                .await?
+                .with_context(|| {
+                    format!("self_backup.target: no system target is named {target:?}")
+                })?;
+            Some(config.plan(id))
+        }
+        None => None,
+    };
+    vardo_actors::self_backup::ensure(engine.store(), plan.as_ref())
+        .await
+        .context("set up the self_backup system job")?;
     Ok(())
 }
 
@@ -107,26 +141,19 @@ impl Application {
 
     /// Applies the schema and the `backup:` section's system target.
     pub async fn prepare(&self, config: &Config) -> anyhow::Result<()> {
-        prepare(
-            &self.engine,
-            config.backup.as_ref().map(|b| (b.kind, b.target_json())),
-        )
-        .await
+        prepare(&self.engine, Preparation::of(config)).await
     }
 
     /// `prepare` for a server: it keeps trying while the database is away (the server answers
     /// `/readyz` with 503 meanwhile), so start-up order does not matter. The receiver resolves once
     /// the schema is applied.
-    pub fn prepare_in_background(
-        &self,
-        system_target: Option<(TargetKind, serde_json::Value)>,
-    ) -> oneshot::Receiver<()> {
+    pub fn prepare_in_background(&self, preparation: Preparation) -> oneshot::Receiver<()> {
         let engine = self.engine.clone();
         let (done, prepared) = oneshot::channel();
         actix::spawn(async move {
             let mut delay = Duration::from_millis(500);
             loop {
-                match prepare(&engine, system_target.clone()).await {
+                match prepare(&engine, preparation.clone()).await {
                     Ok(()) => {
                         let _ = done.send(());
                         return;

@@ -43,6 +43,8 @@ pub enum BackupError {
     KeyTaken,
     #[error(transparent)]
     Stalled(#[from] Stalled),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Which run [`execute`] performs.
@@ -340,6 +342,9 @@ impl VolumeJob<'_> {
     }
 
     async fn archive_and_upload(&self) -> Result<(String, Digest), BackupError> {
+        if self.volume.kind == VolumeKind::Engine {
+            return self.engine_database().await;
+        }
         let docker = self.engine.docker().await?;
         let owner = crate::ownership::Owner {
             organization_id: self.org.id,
@@ -373,6 +378,39 @@ impl VolumeJob<'_> {
         result
     }
 
+    /// The engine's own database (`self_backup`): `pg_dump` of DATABASE_URL on this host, under
+    /// its own lock; only the system organization's job may do it.
+    async fn engine_database(&self) -> Result<(String, Digest), BackupError> {
+        if self.org.id != crate::self_backup::SYSTEM_ORG_ID {
+            return Err(BackupError::Refused(
+                "only the system organization backs up the engine's database; nothing was read"
+                    .to_owned(),
+            ));
+        }
+        let lock = self.crew.lock_volume("vardo-engine-database").await?;
+        let work = async {
+            let (stream, source) = crate::self_backup::dump(&self.engine.settings().database_url)
+                .map_err(BackupError::Refused)?;
+            let archive = volume_runner::VolumeArchive {
+                docker_volume: "vardo-engine-database".to_owned(),
+                extension: "sql",
+                stream,
+                source,
+                host_read: None,
+                session: None,
+            };
+            self.upload_archive(None, archive).await
+        };
+        let result = tokio::select! {
+            result = work => result,
+            () = lock.lost() => Err(BackupError::Lock(crate::lock::LockError::Lost(
+                "lock:volume:vardo-engine-database".to_owned()
+            ))),
+        };
+        lock.release().await;
+        result
+    }
+
     /// Reads, compresses and uploads the volume under the stall deadline. Work that stalls is
     /// dropped: the upload then aborts and removes what it wrote (in the background, see
     /// `storage::upload`), the Docker stream is closed (an export's helper container removed), and
@@ -385,11 +423,7 @@ impl VolumeJob<'_> {
     ) -> Result<(String, Digest), BackupError> {
         let settings = self.engine.settings();
         let deadline = settings.stall_deadline;
-        let source = match self.volume.kind {
-            VolumeKind::Postgres => stage::PG_DUMP,
-            VolumeKind::Generic => stage::VOLUME_READ,
-        };
-        let stages = [source, stage::COMPRESSION, stage::UPLOAD];
+        let stages = self.stages();
         let options = volume_runner::ArchiveOptions {
             from_host: settings.read_volumes_from_host,
             stall_deadline: deadline,
@@ -400,7 +434,29 @@ impl VolumeJob<'_> {
             &stages,
             self.crew.open_archive(docker_volume, self.volume, options),
         );
-        let mut archive = opened.await??;
+        let archive = opened.await??;
+        self.upload_archive(Some(docker), archive).await
+    }
+
+    /// The stages a backup of this volume watches.
+    fn stages(&self) -> [&'static str; 3] {
+        let source = match self.volume.kind {
+            VolumeKind::Postgres | VolumeKind::Engine => stage::PG_DUMP,
+            VolumeKind::Generic => stage::VOLUME_READ,
+        };
+        [source, stage::COMPRESSION, stage::UPLOAD]
+    }
+
+    /// Compresses and uploads an opened archive under the stall deadline; a `pg_dump` session
+    /// of a failed upload is ended on the server.
+    async fn upload_archive(
+        &self,
+        docker: Option<&crate::docker::DockerClient>,
+        mut archive: volume_runner::VolumeArchive,
+    ) -> Result<(String, Digest), BackupError> {
+        let deadline = self.engine.settings().stall_deadline;
+        let stages = self.stages();
+        let source = stages[0];
         let session = archive.session.take();
         let result = async {
             self.log(&archive.source).await?;
@@ -446,7 +502,7 @@ impl VolumeJob<'_> {
             Ok((key, digest))
         }
         .await;
-        if let (Err(_), Some(session)) = (&result, session) {
+        if let (Err(_), Some(session), Some(docker)) = (&result, session, docker) {
             session.end(docker).await;
         }
         result

@@ -35,6 +35,8 @@ pub mod run;
 pub mod schedule;
 pub mod scheduler;
 pub mod secrets;
+pub mod self_backup;
+pub mod self_restore;
 pub mod settings;
 pub mod shutdown;
 pub mod storage;

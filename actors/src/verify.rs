@@ -193,7 +193,7 @@ pub async fn execute(
     // Its bytes and content, read to the end.
     let payload = match backup.volume_kind {
         VolumeKind::Generic => Payload::Tar,
-        VolumeKind::Postgres => Payload::Sql,
+        VolumeKind::Postgres | VolumeKind::Engine => Payload::Sql,
     };
     // Whether the download itself failed (then the read's error says nothing about the archive).
     let cut = Arc::new(AtomicBool::new(false));

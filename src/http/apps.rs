@@ -21,6 +21,9 @@ pub enum VolumeType {
     #[default]
     Generic,
     Postgres,
+    /// The engine's own database (the system organization only); never accepted as input.
+    #[serde(skip_deserializing)]
+    Engine,
 }
 
 fn yes() -> bool {
@@ -87,6 +90,7 @@ fn view(a: AppModel) -> App {
                 kind: match v.kind {
                     VolumeKind::Generic => VolumeType::Generic,
                     VolumeKind::Postgres => VolumeType::Postgres,
+                    VolumeKind::Engine => VolumeType::Engine,
                 },
             })
             .collect(),
@@ -195,6 +199,7 @@ pub async fn put_app(
                 kind: match v.kind {
                     VolumeType::Generic => VolumeKind::Generic,
                     VolumeType::Postgres => VolumeKind::Postgres,
+                    VolumeType::Engine => VolumeKind::Generic,
                 },
             })
             .collect(),

@@ -110,6 +110,12 @@ pub async fn create_organization(
 ) -> Result<HttpResponse, ApiError> {
     who.admin()?;
     let input = body.0;
+    if input.slug == vardo_actors::self_backup::SYSTEM_ORG_SLUG {
+        return Err(ApiError::invalid(
+            "slug",
+            "slug vardo-system is reserved for the system organization",
+        ));
+    }
     if !valid_slug(&input.slug) {
         return Err(ApiError::invalid(
             "slug",

@@ -161,6 +161,11 @@ fn check_slug(slug: &str) -> Result<(), String> {
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if slug == crate::self_backup::SYSTEM_ORG_SLUG {
+        return Err(format!(
+            "orgSlug {slug:?} is reserved for the system organization"
+        ));
+    }
     if ok {
         Ok(())
     } else {

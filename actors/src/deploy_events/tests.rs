@@ -222,3 +222,17 @@ fn autoclaim_skips_deleted_entries_and_pending_counts_are_read() {
         Some(&3)
     );
 }
+
+#[test]
+fn the_pipeline_can_neither_take_the_system_slug_nor_name_the_engine_kind() {
+    let why = rejected(&msg(
+        "app.deployed",
+        r#"{"orgSlug":"vardo-system","appId":"a1","appName":"shop","volumes":[]}"#,
+    ));
+    assert!(why.contains("reserved"), "{why}");
+    let why = rejected(&msg(
+        "app.deployed",
+        r#"{"orgSlug":"acme","appId":"a1","appName":"shop","volumes":[{"name":"db","kind":"engine"}]}"#,
+    ));
+    assert!(why.contains("invalid payload"), "{why}");
+}

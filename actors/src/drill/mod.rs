@@ -263,6 +263,11 @@ async fn drill_volume(
     let outcome = match backup.volume_kind {
         VolumeKind::Generic => files::drill(ctx, &source, &scratch).await,
         VolumeKind::Postgres => database::drill(ctx, &source, &mut scratch).await,
+        VolumeKind::Engine => Err(
+            "the engine's own database is not drilled (verify it, or restore-self it into a \
+             scratch database)"
+                .to_owned(),
+        ),
     };
     let volume = scratch.volume.clone();
     match scratch.remove().await {

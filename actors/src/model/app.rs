@@ -11,12 +11,16 @@ pub struct Organization {
 }
 
 /// How a volume is backed up: a tar of its files, or a `pg_dump` of the database living in it.
+/// `Engine` is the engine's own database (`self_backup`), only ever in the system organization:
+/// it is never read from input.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeKind {
     #[default]
     Generic,
     Postgres,
+    #[serde(skip_deserializing)]
+    Engine,
 }
 
 impl VolumeKind {
@@ -24,6 +28,7 @@ impl VolumeKind {
         match self {
             Self::Generic => "generic",
             Self::Postgres => "postgres",
+            Self::Engine => "engine",
         }
     }
 
@@ -31,6 +36,7 @@ impl VolumeKind {
         match s {
             "generic" => Some(Self::Generic),
             "postgres" => Some(Self::Postgres),
+            "engine" => Some(Self::Engine),
             _ => None,
         }
     }

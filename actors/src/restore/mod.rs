@@ -241,6 +241,14 @@ async fn perform(
     let log = Log { store, restore_id };
     let restore = store.restore(restore_id).await?;
     let backup = store.backup(restore.backup_id).await?;
+    if backup.volume_kind == VolumeKind::Engine {
+        return Err(RestoreError::NotRestorable {
+            id: backup.id,
+            why: "it is a backup of the engine's own database: restore it into an empty \
+                  database with `vardo-backup restore-self --backup ID --to DATABASE_URL`"
+                .to_owned(),
+        });
+    }
     let ArchiveRef {
         key,
         expected,
@@ -321,6 +329,9 @@ async fn perform(
             }
             .await
         }
+        VolumeKind::Engine => Err(RestoreError::Failed(
+            "a backup of the engine's own database is restored with restore-self".to_owned(),
+        )),
         VolumeKind::Postgres => {
             let restore = sql::DumpRestore {
                 docker,

@@ -41,7 +41,7 @@ use crate::volume_runner::{PgLogin, PgSession};
 const BEGIN: &[u8] = b"BEGIN;\n";
 /// Printed by psql only once the `COMMIT` before it succeeded (with `ON_ERROR_STOP` a failing
 /// statement ends psql before it).
-pub(super) const COMMITTED: &str = "vardo-backup: restore committed";
+pub(crate) const COMMITTED: &str = "vardo-backup: restore committed";
 
 fn commit() -> Bytes {
     Bytes::from(format!("\nCOMMIT;\n\\echo {COMMITTED}\n"))

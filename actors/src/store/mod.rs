@@ -19,6 +19,7 @@ mod retention;
 mod runs;
 mod scheduling;
 mod stats;
+mod system;
 mod target_admin;
 mod targets;
 mod tokens;

@@ -32,6 +32,7 @@ mod restore_swap;
 mod retention;
 mod retention_oracle;
 mod scheduler;
+mod self_backup;
 mod shutdown;
 mod soak;
 mod stalls;
