@@ -406,9 +406,19 @@ CREATE INDEX IF NOT EXISTS drill_unclaimed ON drill (created_at)
 
 -- The engine's own database (`self_backup`): its backups are rows of the system organization's
 -- app `vardo-engine`, volume `database`, kind `engine` (never accepted from the API or events).
-ALTER TABLE volume DROP CONSTRAINT IF EXISTS volume_kind_check;
-ALTER TABLE volume ADD CONSTRAINT volume_kind_check
-    CHECK (kind IN ('generic', 'postgres', 'engine')) NOT VALID;
-ALTER TABLE backup DROP CONSTRAINT IF EXISTS backup_volume_kind_check;
-ALTER TABLE backup ADD CONSTRAINT backup_volume_kind_check
-    CHECK (volume_kind IN ('generic', 'postgres', 'engine')) NOT VALID;
+DO $vardo_kinds$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'volume_kind_check'
+                   AND pg_get_constraintdef(oid) LIKE '%engine%') THEN
+        ALTER TABLE volume DROP CONSTRAINT IF EXISTS volume_kind_check;
+        ALTER TABLE volume ADD CONSTRAINT volume_kind_check
+            CHECK (kind IN ('generic', 'postgres', 'engine')) NOT VALID;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'backup_volume_kind_check'
+                   AND pg_get_constraintdef(oid) LIKE '%engine%') THEN
+        ALTER TABLE backup DROP CONSTRAINT IF EXISTS backup_volume_kind_check;
+        ALTER TABLE backup ADD CONSTRAINT backup_volume_kind_check
+            CHECK (volume_kind IN ('generic', 'postgres', 'engine')) NOT VALID;
+    END IF;
+END
+$vardo_kinds$;

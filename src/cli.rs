@@ -118,7 +118,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
-            let prepared = app.prepare_in_background(crate::startup::Preparation::of(&config));
+            let prepared = app.prepare_in_background(crate::startup::Preparation {
+                disable_absent_self_backup: true,
+                ..crate::startup::Preparation::of(&config)
+            });
             app.serve(role, listen.as_deref().unwrap_or(&config.listen), prepared)
                 .await?;
             Ok(ExitCode::SUCCESS)

@@ -26,6 +26,9 @@ pub struct Preparation {
     pub system_target: Option<(TargetKind, serde_json::Value)>,
     /// (target name, the rest of the plan).
     pub self_backup: Option<(String, std::sync::Arc<crate::config::SelfBackupConfig>)>,
+    /// Disable the system job when `self_backup` is absent: `serve` only, so that a command run
+    /// with another vardo.yml never turns the engine's backups off.
+    pub disable_absent_self_backup: bool,
 }
 
 impl Preparation {
@@ -36,6 +39,7 @@ impl Preparation {
                 .self_backup
                 .clone()
                 .map(|s| (s.target.clone(), std::sync::Arc::new(s))),
+            disable_absent_self_backup: false,
         }
     }
 }
@@ -51,21 +55,22 @@ async fn prepare(engine: &Engine, preparation: Preparation) -> anyhow::Result<()
         tracing::info!(target_id = %id, "system target \"{SYSTEM_TARGET}\" is configured");
     }
     let plan = match &preparation.self_backup {
-        Some((target, config)) => {
-            let id = engine
-                .store()
-                .system_target_id(target)
-                .await?
-                .with_context(|| {
-                    format!("self_backup.target: no system target is named {target:?}")
-                })?;
-            Some(config.plan(id))
-        }
-        None => None,
+        Some((target, config)) => match engine.store().system_target_id(target).await? {
+            Some(id) => Some(config.plan(id)),
+            None => {
+                tracing::error!(
+                    "self_backup is off: self_backup.target names no system target ({target:?})"
+                );
+                return Ok(());
+            }
+        },
+        None if preparation.disable_absent_self_backup => None,
+        None => return Ok(()),
     };
-    vardo_actors::self_backup::ensure(engine.store(), plan.as_ref())
-        .await
-        .context("set up the self_backup system job")?;
+    // The tenants' engine starts either way; an engine whose own backups cannot be set up says so.
+    if let Err(e) = vardo_actors::self_backup::ensure(engine.store(), plan.as_ref()).await {
+        tracing::error!(error = %e, "self_backup is off: its system job could not be set up");
+    }
     Ok(())
 }
 

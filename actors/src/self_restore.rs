@@ -57,8 +57,8 @@ pub async fn restore_self(
     let tables = tables_in(to).await?;
     if tables > 0 {
         return Err(format!(
-            "the database at --to holds {tables} tables already: restore-self replays only into \
-             an empty database (create one with `createdb`), nothing was changed"
+            "the database at --to holds {tables} relations already: restore-self replays only \
+             into an empty database (create one with `createdb`), nothing was changed"
         ));
     }
     let progress = Progress::new();
@@ -83,24 +83,48 @@ pub async fn restore_self(
         Payload::Sql,
         archive.expected,
     );
-    psql(to, crate::restore::sql::framed(sql, done)).await?;
+    let checked = futures::stream::iter([Ok(still_empty())])
+        .chain(sql)
+        .boxed();
+    psql(to, crate::restore::sql::framed(checked, done)).await?;
     lines.push("replayed and committed in one transaction".into());
     Ok(lines)
 }
 
-/// Tables outside the system schemas of the database at `url`.
+/// Relations (tables, views, sequences, …) outside the system schemas.
+const RELATIONS: &str =
+    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+
+/// The same check inside the replay's transaction, right after its `BEGIN`: a database that
+/// filled up since the first check stops the replay before it drops anything.
+fn still_empty() -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        "DO $vardo_empty$BEGIN IF ({RELATIONS}) > 0 THEN \
+         RAISE EXCEPTION 'the database is not empty any more: nothing was changed'; END IF; \
+         END$vardo_empty$;\n"
+    ))
+}
+
+/// Relations outside the system schemas of the database at `url`, reached as psql reaches it.
 async fn tables_in(url: &SecretString) -> Result<i64, String> {
-    let (client, connection) = tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls)
+    let mut config: tokio_postgres::Config = url
+        .expose_secret()
+        .parse()
+        .map_err(|e| format!("--to cannot be read: {e}"))?;
+    // As psql will resolve it: the database defaults to the user's name.
+    if config.get_dbname().is_none() {
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        config.dbname(&user);
+    }
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("cannot connect to the database at --to: {e}"))?;
     let conn = tokio::spawn(connection);
     let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-               AND n.nspname NOT LIKE 'pg_toast%'",
-            &[],
-        )
+        .query_one(RELATIONS, &[])
         .await
         .map_err(|e| format!("cannot read the database at --to: {e}"))?;
     drop(client);
@@ -110,18 +134,14 @@ async fn tables_in(url: &SecretString) -> Result<i64, String> {
 
 /// Feeds `input` to `psql -d url` on this host; Ok once psql confirmed the commit.
 async fn psql(url: &SecretString, mut input: crate::stream::ByteStream) -> Result<(), String> {
-    let (bare, password) = crate::self_backup::split_password(url.expose_secret())?;
-    let mut cmd = tokio::process::Command::new("psql");
-    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "--quiet", "-d"])
-        .arg(&bare)
+    let libpq = crate::self_backup::libpq(url.expose_secret())?;
+    let mut cmd = crate::self_backup::command("psql", &libpq);
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "--quiet"])
         .env("PGOPTIONS", "-c client_min_messages=warning")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(pw) = password {
-        cmd.env("PGPASSWORD", pw);
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("could not start psql on this host: {e}"))?;

@@ -99,7 +99,12 @@ fn view(a: AppModel) -> App {
 
 /// An app id the database can hold; any other names no app.
 fn check_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+    // The engine's own database's app is the system organization's, never a tenant's.
+    if id.is_empty()
+        || id.len() > 200
+        || id.chars().any(char::is_control)
+        || id == vardo_actors::self_backup::ENGINE_APP_ID
+    {
         return Err(ApiError::NotFound("app"));
     }
     Ok(())

@@ -35,6 +35,13 @@ pub async fn create_token(
 ) -> Result<HttpResponse, ApiError> {
     who.admin()?;
     let org = path.into_inner();
+    if org == vardo_actors::self_backup::SYSTEM_ORG_ID {
+        // Its backups are the engine's whole database: only the admin token reads them.
+        return Err(ApiError::conflict(
+            "the system organization has no tokens: use the admin token",
+            None,
+        ));
+    }
     let store = state.engine.store();
     store.organization_record(org).await?;
     let token = auth::new_token();

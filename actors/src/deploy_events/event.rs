@@ -174,6 +174,11 @@ fn check_slug(slug: &str) -> Result<(), String> {
 }
 
 fn check_app_id(id: &str) -> Result<(), String> {
+    if id == crate::self_backup::ENGINE_APP_ID {
+        return Err(format!(
+            "appId {id:?} is reserved for the engine's own database"
+        ));
+    }
     if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
         return Err(format!(
             "appId {id:?} must be 1 to 200 characters without control characters"

@@ -236,3 +236,12 @@ fn the_pipeline_can_neither_take_the_system_slug_nor_name_the_engine_kind() {
     ));
     assert!(why.contains("invalid payload"), "{why}");
 }
+
+#[test]
+fn the_pipeline_cannot_register_the_engines_app() {
+    let why = rejected(&msg(
+        "app.deployed",
+        r#"{"orgSlug":"acme","appId":"vardo-engine","appName":"shop","volumes":[]}"#,
+    ));
+    assert!(why.contains("reserved"), "{why}");
+}

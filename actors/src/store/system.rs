@@ -92,6 +92,47 @@ impl Store {
             .map(|r| r.get(0)))
     }
 
+    /// The engine's app, owned by the system organization, with its one volume of kind `engine`.
+    /// No Docker volume name is claimed (it has none). An app of another organization that holds
+    /// the id is an error: nothing of it is changed.
+    pub async fn ensure_engine_app(
+        &self,
+        organization_id: Uuid,
+        app_id: &str,
+        volume: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO app (id, organization_id, name) VALUES ($1, $2, $1) ON CONFLICT DO NOTHING",
+            &[&app_id, &organization_id],
+        )
+        .await?;
+        let owner: Uuid = tx
+            .query_one("SELECT organization_id FROM app WHERE id = $1", &[&app_id])
+            .await?
+            .get(0);
+        if owner != organization_id {
+            return Err(StoreError::Corrupt(format!(
+                "the app id {app_id:?} is reserved for the engine's own database, but organization \
+                 {owner} holds it: self_backup stays off until that app is renamed"
+            )));
+        }
+        tx.execute(
+            "DELETE FROM volume WHERE app_id = $1 AND name <> $2",
+            &[&app_id, &volume],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO volume (app_id, name, persistent, kind) VALUES ($1, $2, true, 'engine')
+             ON CONFLICT (app_id, name) DO UPDATE SET persistent = true, kind = 'engine'",
+            &[&app_id, &volume],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Disables a job if it exists.
     pub async fn disable_job(&self, id: Uuid) -> Result<(), StoreError> {
         let client = self.pool().get().await?;

@@ -178,5 +178,17 @@ async fn no_tenant_can_take_the_system_organizations_slug() {
         )
         .await;
     assert!(matches!(app.status, 400 | 422), "{}", app.text);
+    // Nor take the engine's app id, nor get a token of the system organization.
+    org.api
+        .put(
+            &org.path("/apps/vardo-engine"),
+            &json!({"name": "mine", "volumes": [{"name": "database"}]}),
+        )
+        .await
+        .expect(404);
+    t.admin
+        .post_empty(&format!("/api/v1/organizations/{SYSTEM_ORG_ID}/tokens"))
+        .await
+        .expect(409);
     t.cleanup().await;
 }
