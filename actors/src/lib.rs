@@ -44,6 +44,7 @@ pub mod store;
 pub mod stream;
 pub mod supervision;
 pub mod tar_guard;
+pub mod task_watch;
 pub mod uploader;
 pub mod verify;
 pub mod volume_runner;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,7 +25,8 @@ use crate::model::VolumeKind;
 use crate::progress::{stage, Progress, Stalled};
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::StoreError;
-use crate::supervision::{panic_message, SHUTTING_DOWN};
+use crate::supervision::SHUTTING_DOWN;
+use crate::task_watch::{self, Ended};
 
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,40 +85,23 @@ impl Actor for VerifyRun {
             self.verification_id,
             progress.clone(),
         ));
-        let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, move |act, _| {
-            let (engine, id) = (act.engine.clone(), act.verification_id);
-            if !progress.is_fresh(engine.settings().stall_deadline) {
-                return;
-            }
-            actix::spawn(async move {
-                if let Err(e) = engine.store().heartbeat_verification(id).await {
-                    tracing::warn!(verification_id = %id, error = %e, "heartbeat failed");
-                }
-            });
-        });
+        task_watch::keep_heartbeat(
+            ctx,
+            self.engine.clone(),
+            self.verification_id,
+            progress,
+            |e, id| async move { e.store().heartbeat_verification(id).await }.boxed(),
+        );
         let cancel = self.cancel.clone();
         let watch = async move {
-            let mut work = work;
-            let joined = tokio::select! {
-                joined = &mut work => joined,
-                () = cancel.cancelled() => {
-                    work.abort();
-                    work.await
+            match task_watch::join(work, Some(cancel)).await {
+                Ended::Returned(Ok(verdict)) => (Ok(verdict), true),
+                Ended::Returned(Err(VerifyError::NotOurs)) => {
+                    (Err("not pending".to_owned()), false)
                 }
-            };
-            match joined {
-                Ok(Ok(verdict)) => (Ok(verdict), true),
-                Ok(Err(VerifyError::NotOurs)) => (Err("not pending".to_owned()), false),
-                Ok(Err(e)) => (Err(format!("could not verify: {e}")), true),
-                Err(join) if join.is_panic() => (
-                    Err(format!(
-                        "verification crashed: {}",
-                        panic_message(join.into_panic())
-                    )),
-                    true,
-                ),
-                Err(_) => (
+                Ended::Returned(Err(e)) => (Err(format!("could not verify: {e}")), true),
+                Ended::Panicked(why) => (Err(format!("verification crashed: {why}")), true),
+                Ended::Stopped => (
                     Err(format!("{SHUTTING_DOWN}: the verification was stopped")),
                     true,
                 ),

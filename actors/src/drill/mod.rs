@@ -29,7 +29,9 @@ use crate::model::{Backup, Compression, VolumeKind};
 use crate::progress::Progress;
 use crate::storage::TargetStorage;
 use crate::store::StoreError;
-use crate::supervision::{panic_message, SHUTTING_DOWN};
+use crate::supervision::SHUTTING_DOWN;
+use crate::task_watch::{self, Ended};
+use futures::FutureExt as _;
 
 /// How long a drill waits for another drill of the same volume to end.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
@@ -74,40 +76,21 @@ impl Actor for DrillRun {
             self.drill_id,
             progress.clone(),
         ));
-        let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, move |act, _| {
-            let (engine, id) = (act.engine.clone(), act.drill_id);
-            if !progress.is_fresh(engine.settings().stall_deadline) {
-                return;
-            }
-            actix::spawn(async move {
-                if let Err(e) = engine.store().heartbeat_drill(id).await {
-                    tracing::warn!(drill_id = %id, error = %e, "heartbeat failed");
-                }
-            });
-        });
+        task_watch::keep_heartbeat(
+            ctx,
+            self.engine.clone(),
+            self.drill_id,
+            progress,
+            |e, id| async move { e.store().heartbeat_drill(id).await }.boxed(),
+        );
         let cancel = self.cancel.clone();
         let watch = async move {
-            let mut work = work;
-            let joined = tokio::select! {
-                joined = &mut work => joined,
-                () = cancel.cancelled() => {
-                    work.abort();
-                    work.await
-                }
-            };
-            match joined {
-                Ok(Ok(outcome)) => (outcome, true),
-                Ok(Err(DrillError::NotOurs)) => (Err("not pending".to_owned()), false),
-                Ok(Err(e)) => (Err(format!("could not drill: {e}")), true),
-                Err(join) if join.is_panic() => (
-                    Err(format!(
-                        "drill crashed: {}",
-                        panic_message(join.into_panic())
-                    )),
-                    true,
-                ),
-                Err(_) => (Err(format!("{SHUTTING_DOWN}: the drill was stopped")), true),
+            match task_watch::join(work, Some(cancel)).await {
+                Ended::Returned(Ok(outcome)) => (outcome, true),
+                Ended::Returned(Err(DrillError::NotOurs)) => (Err("not pending".to_owned()), false),
+                Ended::Returned(Err(e)) => (Err(format!("could not drill: {e}")), true),
+                Ended::Panicked(why) => (Err(format!("drill crashed: {why}")), true),
+                Ended::Stopped => (Err(format!("{SHUTTING_DOWN}: the drill was stopped")), true),
             }
         };
         ctx.spawn(watch.into_actor(self).map(|(outcome, ours), act, ctx| {

@@ -24,7 +24,8 @@ use crate::model::{Backup, Compression, Status, VolumeKind};
 use crate::progress::Progress;
 use crate::storage::{StorageError, TargetStorage};
 use crate::store::{Store, StoreError};
-use crate::supervision::panic_message;
+use crate::task_watch::{self, Ended};
+use futures::FutureExt as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -105,33 +106,20 @@ impl Actor for RestoreRun {
             progress.clone(),
             self.cancel.clone(),
         ));
-        let every = self.engine.settings().heartbeat_interval;
-        ctx.run_interval(every, move |act, _| {
-            let (engine, id) = (act.engine.clone(), act.restore_id);
-            // Refreshed only while the restore makes progress (see `crate::progress`).
-            if !progress.is_fresh(engine.settings().stall_deadline) {
-                tracing::warn!(restore_id = %id, "no progress: the heartbeat is not refreshed");
-                return;
-            }
-            actix::spawn(async move {
-                if let Err(e) = engine.store().heartbeat_restore(id).await {
-                    tracing::warn!(restore_id = %id, error = %e, "heartbeat failed");
-                }
-            });
-        });
+        task_watch::keep_heartbeat(
+            ctx,
+            self.engine.clone(),
+            self.restore_id,
+            progress,
+            |e, id| async move { e.store().heartbeat_restore(id).await }.boxed(),
+        );
         let watch = async move {
-            match work.await {
-                Ok(Ok(())) => (Ok(()), true),
-                Ok(Err(e @ RestoreError::NotOurs)) => (Err(e.to_string()), false),
-                Ok(Err(e)) => (Err(format!("restore failed: {e}")), true),
-                Err(join) if join.is_panic() => (
-                    Err(format!(
-                        "restore crashed: {}",
-                        panic_message(join.into_panic())
-                    )),
-                    true,
-                ),
-                Err(_) => (
+            match task_watch::join(work, None).await {
+                Ended::Returned(Ok(())) => (Ok(()), true),
+                Ended::Returned(Err(e @ RestoreError::NotOurs)) => (Err(e.to_string()), false),
+                Ended::Returned(Err(e)) => (Err(format!("restore failed: {e}")), true),
+                Ended::Panicked(why) => (Err(format!("restore crashed: {why}")), true),
+                Ended::Stopped => (
                     Err(format!("restore was cancelled ({SHUTTING_DOWN})")),
                     true,
                 ),
