@@ -87,41 +87,6 @@ impl DockerClient {
     }
 }
 
-impl DockerClient {
-    /// Force-removes every helper container (running or not) that mounts `volume`: for a caller
-    /// that holds the volume's lock, any such helper is a dead engine's, whose exec (a swap step
-    /// moving entries) may still be running and must not run beside a recovery. Answers how many.
-    pub async fn remove_helpers_of_volume(&self, volume: &str) -> Result<usize, DockerError> {
-        let filters = HashMap::from([
-            (
-                "label",
-                vec![format!("{HELPER_LABEL_KEY}={HELPER_LABEL_VALUE}")],
-            ),
-            ("volume", vec![volume.to_owned()]),
-        ]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| DockerError::api("list helper containers", e))?;
-        let mut removed = 0;
-        for c in found
-            .iter()
-            .filter(|c| mounts_volume(c, volume) && is_helper(c))
-        {
-            if let Some(id) = &c.id {
-                self.remove_helper(id).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
-
 fn mounts_volume(container: &ContainerSummary, volume: &str) -> bool {
     container
         .mounts

@@ -235,12 +235,6 @@ pub async fn recover_in_helper(
     volume: &str,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Recovered)>, RestoreError> {
-    // A dead engine's helper may still be moving entries: it goes first (the caller holds the
-    // volume's lock, so no live engine uses the volume).
-    let stale = docker.remove_helpers_of_volume(volume).await?;
-    if stale > 0 {
-        tracing::warn!(%volume, helpers = stale, "removed the helper containers a stopped engine left on the volume before recovering it");
-    }
     let helper = docker.start_helper(volume, false).await?;
     let result = swap::recover(&helper, ids).await;
     if let Err(e) = helper.remove().await {
