@@ -516,9 +516,8 @@ impl VolumeJob<'_> {
         docker_volume: &str,
     ) -> Result<(), BackupError> {
         let store = self.engine.store();
-        let (ids, live) = store
-            .volume_recoveries(docker_volume, self.engine.settings().run_lease)
-            .await?;
+        let lease = self.engine.settings().run_lease;
+        let (ids, live) = store.volume_recoveries(docker_volume, lease).await?;
         if live {
             return Err(BackupError::Recovery(
                 "a restore of this volume is still running".to_owned(),
@@ -527,7 +526,9 @@ impl VolumeJob<'_> {
         if ids.is_empty() {
             return Ok(());
         }
-        match crate::restore::files::recover_in_helper(docker, store, docker_volume, &ids).await {
+        match crate::restore::files::recover_in_helper(docker, store, docker_volume, &ids, lease)
+            .await
+        {
             Ok(done) => {
                 for (id, what) in done {
                     self.log(&format!(

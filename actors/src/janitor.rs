@@ -150,11 +150,15 @@ pub async fn recover_abandoned(engine: Engine, crew: &Crew) {
         let Ok(lock) = crew.lock_volume(&volume).await else {
             continue;
         };
-        let outcome = match engine.docker().await {
-            Ok(docker) => {
-                crate::restore::files::recover_in_helper(docker, store, &volume, &ids).await
+        let lease = engine.settings().run_lease;
+        let outcome = match (engine.docker().await, lock.confirm().await) {
+            (Ok(docker), Ok(())) => {
+                crate::restore::files::recover_in_helper(docker, store, &volume, &ids, lease).await
             }
-            Err(e) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(crate::restore::RestoreError::Failed(format!(
+                "the volume lock could not be confirmed: {e}"
+            ))),
         };
         lock.release().await;
         let notes: Vec<(uuid::Uuid, String)> = match outcome {

@@ -1,5 +1,6 @@
 //! Finding the running app container that mounts a volume (the database container a `pg_dump` or
-//! `psql` is executed in), with its environment.
+//! `psql` is executed in), with its environment; and the helper containers on a volume that a
+//! command still runs in.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,7 @@ use bollard::models::{ContainerSummary, MountPoint};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 
 use super::error::{is_not_found, DockerError};
-use super::helper::{HELPER_LABEL_KEY, HELPER_LABEL_VALUE};
+use super::helper::{HELPER_LABEL_KEY, HELPER_LABEL_VALUE, INSTANCE_LABEL_KEY};
 use super::DockerClient;
 
 /// A running container, as the exec functions need it.
@@ -84,6 +85,76 @@ impl DockerClient {
             image,
             mount_path,
         }))
+    }
+}
+
+/// A running helper container that mounts a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperOnVolume {
+    pub id: String,
+    /// The engine instance that created it (its `vardo-backup.instance` label), if labelled.
+    pub instance: Option<String>,
+    /// Whether a command (`docker exec`) still runs in it: a swap step or a recovery.
+    pub busy: bool,
+}
+
+impl DockerClient {
+    /// Every running helper container, whoever created it, that mounts `volume`, and whether a
+    /// command still runs in each. A container or command that ends meanwhile counts as idle.
+    #[tracing::instrument(skip(self))]
+    pub async fn helpers_on_volume(
+        &self,
+        volume: &str,
+    ) -> Result<Vec<HelperOnVolume>, DockerError> {
+        let label = format!("{HELPER_LABEL_KEY}={HELPER_LABEL_VALUE}");
+        let filters = HashMap::from([
+            ("label", vec![label.as_str()]),
+            ("volume", vec![volume]),
+            ("status", vec!["running"]),
+        ]);
+        let options = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DockerError::api("list helper containers", e))?;
+        let mut found = Vec::new();
+        for container in containers
+            .iter()
+            .filter(|c| mounts_volume(c, volume) && is_helper(c))
+        {
+            let Some(id) = container.id.clone() else {
+                continue;
+            };
+            let instance = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(INSTANCE_LABEL_KEY))
+                .cloned();
+            let busy = self.runs_a_command(&id).await?;
+            found.push(HelperOnVolume { id, instance, busy });
+        }
+        Ok(found)
+    }
+
+    /// Whether any exec of container `id` is still running.
+    async fn runs_a_command(&self, id: &str) -> Result<bool, DockerError> {
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(DockerError::api(format!("inspect the container {id}"), e)),
+        };
+        for exec in inspected.exec_ids.unwrap_or_default() {
+            match self.docker.inspect_exec(&exec).await {
+                Ok(state) if state.running == Some(true) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(DockerError::api(format!("inspect a command in {id}"), e)),
+            }
+        }
+        Ok(false)
     }
 }
 

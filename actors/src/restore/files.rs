@@ -57,15 +57,16 @@ impl FileRestore<'_> {
         }
         if !earlier.is_empty() {
             self.lock.still_held().await.map_err(RestoreError::Failed)?;
-            let recovered = recover_in_helper(self.docker, self.store, self.volume, &earlier)
-                .await
-                .map_err(|e| {
-                    RestoreError::Failed(format!(
-                        "an earlier restore of {} was interrupted and could not be recovered, \
+            let recovered =
+                recover_in_helper(self.docker, self.store, self.volume, &earlier, self.lease)
+                    .await
+                    .map_err(|e| {
+                        RestoreError::Failed(format!(
+                            "an earlier restore of {} was interrupted and could not be recovered, \
                          so nothing was changed: {e}",
-                        self.volume
-                    ))
-                })?;
+                            self.volume
+                        ))
+                    })?;
             for (id, what) in recovered {
                 log.line(&format!(
                     "recovery of the earlier restore {id}: {}",
@@ -138,13 +139,19 @@ impl FileRestore<'_> {
                  recovers the volume"
             )));
         }
-        let outcome = recover_in_helper(self.docker, self.store, self.volume, &[self.restore_id])
-            .await
-            .map(|done| {
-                done.into_iter()
-                    .find(|(id, _)| *id == self.restore_id)
-                    .map_or(Recovered::Nothing, |(_, what)| what)
-            });
+        let outcome = recover_in_helper(
+            self.docker,
+            self.store,
+            self.volume,
+            &[self.restore_id],
+            self.lease,
+        )
+        .await
+        .map(|done| {
+            done.into_iter()
+                .find(|(id, _)| *id == self.restore_id)
+                .map_or(Recovered::Nothing, |(_, what)| what)
+        });
         match outcome {
             Ok(Recovered::Completed) => {
                 log.line(&format!(
@@ -228,13 +235,17 @@ impl FileRestore<'_> {
 
 /// Recovers the swaps of restores `ids` of `volume` in a helper container of its own, for a
 /// volume whose lock the caller holds, and clears their database marks. Returns what recovery did
-/// for each.
+/// for each. Recovery waits (fails, to be retried) while a command still runs in another helper
+/// on the volume, except in those of engine instances that are gone: those are removed first
+/// (see [`settle_helpers`]).
 pub async fn recover_in_helper(
     docker: &DockerClient,
     store: &Store,
     volume: &str,
     ids: &[Uuid],
+    lease: Duration,
 ) -> Result<Vec<(Uuid, Recovered)>, RestoreError> {
+    settle_helpers(docker, store, volume, lease).await?;
     let helper = docker.start_helper(volume, false).await?;
     let result = swap::recover(&helper, ids).await;
     if let Err(e) = helper.remove().await {
@@ -243,4 +254,71 @@ pub async fn recover_in_helper(
     let done = result.map_err(|e| RestoreError::Failed(e.to_string()))?;
     store.clear_restore_recovery(ids).await?;
     Ok(done)
+}
+
+/// A swap step runs as a `docker exec` in a helper container, and a command that Docker runs goes
+/// on when the engine that started it dies (killed, or its host's network cut): a step of a dead
+/// engine may still be moving entries when another engine comes to recover the volume, and a
+/// recovery beside it would undo half a move. So before recovery acts, no command may still run in
+/// any helper on the volume: the helpers of instances this database knows as gone (stopped, or no
+/// heartbeat within `lease`) are removed, which ends their commands; any other busy helper (a
+/// live engine's, another deployment's, an unlabelled one) makes recovery wait for the next try.
+async fn settle_helpers(
+    docker: &DockerClient,
+    store: &Store,
+    volume: &str,
+    lease: Duration,
+) -> Result<(), RestoreError> {
+    let busy: Vec<_> = docker
+        .helpers_on_volume(volume)
+        .await?
+        .into_iter()
+        .filter(|h| h.busy)
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    let instances: Vec<String> = busy.iter().filter_map(|h| h.instance.clone()).collect();
+    let alive = store.instances_alive(&instances, lease).await?;
+    for helper in &busy {
+        let gone = helper
+            .instance
+            .as_ref()
+            .is_some_and(|i| alive.get(i) == Some(&false));
+        if !gone {
+            return Err(RestoreError::Failed(format!(
+                "a command still runs in the helper container {} on the volume {volume} ({}); \
+                 recovery waits until it ends",
+                short(&helper.id),
+                helper.instance.as_deref().map_or_else(
+                    || "not labelled with an engine instance".to_owned(),
+                    |i| format!("engine instance {i}")
+                )
+            )));
+        }
+        docker.remove_helper(&helper.id).await?;
+        tracing::warn!(
+            %volume,
+            container = %helper.id,
+            instance = helper.instance.as_deref().unwrap_or_default(),
+            "removed a stopped engine's helper container that still ran a command on the volume, before recovering it"
+        );
+    }
+    if let Some(left) = docker
+        .helpers_on_volume(volume)
+        .await?
+        .into_iter()
+        .find(|h| h.busy)
+    {
+        return Err(RestoreError::Failed(format!(
+            "a command still runs in the helper container {} on the volume {volume}; recovery \
+             waits until it ends",
+            short(&left.id)
+        )));
+    }
+    Ok(())
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }

@@ -268,3 +268,148 @@ async fn a_swap_that_loses_its_lock_stops_before_its_next_step_and_leaves_recove
     assert_eq!(trees::read(&bed.docker, &s.volume).await, s.before);
     bed.cleanup().await;
 }
+
+/// Starts, detached in a helper labelled as engine instance `instance`'s, a swap step that never
+/// ends: it keeps moving staged entries into the volume root, one every 10 ms, as a `MoveIn` of a
+/// dead engine would go on doing in Docker.
+async fn busy_helper(
+    bed: &TestBed,
+    s: &Swapping,
+    instance: &str,
+) -> vardo_actors::docker::HelperContainer {
+    let helper = bed
+        .docker
+        .clone()
+        .for_instance(instance)
+        .start_helper(&s.volume, false)
+        .await
+        .expect("helper");
+    let mover = format!(
+        "cd /volume && while :; do find '{}' -mindepth 1 -maxdepth 1 -exec mv -n -t . -- {{}} \\; -quit; usleep 10000; done",
+        s.names.staging
+    );
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-d", helper.id(), "sh", "-c", &mover])
+        .output()
+        .expect("docker exec");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Some entries are moved in before anyone recovers.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    helper
+}
+
+async fn instance_row(bed: &TestBed, id: &str, heartbeat_ago_secs: f64) {
+    bed.db
+        .client()
+        .await
+        .expect("db")
+        .execute(
+            "INSERT INTO engine_instance (id, heartbeat_at)
+             VALUES ($1, now() - make_interval(secs => $2))",
+            &[&id, &heartbeat_ago_secs],
+        )
+        .await
+        .expect("instance row");
+}
+
+fn container_exists(id: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", id])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn a_dead_engines_step_still_running_is_ended_before_recovery_and_a_live_ones_is_waited_for()
+{
+    let bed = TestBed::new().await;
+    let lease = std::time::Duration::from_secs(30);
+
+    // A dead engine (no heartbeat for an hour) whose `MoveIn` still runs in Docker: recovery
+    // removes its helper first, then rolls back, and the volume is exactly its old contents.
+    let s = swapping(&bed, "dead", Step::MoveIn).await;
+    let dead = format!("dead-{}", bed.id);
+    instance_row(&bed, &dead, 3600.0).await;
+    let helper = busy_helper(&bed, &s, &dead).await;
+    let done = vardo_actors::restore::files::recover_in_helper(
+        &bed.docker,
+        &bed.store,
+        &s.volume,
+        &[s.names.id],
+        lease,
+    )
+    .await
+    .expect("recovery after removing the dead engine's helper");
+    assert_eq!(done, vec![(s.names.id, Recovered::RolledBack)]);
+    assert!(
+        !container_exists(helper.id()),
+        "the dead engine's helper was removed"
+    );
+    // Were the mover still running, it would go on moving entries out of the (removed) staging.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(trees::read(&bed.docker, &s.volume).await, s.before);
+    drop(helper);
+
+    // A live engine's (heartbeat now) busy helper: recovery refuses and changes nothing of the
+    // swap; once that engine is known as stopped, recovery ends its command and rolls back.
+    let s = swapping(&bed, "live", Step::MoveIn).await;
+    let live = format!("live-{}", bed.id);
+    instance_row(&bed, &live, 0.0).await;
+    let helper = busy_helper(&bed, &s, &live).await;
+    let refused = vardo_actors::restore::files::recover_in_helper(
+        &bed.docker,
+        &bed.store,
+        &s.volume,
+        &[s.names.id],
+        lease,
+    )
+    .await
+    .expect_err("recovery waits for a live engine's command");
+    assert!(
+        refused
+            .to_string()
+            .contains("a command still runs in the helper container")
+            && refused.to_string().contains(&live),
+        "{refused}"
+    );
+    assert!(
+        container_exists(helper.id()),
+        "a live engine's helper is left alone"
+    );
+    let journal = volumes::sh(
+        &bed.docker,
+        &s.volume,
+        &format!("cat /volume/{}", s.names.journal),
+    )
+    .await
+    .expect("journal");
+    assert_eq!(journal.trim(), "in", "recovery did not act");
+    bed.db
+        .client()
+        .await
+        .expect("db")
+        .execute(
+            "UPDATE engine_instance SET stopped_at = now() WHERE id = $1",
+            &[&live],
+        )
+        .await
+        .expect("stop the instance");
+    let done = vardo_actors::restore::files::recover_in_helper(
+        &bed.docker,
+        &bed.store,
+        &s.volume,
+        &[s.names.id],
+        lease,
+    )
+    .await
+    .expect("recovery once the engine stopped");
+    assert_eq!(done, vec![(s.names.id, Recovered::RolledBack)]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(trees::read(&bed.docker, &s.volume).await, s.before);
+    drop(helper);
+    bed.cleanup().await;
+}
