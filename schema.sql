@@ -422,3 +422,19 @@ BEGIN
     END IF;
 END
 $vardo_kinds$;
+
+-- Sessions of the Backups page. Only the SHA-256 of the cookie's value is stored. An
+-- organization's session is tied to the token it signed in with (deleting the token ends it); the
+-- admin's names the organization the admin is looking at (none yet: NULL). `csrf` is the token
+-- every form of the session carries.
+CREATE TABLE IF NOT EXISTS web_session (
+    id_hash          text PRIMARY KEY,
+    admin            boolean NOT NULL,
+    api_token_id     uuid REFERENCES api_token (id) ON DELETE CASCADE,
+    organization_id  uuid REFERENCES organization (id) ON DELETE CASCADE,
+    csrf             text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    expires_at       timestamptz NOT NULL,
+    CHECK (admin OR (api_token_id IS NOT NULL AND organization_id IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS web_session_expiry ON web_session (expires_at);

@@ -7,6 +7,7 @@ mod retention_cmd;
 mod role;
 mod shutdown;
 mod startup;
+mod web;
 
 use clap::Parser;
 

@@ -12,6 +12,7 @@ pub mod redis;
 pub mod s3;
 pub mod trees;
 pub mod volumes;
+pub mod web;
 
 pub use env::{repo_root, setting};
 

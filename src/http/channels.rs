@@ -97,7 +97,7 @@ fn mask_url(url: &str) -> String {
     }
 }
 
-fn view(c: ChannelRow) -> Channel {
+pub(crate) fn view(c: ChannelRow) -> Channel {
     let mut config = c.config;
     for field in secret_fields(c.kind) {
         if let Some(slot) = config.get_mut(*field) {

@@ -97,6 +97,10 @@ pub struct HistoryParams {
     pub status: Option<BackupStatus>,
     pub volume_name: Option<String>,
     pub run_id: Option<Uuid>,
+    /// Only rows created at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Only rows created before this time (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
@@ -158,6 +162,8 @@ pub async fn list_history(
         status: q.status.map(Status::from),
         volume_name: q.volume_name,
         run_id: q.run_id,
+        from: q.from,
+        to: q.to,
     };
     let rows = state
         .engine

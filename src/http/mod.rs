@@ -3,8 +3,8 @@
 //! `openapi` the document generated from the handlers registered here.
 
 mod apps;
-mod auth;
-mod channels;
+pub(crate) mod auth;
+pub(crate) mod channels;
 mod drills;
 mod error;
 mod health;
@@ -17,7 +17,7 @@ mod organizations;
 mod restores;
 mod runs;
 mod targets;
-mod targets_json;
+pub(crate) mod targets_json;
 mod tokens;
 mod verifications;
 mod workers;
@@ -120,6 +120,7 @@ pub fn server(
                     .service(health::readyz)
                     .service(metrics::metrics)
                     .service(openapi::openapi_json)
+                    .configure(crate::web::configure)
             })
             .service(
                 scope("/api/v1")

@@ -16,6 +16,10 @@ pub struct HistoryFilter {
     pub status: Option<Status>,
     pub volume_name: Option<String>,
     pub run_id: Option<Uuid>,
+    /// Rows created at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Rows created before this time.
+    pub to: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -42,6 +46,8 @@ impl Store {
                        AND ($5::text IS NULL OR volume_name = $5)
                        AND ($6::uuid IS NULL OR run_id = $6)
                        AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+                       AND ($10::timestamptz IS NULL OR created_at >= $10)
+                       AND ($11::timestamptz IS NULL OR created_at < $11)
                      ORDER BY created_at DESC, id DESC LIMIT $9"
                 ),
                 &[
@@ -54,6 +60,8 @@ impl Store {
                     &t,
                     &id,
                     &limit,
+                    &filter.from,
+                    &filter.to,
                 ],
             )
             .await?;

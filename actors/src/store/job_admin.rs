@@ -142,6 +142,25 @@ impl Store {
         Ok(())
     }
 
+    /// Enables or disables the organization's job; false when it has no such job.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_job_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool().get().await?;
+        let n = client
+            .execute(
+                "UPDATE backup_job SET enabled = $3, updated_at = now()
+                 WHERE id = $1 AND organization_id = $2",
+                &[&id, &organization_id, &enabled],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// The archives a job's history rows point at (what `purge` deletes).
     #[tracing::instrument(skip(self))]
     pub async fn job_archives(&self, job_id: Uuid) -> Result<Vec<ArchiveRef>, StoreError> {

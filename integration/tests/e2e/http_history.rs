@@ -69,6 +69,9 @@ async fn history_filters_pages_and_shows_the_log() {
         ("volumeName=files".to_owned(), 2),
         ("volumeName=other".to_owned(), 0),
         (format!("runId={}", more[0].run_id), 1),
+        ("from=2999-01-01T00:00:00Z".to_owned(), 0),
+        ("to=2999-01-01T00:00:00Z".to_owned(), 2),
+        ("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z".to_owned(), 0),
     ] {
         let r = org
             .api

@@ -41,4 +41,6 @@ mod tenancy;
 mod transitions;
 mod undo;
 mod verify;
+mod web_browser;
+mod web_pages;
 mod workers;

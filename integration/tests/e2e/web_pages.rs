@@ -1,0 +1,335 @@
+//! The Backups page over HTTP, parsed as HTML: sign-in and its cookie, CSRF refusals, the overview's
+//! banner and rows, history filters and logs, the restore confirmation, secrets never shown, and
+//! another organization's ids answered 404. A real server, database and Docker.
+
+use serde_json::json;
+use vardo_actors::model::Status;
+use vardo_integration::http::{ApiBed, Org};
+use vardo_integration::web::PageClient;
+
+/// A job whose app's Docker volume does not exist: its runs fail.
+async fn failing_job(t: &ApiBed, org: &Org, name: &str) -> uuid::Uuid {
+    let app_id = format!("{name}-{}", t.bed.id);
+    org.api
+        .put(
+            &org.path(&format!("/apps/{app_id}")),
+            &json!({"name": format!("{name}{}", t.bed.id), "volumes": [{"name": "files", "persistent": true, "kind": "generic"}]}),
+        )
+        .await
+        .expect(201);
+    let target = org
+        .api
+        .post(
+            &org.path("/backups/targets"),
+            &json!({"name": format!("{name}-local"), "type": "local", "config": t.bed.local_config()}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let job = org
+        .api
+        .post(
+            &org.path("/backups/jobs"),
+            &json!({"name": format!("{name} job"), "schedule": "30 3 * * *", "timezone": "Europe/Berlin",
+                "targetId": target, "appIds": [app_id], "keepAll": true}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let (_, rows) = t.bed.run_job(job).await;
+    assert!(
+        rows.iter().all(|r| r.status == Status::Failed),
+        "the job fails"
+    );
+    job
+}
+
+#[tokio::test]
+async fn pages_sign_in_show_health_filter_history_refuse_forgeries_and_other_tenants() {
+    let t = ApiBed::start("web").await;
+    let org = t.org("page").await;
+    let good = t.backed_up(&org, "good", "s3").await;
+    let bad_job = failing_job(&t, &org, "bad").await;
+    // An app no enabled job covers.
+    org.api
+        .put(
+            &org.path(&format!("/apps/lonely-{}", t.bed.id)),
+            &json!({"name": "lonely", "volumes": [{"name": "uploads", "persistent": true, "kind": "generic"}]}),
+        )
+        .await
+        .expect(201);
+    let other = t.org("other").await;
+    let theirs = t.backed_up(&other, "theirs", "local").await;
+
+    // Without a session every page sends to the sign-in form.
+    let mut anon = PageClient::new(&t.server.base_url);
+    for path in [
+        "/",
+        "/history",
+        &format!("/backups/{}", good.rows[0].id),
+        "/targets",
+    ] {
+        let p = anon.get(path).await;
+        assert_eq!(
+            (p.status, p.location.as_deref()),
+            (303, Some("/signin")),
+            "{path}"
+        );
+    }
+    // The sign-in form's one-time value must come back with its cookie.
+    let form = anon.get("/signin").await;
+    assert!(form
+        .set_cookies
+        .iter()
+        .any(|c| c.starts_with("vardo_signin=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Strict")));
+    let forged = PageClient::new(&t.server.base_url)
+        .post("/signin", &[("token", &org.token), ("csrf", &form.csrf())])
+        .await;
+    assert_eq!(
+        forged.status, 403,
+        "a sign-in without the form's cookie is refused"
+    );
+    let wrong = anon
+        .post(
+            "/signin",
+            &[("token", "vardo_nope"), ("csrf", &form.csrf())],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.texts("[role=alert]"),
+        vec!["That token is not valid."]
+    );
+
+    let mut me = PageClient::new(&t.server.base_url);
+    let form = me.get("/signin").await;
+    let signed = me
+        .post("/signin", &[("token", &org.token), ("csrf", &form.csrf())])
+        .await;
+    assert_eq!(
+        (signed.status, signed.location.as_deref()),
+        (303, Some("/"))
+    );
+    let session = signed
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("vardo_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && session.contains("Path=/"),
+        "{session}"
+    );
+
+    // Overview: the worst state wins the banner; a row per job; the uncovered volume.
+    let home = me.get("/").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    let banner = home.attrs(".banner", "class");
+    assert_eq!(banner, vec!["banner failing"], "{}", home.body);
+    assert!(
+        home.texts(".banner")[0].contains("bad job"),
+        "{:?}",
+        home.texts(".banner")
+    );
+    let rows = home.attrs("tr[data-job]", "data-job");
+    assert_eq!(rows.len(), 2);
+    assert!(rows.contains(&good.job.to_string()) && rows.contains(&bad_job.to_string()));
+    let row_text = |job: uuid::Uuid| home.texts(&format!("tr[data-job=\"{job}\"]")).join(" ");
+    assert!(
+        row_text(good.job).contains("healthy") && row_text(good.job).contains("At 2:00 AM"),
+        "{}",
+        row_text(good.job)
+    );
+    assert!(
+        row_text(bad_job).contains("failing") && row_text(bad_job).contains("Europe/Berlin"),
+        "{}",
+        row_text(bad_job)
+    );
+    assert_eq!(home.texts("#unprotected").len(), 1);
+    assert!(home.body.contains("lonely / uploads"));
+    assert!(
+        !home.body.contains(&theirs.app_name),
+        "nothing of the other organization"
+    );
+
+    // History: filters are query parameters; each row opens its log.
+    let failed = me
+        .get(&format!("/history?status=failed&job={bad_job}"))
+        .await;
+    let statuses = failed.attrs("tr[data-status]", "data-status");
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| s == "failed"),
+        "{statuses:?}"
+    );
+    let all = me.get("/history").await;
+    assert_eq!(
+        all.attrs("tr[data-backup]", "data-backup").len(),
+        2,
+        "only this organization's rows"
+    );
+    let none = me.get("/history?from=2999-01-01").await;
+    assert!(none.attrs("tr[data-backup]", "data-backup").is_empty());
+    let bad_filter = me.get("/history?status=exploded").await;
+    assert_eq!(bad_filter.status, 400);
+    assert!(
+        bad_filter.body.contains("status must be"),
+        "{}",
+        bad_filter.body
+    );
+    let log_link = failed.attrs("tr[data-status] a", "href")[0].clone();
+    let log = me.get(&log_link).await;
+    assert_eq!(log.status, 200);
+    assert!(!log.texts("#log")[0].trim().is_empty(), "the log is shown");
+    let good_row = me.get(&format!("/backups/{}", good.rows[0].id)).await;
+    assert!(good_row
+        .body
+        .contains(good.rows[0].checksum.as_deref().expect("checksum")));
+
+    // Another organization's ids are not found, whatever the page.
+    for path in [
+        format!("/backups/{}", theirs.rows[0].id),
+        format!("/backups/{}/download", theirs.rows[0].id),
+        format!("/backups/{}/restore", theirs.rows[0].id),
+        format!("/jobs/{}", theirs.job),
+    ] {
+        assert_eq!(me.get(&path).await.status, 404, "{path}");
+    }
+    let csrf = home.csrf();
+    let forged_restore = me
+        .post(
+            &format!("/backups/{}/restore", theirs.rows[0].id),
+            &[("csrf", &csrf), ("confirm", "files")],
+        )
+        .await;
+    assert_eq!(forged_restore.status, 404);
+    assert_eq!(
+        me.post(&format!("/jobs/{}/run", theirs.job), &[("csrf", &csrf)])
+            .await
+            .status,
+        404
+    );
+
+    // Forms without this session's CSRF token change nothing.
+    let requests = || async {
+        let db = t.bed.db.client().await.expect("db");
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM run_request WHERE job_id = $1",
+                &[&good.job],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    let before = requests().await;
+    let refused = me
+        .post(&format!("/jobs/{}/run", good.job), &[("csrf", "forged")])
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(requests().await, before, "no run was requested");
+    let run = me
+        .post(&format!("/jobs/{}/run", good.job), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(run.status, 303);
+    assert!(run
+        .location
+        .as_deref()
+        .is_some_and(|l| l.starts_with("/history?run=")));
+    assert_eq!(requests().await, before + 1);
+
+    // Restore: the typed name must be the volume's.
+    let confirm = me
+        .get(&format!("/backups/{}/restore", good.rows[0].id))
+        .await;
+    assert!(confirm.body.contains("The app is not restarted"));
+    let mistyped = me
+        .post(
+            &format!("/backups/{}/restore", good.rows[0].id),
+            &[("csrf", &csrf), ("confirm", "file")],
+        )
+        .await;
+    assert_eq!(mistyped.status, 422);
+    let db = t.bed.db.client().await.expect("db");
+    let restores: i64 = db
+        .query_one(
+            "SELECT count(*) FROM restore WHERE backup_id = $1",
+            &[&good.rows[0].id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(restores, 0, "nothing was queued");
+
+    // No page shows a secret: the S3 secret key, the tokens.
+    let secret = vardo_integration::env::setting("VARDO_TEST_S3_SECRET_KEY");
+    for path in [
+        "/",
+        "/history",
+        "/targets",
+        "/channels",
+        &format!("/jobs/{}", good.job),
+        &format!("/backups/{}", good.rows[0].id),
+    ] {
+        let p = me.get(path).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert!(
+            !p.body.contains(&secret)
+                && !p.body.contains(&org.token)
+                && !p.body.contains(&t.admin_token),
+            "{path} shows a secret"
+        );
+    }
+    assert!(me.get("/targets").await.body.contains("good-s3"));
+
+    // Enable/disable, then sign out: the session is gone.
+    let off = me
+        .post(
+            &format!("/jobs/{}/enabled", good.job),
+            &[("csrf", &csrf), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(off.status, 303);
+    assert!(me
+        .get(&format!("/jobs/{}", good.job))
+        .await
+        .body
+        .contains("disabled"));
+    let old = me.clone();
+    let out = me.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (out.status, out.location.as_deref()),
+        (303, Some("/signin"))
+    );
+    let mut old = old;
+    assert_eq!(
+        old.get("/").await.status,
+        303,
+        "the old cookie no longer works"
+    );
+
+    // The admin picks an organization.
+    let mut admin = PageClient::sign_in(&t.server.base_url, &t.admin_token).await;
+    let pick = admin.get("/").await;
+    let options = pick.attrs("select[name=organization] option", "value");
+    assert!(options.contains(&org.id.to_string()) && options.contains(&other.id.to_string()));
+    let shown = admin
+        .post(
+            "/organization",
+            &[
+                ("csrf", &pick.csrf()),
+                ("organization", &other.id.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(shown.status, 303);
+    let theirs_home = admin.get("/").await;
+    assert_eq!(
+        theirs_home.attrs("tr[data-job]", "data-job"),
+        vec![theirs.job.to_string()]
+    );
+    t.cleanup().await;
+}
