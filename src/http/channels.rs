@@ -171,7 +171,24 @@ pub async fn create_channel(
 ) -> Result<HttpResponse, ApiError> {
     let org = path.into_inner();
     who.organization(&state, org).await?;
-    let input = body.0;
+    let id = add_channel(&state, org, body.0).await?;
+    let row = state
+        .engine
+        .store()
+        .list_channels(org)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or(ApiError::NotFound("channel"))?;
+    Ok(HttpResponse::Created().json(view(row)))
+}
+
+/// Checks a channel and stores it; its id.
+pub(crate) async fn add_channel(
+    state: &State,
+    org: Uuid,
+    input: ChannelInput,
+) -> Result<Uuid, ApiError> {
     let kind: ChannelKind = input.kind.into();
     let allow_private = state
         .engine
@@ -189,15 +206,11 @@ pub async fn create_channel(
             field,
         }
     })?;
-    let store = state.engine.store();
-    let id = store.insert_channel(org, kind, input.config).await?;
-    let row = store
-        .list_channels(org)
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or(ApiError::NotFound("channel"))?;
-    Ok(HttpResponse::Created().json(view(row)))
+    Ok(state
+        .engine
+        .store()
+        .insert_channel(org, kind, input.config)
+        .await?)
 }
 
 /// Deletes a channel (its undelivered notices go with it).

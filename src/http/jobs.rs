@@ -202,7 +202,7 @@ fn keep(field: &str, v: Option<i64>) -> Result<Option<u32>, ApiError> {
 }
 
 /// Checks everything a job write needs and builds the store's input.
-async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result<NewJob, ApiError> {
+pub(crate) async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result<NewJob, ApiError> {
     check_name("name", &input.name)?;
     if let Err(e) = Schedule::parse(&input.schedule, &input.timezone) {
         let field = match e {
@@ -424,7 +424,7 @@ pub async fn delete_job(
 
 /// Deletes every archive of the job's history from its target; the first failure stops the
 /// purge (the job and its rows stay, so it can be retried).
-async fn purge_archives(state: &State, job: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn purge_archives(state: &State, job: Uuid) -> Result<(), ApiError> {
     let store = state.engine.store();
     let archives = store.job_archives(job).await?;
     let mut storages: HashMap<Uuid, TargetStorage> = HashMap::new();

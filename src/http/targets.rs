@@ -40,7 +40,7 @@ async fn list(state: &State, owner: Option<Uuid>, q: PageParams) -> Result<HttpR
     }))
 }
 
-async fn create(
+pub(crate) async fn create(
     state: &State,
     owner: Option<Uuid>,
     input: TargetInput,
@@ -76,7 +76,7 @@ async fn writable(state: &State, owner: Option<Uuid>, id: Uuid) -> Result<Target
     Ok(record)
 }
 
-async fn update(
+pub(crate) async fn update(
     state: &State,
     owner: Option<Uuid>,
     id: Uuid,
@@ -93,7 +93,11 @@ async fn update(
     Ok(HttpResponse::Ok().json(view(updated)))
 }
 
-async fn remove(state: &State, owner: Option<Uuid>, id: Uuid) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn remove(
+    state: &State,
+    owner: Option<Uuid>,
+    id: Uuid,
+) -> Result<HttpResponse, ApiError> {
     writable(state, owner, id).await?;
     match state.engine.store().delete_target(id, owner).await? {
         TargetDelete::Deleted => Ok(HttpResponse::NoContent().finish()),

@@ -15,7 +15,7 @@ use super::overview::in_words;
 use super::session::{Csrf, Viewer};
 use crate::http::State;
 
-async fn owned_job(state: &State, org: Uuid, id: Uuid) -> Result<JobRecord, PageError> {
+pub(super) async fn owned_job(state: &State, org: Uuid, id: Uuid) -> Result<JobRecord, PageError> {
     let record = state.engine.store().job_record(id).await?;
     if record.job.organization_id != org {
         return Err(PageError::NotFound);
@@ -71,6 +71,7 @@ pub async fn job_page(
             vardo_actors::model::Status::Pending | vardo_actors::model::Status::Running
         )
     });
+    let forms = super::job_form::forms(&state, &viewer, &r, None, None).await?;
     let body = html! {
         dl {
             dt { "State" } dd { @if j.enabled { (badge("enabled")) } @else { (badge("disabled")) } @if r.overdue { " " span.badge.overdue { "overdue" } } }
@@ -101,7 +102,7 @@ pub async fn job_page(
                 button type="submit" { (if j.enabled { "Disable" } else { "Enable" }) }
             }
         }
-        p.muted { "Settings are changed through the API (PUT …/backups/jobs/" (j.id) "); deleting the job keeps its history and archives unless asked to purge them." }
+        (forms)
         h2 { "Recent history" }
         p { a href={"/history?job=" (j.id)} { "All of this job's history" } }
         div.scroll { table {

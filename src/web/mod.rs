@@ -4,6 +4,7 @@
 //! [`session`]); another organization's ids answer 404.
 
 mod history;
+mod job_form;
 mod jobs;
 mod layout;
 mod overview;
@@ -29,8 +30,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{id}", web::get().to(jobs::job_page))
         .route("/jobs/{id}/run", web::post().to(jobs::run_now))
         .route("/jobs/{id}/enabled", web::post().to(jobs::set_enabled))
+        .route("/jobs/{id}/edit", web::post().to(job_form::edit))
+        .route("/jobs/{id}/delete", web::post().to(job_form::delete))
         .route("/targets", web::get().to(settings::targets))
+        .route("/targets", web::post().to(settings::create_target))
+        .route("/targets/{id}/edit", web::post().to(settings::edit_target))
+        .route(
+            "/targets/{id}/delete",
+            web::post().to(settings::delete_target),
+        )
         .route("/channels", web::get().to(settings::channels))
+        .route("/channels", web::post().to(settings::create_channel))
+        .route(
+            "/channels/{id}/delete",
+            web::post().to(settings::delete_channel),
+        )
         .route("/static/style.css", web::get().to(layout::stylesheet))
         .route("/static/page.js", web::get().to(layout::script));
 }

@@ -71,7 +71,10 @@ async fn history_filters_pages_and_shows_the_log() {
         (format!("runId={}", more[0].run_id), 1),
         ("from=2999-01-01T00:00:00Z".to_owned(), 0),
         ("to=2999-01-01T00:00:00Z".to_owned(), 2),
-        ("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z".to_owned(), 0),
+        (
+            "from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z".to_owned(),
+            0,
+        ),
     ] {
         let r = org
             .api

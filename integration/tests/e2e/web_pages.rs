@@ -333,3 +333,282 @@ async fn pages_sign_in_show_health_filter_history_refuse_forgeries_and_other_ten
     );
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn jobs_targets_and_channels_are_edited_with_the_apis_checks_and_other_tenants_are_not_found()
+{
+    let t = ApiBed::start("web").await;
+    let org = t.org("forms").await;
+    let good = t.backed_up(&org, "kept", "local").await;
+    let other = t.org("stranger").await;
+    let theirs = other
+        .api
+        .post(
+            &other.path("/backups/targets"),
+            &json!({"name": "theirs", "type": "local", "config": t.bed.local_config()}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let mut me = PageClient::sign_in(&t.server.base_url, &org.token).await;
+    let page = me.get(&format!("/jobs/{}", good.job)).await;
+    let csrf = page.csrf();
+    let job_path = format!("/jobs/{}/edit", good.job);
+    let edit = |schedule: &str, keep_daily: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("name".to_owned(), "renamed job".to_owned()),
+            ("schedule".to_owned(), schedule.to_owned()),
+            ("timezone".to_owned(), "Europe/Paris".to_owned()),
+            ("target".to_owned(), good.target.to_string()),
+            ("app".to_owned(), good.app_id.clone()),
+            ("keepDaily".to_owned(), keep_daily.to_owned()),
+            ("compression".to_owned(), "zstd".to_owned()),
+            ("notifyOnFailure".to_owned(), "on".to_owned()),
+        ]
+    };
+    let pairs = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect::<Vec<_>>()
+    };
+    let post = |me: &mut PageClient, path: String, v: Vec<(String, String)>| {
+        let mut me = me.clone();
+        async move {
+            let refs: Vec<(&str, &str)> = v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let page = me.post(&path, &refs).await;
+            (me, page)
+        }
+    };
+    // The API's messages, field named.
+    let (_, bad) = post(&mut me, job_path.clone(), pairs(&edit("61 * * * *", "7"))).await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.texts("[role=alert]")[0].starts_with("schedule:"),
+        "{:?}",
+        bad.texts("[role=alert]")
+    );
+    let (_, bad) = post(
+        &mut me,
+        job_path.clone(),
+        pairs(&edit("0 3 * * *", "seven")),
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.texts("[role=alert]")[0].starts_with("keepDaily"),
+        "{:?}",
+        bad.texts("[role=alert]")
+    );
+    let unchanged = org
+        .api
+        .get(&org.path(&format!("/backups/jobs/{}", good.job)))
+        .await
+        .expect(200);
+    assert_eq!(
+        unchanged.body["schedule"], "0 2 * * *",
+        "a refused edit changes nothing"
+    );
+    let (_, ok) = post(&mut me, job_path.clone(), pairs(&edit("0 3 * * *", "7"))).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let job = org
+        .api
+        .get(&org.path(&format!("/backups/jobs/{}", good.job)))
+        .await
+        .expect(200);
+    assert_eq!(
+        (
+            job.body["name"].as_str(),
+            job.body["schedule"].as_str(),
+            job.body["timezone"].as_str()
+        ),
+        (Some("renamed job"), Some("0 3 * * *"), Some("Europe/Paris"))
+    );
+    assert_eq!(
+        (
+            job.body["keepDaily"].as_i64(),
+            job.body["compression"].as_str()
+        ),
+        (Some(7), Some("zstd"))
+    );
+
+    // Targets: the API's checks; another organization's target is not found.
+    let targets = me.get("/targets").await;
+    assert!(targets.body.contains("kept-local"));
+    let (_, bad) = post(
+        &mut me,
+        "/targets".to_owned(),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("name".into(), "new".into()),
+            ("type".into(), "s3".into()),
+            ("config".into(), "{\"bucket\": 1}".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.texts("[role=alert]")[0].contains("config"),
+        "{:?}",
+        bad.texts("[role=alert]")
+    );
+    let (_, bad) = post(
+        &mut me,
+        "/targets".to_owned(),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("name".into(), "new".into()),
+            ("type".into(), "local".into()),
+            ("config".into(), "not json".into()),
+        ]),
+    )
+    .await;
+    assert!(bad.texts("[role=alert]")[0].starts_with("config is not JSON"));
+    let local = t.bed.local_config().to_string();
+    let (_, ok) = post(
+        &mut me,
+        "/targets".to_owned(),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("name".into(), "second".into()),
+            ("type".into(), "local".into()),
+            ("config".into(), local.clone()),
+        ]),
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let listed = org.api.get(&org.path("/backups/targets")).await.expect(200);
+    let second = listed.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["name"] == "second")
+        .expect("created")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (_, ok) = post(
+        &mut me,
+        format!("/targets/{second}/edit"),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("name".into(), "second renamed".into()),
+            ("type".into(), "local".into()),
+            ("config".into(), local.clone()),
+        ]),
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(me.get("/targets").await.body.contains("second renamed"));
+    let (_, in_use) = post(
+        &mut me,
+        format!("/targets/{}/delete", good.target),
+        pairs(&[("csrf".into(), csrf.clone())]),
+    )
+    .await;
+    assert!(
+        in_use.texts("[role=alert]")[0].contains("used by jobs"),
+        "{:?}",
+        in_use.texts("[role=alert]")
+    );
+    for path in [
+        format!("/targets/{theirs}/edit"),
+        format!("/targets/{theirs}/delete"),
+    ] {
+        let (_, p) = post(
+            &mut me,
+            path.clone(),
+            pairs(&[
+                ("csrf".into(), csrf.clone()),
+                ("name".into(), "x".into()),
+                ("type".into(), "local".into()),
+                ("config".into(), local.clone()),
+            ]),
+        )
+        .await;
+        assert_eq!(p.status, 404, "{path}");
+    }
+    let (_, ok) = post(
+        &mut me,
+        format!("/targets/{second}/delete"),
+        pairs(&[("csrf".into(), csrf.clone())]),
+    )
+    .await;
+    assert_eq!(ok.status, 303);
+    assert!(!me.get("/targets").await.body.contains("second renamed"));
+
+    // Channels: the API's checks; the secret is masked; delete.
+    let (_, bad) = post(
+        &mut me,
+        "/channels".to_owned(),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("kind".into(), "webhook".into()),
+            ("config".into(), "{\"url\": \"ftp://x\"}".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.texts("[role=alert]")[0].starts_with("config.url"),
+        "{:?}",
+        bad.texts("[role=alert]")
+    );
+    let (_, ok) = post(
+        &mut me,
+        "/channels".to_owned(),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("kind".into(), "email".into()),
+            ("config".into(), "{\"to\": [\"ops@example.com\"]}".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let channels = me.get("/channels").await;
+    let ids = channels.attrs("tr[data-channel]", "data-channel");
+    assert_eq!(ids.len(), 1);
+    let (_, ok) = post(
+        &mut me,
+        format!("/channels/{}/delete", ids[0]),
+        pairs(&[("csrf".into(), csrf.clone())]),
+    )
+    .await;
+    assert_eq!(ok.status, 303);
+    assert!(me
+        .get("/channels")
+        .await
+        .attrs("tr[data-channel]", "data-channel")
+        .is_empty());
+
+    // Delete the job: the typed name first; history and archives stay.
+    let (_, wrong) = post(
+        &mut me,
+        format!("/jobs/{}/delete", good.job),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("confirm".into(), "kept job".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(wrong.status, 400);
+    let (_, gone) = post(
+        &mut me,
+        format!("/jobs/{}/delete", good.job),
+        pairs(&[
+            ("csrf".into(), csrf.clone()),
+            ("confirm".into(), "renamed job".into()),
+        ]),
+    )
+    .await;
+    assert_eq!((gone.status, gone.location.as_deref()), (303, Some("/")));
+    assert_eq!(me.get(&format!("/jobs/{}", good.job)).await.status, 404);
+    assert_eq!(
+        me.get(&format!("/backups/{}", good.rows[0].id))
+            .await
+            .status,
+        200,
+        "its history stays"
+    );
+    t.cleanup().await;
+}
