@@ -425,16 +425,20 @@ $vardo_kinds$;
 
 -- Sessions of the Backups page. Only the SHA-256 of the cookie's value is stored. An
 -- organization's session is tied to the token it signed in with (deleting the token ends it); the
--- admin's names the organization the admin is looking at (none yet: NULL). `csrf` is the token
+-- admin's names the organization the admin is looking at (none yet: NULL) and a fingerprint of the
+-- admin token it signed in with (a changed or removed admin token ends it). `csrf` is the token
 -- every form of the session carries.
 CREATE TABLE IF NOT EXISTS web_session (
     id_hash          text PRIMARY KEY,
     admin            boolean NOT NULL,
+    admin_token      text,
     api_token_id     uuid REFERENCES api_token (id) ON DELETE CASCADE,
     organization_id  uuid REFERENCES organization (id) ON DELETE CASCADE,
     csrf             text NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
     expires_at       timestamptz NOT NULL,
-    CHECK (admin OR (api_token_id IS NOT NULL AND organization_id IS NOT NULL))
+    CHECK (admin OR (api_token_id IS NOT NULL AND organization_id IS NOT NULL)),
+    CHECK (NOT admin OR admin_token IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS web_session_expiry ON web_session (expires_at);
+ALTER TABLE web_session ADD COLUMN IF NOT EXISTS admin_token text;

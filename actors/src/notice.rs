@@ -20,6 +20,9 @@ pub enum NoticeKind {
     Overdue,
     #[serde(rename = "backup.drill_failed")]
     DrillFailed,
+    /// Sent by hand from the Backups page, to check that a channel delivers.
+    #[serde(rename = "backup.test")]
+    Test,
 }
 
 impl NoticeKind {
@@ -29,6 +32,7 @@ impl NoticeKind {
             Self::Succeeded => "backup.succeeded",
             Self::Overdue => "backup.overdue",
             Self::DrillFailed => "backup.drill_failed",
+            Self::Test => "backup.test",
         }
     }
 }
@@ -146,6 +150,25 @@ pub fn overdue_notice(job: &Job) -> Notice {
     }
 }
 
+/// A test notice for one of `organization_id`'s channels: no job, no run.
+pub fn test_notice(organization_id: Uuid) -> Notice {
+    Notice {
+        kind: NoticeKind::Test,
+        organization_id,
+        job_id: Uuid::nil(),
+        job_name: "test notice".to_owned(),
+        failed_count: 0,
+        total_count: 0,
+        total_size_bytes: 0,
+        started_at: None,
+        finished_at: Some(Utc::now()),
+        volumes: Vec::new(),
+        last_run_at: None,
+        reason: None,
+        error: None,
+    }
+}
+
 /// The notice for a job whose drill failed: its newest backups did not restore and check out.
 pub fn drill_failed_notice(job: &Job, drill: &crate::model::Drill, why: &str) -> Notice {
     Notice {
@@ -231,7 +254,11 @@ pub fn human_size(bytes: u64) -> String {
 impl Notice {
     /// The email subject and the Slack title.
     pub fn title(&self) -> String {
+        if self.kind == NoticeKind::Test {
+            return "Test notice from vardo-backup".to_owned();
+        }
         let what = match self.kind {
+            NoticeKind::Test => "test",
             NoticeKind::Failed => "failed",
             NoticeKind::Succeeded => "succeeded",
             NoticeKind::Overdue => "overdue",
@@ -262,6 +289,9 @@ impl Notice {
                 "A restore drill of the job's newest backups failed: {}",
                 self.error.as_deref().unwrap_or("no reason was recorded")
             ),
+            NoticeKind::Test => {
+                "This channel works: the notice was sent by hand from the Backups page.".to_owned()
+            }
             NoticeKind::Overdue => format!(
                 "The job did not run when its schedule expected it to; last run: {}.",
                 self.last_run_at

@@ -242,10 +242,19 @@ pub async fn download(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, PageError> {
     let b = owned(&state, viewer.org()?, path.into_inner()).await?;
-    match fetch(&state.engine, b.id)
-        .await
-        .map_err(|e| PageError::Conflict(e.to_string()))?
-    {
+    let fetched = fetch(&state.engine, b.id).await.map_err(|e| match e {
+        vardo_actors::download::DownloadError::Store(e) => PageError::from(e),
+        vardo_actors::download::DownloadError::Storage(e) => {
+            tracing::warn!(backup_id = %b.id, error = %e, "download failed");
+            PageError::Conflict(
+                "The target could not serve the archive; the engine's log says why.".to_owned(),
+            )
+        }
+        e @ vardo_actors::download::DownloadError::NoArchive(..) => {
+            PageError::Conflict(e.to_string())
+        }
+    })?;
+    match fetched {
         Download::Redirect(url) => Ok(HttpResponse::SeeOther()
             .insert_header((LOCATION, url))
             .finish()),
@@ -257,6 +266,7 @@ pub async fn download(
             let mut response = HttpResponse::Ok();
             response
                 .content_type("application/octet-stream")
+                .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
                 .insert_header(ContentDisposition {
                     disposition: DispositionType::Attachment,
                     parameters: vec![DispositionParam::Filename(file_name)],

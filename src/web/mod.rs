@@ -45,6 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/channels/{id}/delete",
             web::post().to(settings::delete_channel),
         )
+        .route(
+            "/channels/{id}/test",
+            web::post().to(settings::test_channel),
+        )
         .route("/static/style.css", web::get().to(layout::stylesheet))
         .route("/static/page.js", web::get().to(layout::script));
 }

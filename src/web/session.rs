@@ -34,6 +34,11 @@ fn hash(value: &str) -> String {
     token_hash(value)
 }
 
+/// What an admin session keeps of the admin token: a hash of its hash, never the token.
+fn admin_fingerprint(admin_token_hash: &[u8; 32]) -> String {
+    hash(&hex::encode(admin_token_hash))
+}
+
 /// Equal in time independent of where they differ.
 fn same(a: &str, b: &str) -> bool {
     same_secret(a, &crate::http::auth::admin_token_hash(b))
@@ -95,6 +100,18 @@ impl FromRequest for Viewer {
                 .web_session(&id_hash)
                 .await?
                 .ok_or(PageError::SignIn)?;
+            // An admin session lasts only while the admin token it signed in with is the one
+            // configured: a changed or removed admin token ends it.
+            if session.admin {
+                let current = state.admin_token_hash.as_ref().map(admin_fingerprint);
+                let valid = match (current, session.admin_token.as_deref()) {
+                    (Some(current), Some(kept)) => same(&current, kept),
+                    _ => false,
+                };
+                if !valid {
+                    return Err(PageError::SignIn);
+                }
+            }
             Ok(Viewer {
                 admin: session.admin,
                 organization: session.organization_id,
@@ -178,9 +195,13 @@ pub async fn signin(
         .admin_token_hash
         .as_ref()
         .is_some_and(|h| !token.is_empty() && same_secret(token, h));
-    let opened = if admin {
+    // Signing in again ends the session the browser had.
+    if let Some(old) = req.cookie(SESSION_COOKIE) {
+        store.close_web_session(&hash(old.value())).await?;
+    }
+    let opened = if let (true, Some(h)) = (admin, state.admin_token_hash.as_ref()) {
         store
-            .open_admin_session(&hash(&session), &csrf, SESSION_TTL)
+            .open_admin_session(&hash(&session), &admin_fingerprint(h), &csrf, SESSION_TTL)
             .await?;
         true
     } else if token.starts_with("vardo_") && token.len() <= 128 {

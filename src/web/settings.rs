@@ -188,11 +188,13 @@ async fn channel_list(
     state: &State,
     viewer: &Viewer,
     error: Option<&str>,
+    sent: bool,
 ) -> Result<Markup, PageError> {
     let org = viewer.org()?;
     let rows = state.engine.store().list_channels(org).await?;
     Ok(html! {
         @if let Some(e) = error { p.error role="alert" { (e) } }
+        @if sent { p role="status" { "A test notice is queued; the scheduler delivers it within seconds (its attempts are retried like any notice's)." } }
         @if rows.is_empty() { p.warning { "No notification channels: failures reach nobody." } } @else {
             div.scroll { table {
                 thead { tr { th { "Kind" } th { "Configuration" } th { span.visually-hidden { "Actions" } } } }
@@ -201,10 +203,17 @@ async fn channel_list(
                     tr data-channel=(c.id) {
                         td { (word(c.kind)) }
                         td { pre { (pretty(&c.config)) } }
-                        td { form.inline method="post" action={"/channels/" (c.id) "/delete"} {
-                            input type="hidden" name="csrf" value=(viewer.csrf);
-                            button.danger type="submit" { "Delete" }
-                        } }
+                        td {
+                            form.inline method="post" action={"/channels/" (c.id) "/test"} {
+                                input type="hidden" name="csrf" value=(viewer.csrf);
+                                button type="submit" { "Send test notice" }
+                            }
+                            " "
+                            form.inline method="post" action={"/channels/" (c.id) "/delete"} {
+                                input type="hidden" name="csrf" value=(viewer.csrf);
+                                button.danger type="submit" { "Delete" }
+                            }
+                        }
                     }
                 } }
             } }
@@ -220,8 +229,17 @@ async fn channel_list(
     })
 }
 
-pub async fn channels(state: web::Data<State>, viewer: Viewer) -> Result<HttpResponse, PageError> {
-    let body = channel_list(&state, &viewer, None).await?;
+#[derive(serde::Deserialize)]
+pub struct Sent {
+    sent: Option<String>,
+}
+
+pub async fn channels(
+    state: web::Data<State>,
+    viewer: Viewer,
+    q: web::Query<Sent>,
+) -> Result<HttpResponse, PageError> {
+    let body = channel_list(&state, &viewer, None, q.sent.is_some()).await?;
     Ok(page("Notifications", Some(&viewer), Refresh::No, body))
 }
 
@@ -251,7 +269,7 @@ pub async fn create_channel(
         Err(message) => Ok(refused(
             "Notifications",
             &viewer,
-            channel_list(&state, &viewer, Some(&message)).await?,
+            channel_list(&state, &viewer, Some(&message), false).await?,
         )),
     }
 }
@@ -274,4 +292,31 @@ pub async fn delete_channel(
         return Err(PageError::NotFound);
     }
     Ok(back("/channels"))
+}
+
+/// Queues a test notice for one of the organization's channels.
+pub async fn test_channel(
+    state: web::Data<State>,
+    viewer: Viewer,
+    path: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PageError> {
+    let f = Fields::parse(&body);
+    viewer.check(f.get("csrf"))?;
+    let org = viewer.org()?;
+    let id = path.into_inner();
+    let store = state.engine.store();
+    if !store.channel_ids(org).await?.contains(&id) {
+        return Err(PageError::NotFound);
+    }
+    let notice = vardo_actors::notice::test_notice(org);
+    let payload = serde_json::to_value(&notice).map_err(|e| PageError::Internal(e.to_string()))?;
+    store
+        .enqueue_notices(&[vardo_actors::store::NewNotice {
+            channel_id: id,
+            event: notice.kind.as_str().to_owned(),
+            payload,
+        }])
+        .await?;
+    Ok(back("/channels?sent=1"))
 }

@@ -15,6 +15,7 @@ pub fn body(notice: &Notice) -> Value {
         NoticeKind::Succeeded => ":white_check_mark:",
         NoticeKind::Overdue => ":warning:",
         NoticeKind::DrillFailed => ":rotating_light:",
+        NoticeKind::Test => ":bell:",
     };
     let title = notice.title();
     let mut blocks = vec![

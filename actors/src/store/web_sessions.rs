@@ -16,14 +16,18 @@ pub struct WebSession {
     pub organization_id: Option<Uuid>,
     /// The CSRF token its forms carry.
     pub csrf: String,
+    /// An admin session's fingerprint of the admin token it signed in with.
+    pub admin_token: Option<String>,
 }
 
 impl Store {
-    /// Opens an admin session; forgets expired sessions on the way.
+    /// Opens an admin session (`admin_token`: a fingerprint of the admin token signed in with);
+    /// forgets expired sessions on the way.
     #[tracing::instrument(skip_all)]
     pub async fn open_admin_session(
         &self,
         id_hash: &str,
+        admin_token: &str,
         csrf: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
@@ -33,9 +37,9 @@ impl Store {
             .await?;
         client
             .execute(
-                "INSERT INTO web_session (id_hash, admin, csrf, expires_at)
-                 VALUES ($1, true, $2, now() + make_interval(secs => $3))",
-                &[&id_hash, &csrf, &ttl.as_secs_f64()],
+                "INSERT INTO web_session (id_hash, admin, admin_token, csrf, expires_at)
+                 VALUES ($1, true, $2, $3, now() + make_interval(secs => $4))",
+                &[&id_hash, &admin_token, &csrf, &ttl.as_secs_f64()],
             )
             .await?;
         Ok(())
@@ -73,7 +77,7 @@ impl Store {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(
-                "SELECT admin, organization_id, csrf FROM web_session
+                "SELECT admin, organization_id, csrf, admin_token FROM web_session
                  WHERE id_hash = $1 AND expires_at > now()",
                 &[&id_hash],
             )
@@ -82,6 +86,7 @@ impl Store {
             admin: r.get(0),
             organization_id: r.get(1),
             csrf: r.get(2),
+            admin_token: r.get(3),
         }))
     }
 

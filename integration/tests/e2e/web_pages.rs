@@ -331,6 +331,58 @@ async fn pages_sign_in_show_health_filter_history_refuse_forgeries_and_other_ten
         theirs_home.attrs("tr[data-job]", "data-job"),
         vec![theirs.job.to_string()]
     );
+
+    // Signing in again ends the browser's previous session.
+    let before = admin.clone();
+    let form = admin.get("/signin").await;
+    let again = admin
+        .post(
+            "/signin",
+            &[("token", &t.admin_token), ("csrf", &form.csrf())],
+        )
+        .await;
+    assert_eq!(again.status, 303);
+    let mut before = before;
+    assert_eq!(
+        before.get("/").await.status,
+        303,
+        "the earlier session is gone"
+    );
+    assert_eq!(admin.get("/organizations").await.status, 200);
+
+    // An engine whose admin token changed does not honour admin sessions of the old one.
+    let mut env = t.bed.env();
+    env.push((
+        "VARDO_ADMIN_TOKEN".into(),
+        format!("changed-{}", uuid::Uuid::new_v4()),
+    ));
+    let changed =
+        vardo_integration::process::Server::spawn(&["--role", "web"], &env).expect("server");
+    let ready = format!("{}/readyz", changed.base_url);
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(30),
+        "the second server answers",
+        || {
+            let ready = ready.clone();
+            async move {
+                reqwest::get(&ready)
+                    .await
+                    .ok()?
+                    .status()
+                    .is_success()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let mut stale = admin.clone();
+    stale.base = changed.base_url.clone();
+    let refused = stale.get("/").await;
+    assert_eq!(
+        (refused.status, refused.location.as_deref()),
+        (303, Some("/signin"))
+    );
+    drop(changed);
     t.cleanup().await;
 }
 
@@ -610,5 +662,76 @@ async fn jobs_targets_and_channels_are_edited_with_the_apis_checks_and_other_ten
         200,
         "its history stays"
     );
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_test_notice_reaches_the_channels_mailbox_and_another_tenants_channel_is_not_found() {
+    let smtp = vardo_integration::env::setting("VARDO_TEST_SMTP_URL");
+    let t = ApiBed::start_with(
+        "all",
+        &[
+            ("VARDO_SMTP_URL", smtp.as_str()),
+            ("VARDO_SMTP_FROM", "Vardo Backups <vardo@example.com>"),
+        ],
+    )
+    .await;
+    let org = t.org("bell").await;
+    let other = t.org("quiet").await;
+    let recipient = format!("ops-{}@example.com", t.bed.id);
+    let channel = org
+        .api
+        .post(
+            &org.path("/notifications/channels"),
+            &json!({"kind": "email", "config": {"to": [recipient]}}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let theirs = other
+        .api
+        .post(
+            &other.path("/notifications/channels"),
+            &json!({"kind": "email", "config": {"to": ["x@example.com"]}}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let mut me = PageClient::sign_in(&t.server.base_url, &org.token).await;
+    let csrf = me.get("/channels").await.csrf();
+    assert_eq!(
+        me.post(&format!("/channels/{theirs}/test"), &[("csrf", &csrf)])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        me.post(&format!("/channels/{channel}/test"), &[("csrf", "forged")])
+            .await
+            .status,
+        403
+    );
+    let sent = me
+        .post(&format!("/channels/{channel}/test"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (sent.status, sent.location.as_deref()),
+        (303, Some("/channels?sent=1"))
+    );
+    assert!(me.get("/channels?sent=1").await.texts("[role=status]")[0]
+        .contains("test notice is queued"));
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(60),
+        "the test notice is delivered",
+        || {
+            let recipient = recipient.clone();
+            async move {
+                let mails = crate::notifications::support::mails_to(&recipient);
+                (mails.len() == 1 && mails[0].subject.contains("Test notice from vardo-backup"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     t.cleanup().await;
 }
