@@ -161,7 +161,7 @@ pub async fn list(
             div.scroll { table {
                 thead { tr {
                     th { "Created" } th { "Job" } th { "App / volume" } th { "Status" } th { "Size" }
-                    th { "Duration" } th { "Stored as" } th { span.visually-hidden { "Actions" } }
+                    th { "Duration" } th { "Stored as" } th { "Checksum" } th { span.visually-hidden { "Actions" } }
                 } }
                 tbody { @for b in &rows { tr data-backup=(b.id) data-status=(b.status.as_str()) {
                     td { (time(b.created_at)) }
@@ -171,6 +171,9 @@ pub async fn list(
                     td { (size(b.size_bytes)) }
                     td { (duration(b.started_at, b.finished_at)) }
                     td { @if let Some(p) = &b.storage_path { code { (p) } } @else { "—" } }
+                    td { @if let Some(c) = &b.checksum {
+                        code title=(c) { (c.strip_prefix("sha256:").unwrap_or(c).get(..12).unwrap_or(c)) "…" }
+                    } @else { "—" } }
                     td {
                         a href={"/backups/" (b.id)} { "Log" }
                         @if b.status == Status::Success {

@@ -170,6 +170,11 @@ async fn pages_sign_in_show_health_filter_history_refuse_forgeries_and_other_ten
         2,
         "only this organization's rows"
     );
+    let sum = good.rows[0].checksum.clone().expect("checksum");
+    assert!(
+        all.attrs("td code[title]", "title").contains(&sum),
+        "the list shows each row's checksum"
+    );
     let none = me.get("/history?from=2999-01-01").await;
     assert!(none.attrs("tr[data-backup]", "data-backup").is_empty());
     let bad_filter = me.get("/history?status=exploded").await;
