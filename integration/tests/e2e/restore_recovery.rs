@@ -288,6 +288,17 @@ async fn busy_helper(
         "cd /volume && while :; do find '{}' -mindepth 1 -maxdepth 1 -exec mv -n -t . -- {{}} \\; -quit; usleep 10000; done",
         s.names.staging
     );
+    let count = format!(
+        "find '/volume/{}' -mindepth 1 -maxdepth 1 | wc -l",
+        s.names.staging
+    );
+    let staged = |out: String| out.trim().parse::<usize>().expect("a count");
+    let at_start = staged(
+        volumes::sh(&bed.docker, &s.volume, &count)
+            .await
+            .expect("count"),
+    );
+    assert!(at_start > 0, "the staged tree has entries to move");
     let out = std::process::Command::new("docker")
         .args(["exec", "-d", helper.id(), "sh", "-c", &mover])
         .output()
@@ -298,7 +309,18 @@ async fn busy_helper(
         String::from_utf8_lossy(&out.stderr)
     );
     // Some entries are moved in before anyone recovers.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    vardo_integration::eventually(
+        std::time::Duration::from_secs(30),
+        "the mover moves a staged entry in",
+        || {
+            let count = count.clone();
+            async move {
+                let now = staged(volumes::sh(&bed.docker, &s.volume, &count).await.ok()?);
+                (now < at_start).then_some(())
+            }
+        },
+    )
+    .await;
     helper
 }
 
@@ -349,8 +371,7 @@ async fn a_dead_engines_step_still_running_is_ended_before_recovery_and_a_live_o
         !container_exists(helper.id()),
         "the dead engine's helper was removed"
     );
-    // Were the mover still running, it would go on moving entries out of the (removed) staging.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
     assert_eq!(trees::read(&bed.docker, &s.volume).await, s.before);
     drop(helper);
 
@@ -408,7 +429,7 @@ async fn a_dead_engines_step_still_running_is_ended_before_recovery_and_a_live_o
     .await
     .expect("recovery once the engine stopped");
     assert_eq!(done, vec![(s.names.id, Recovered::RolledBack)]);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!container_exists(helper.id()), "its helper was removed");
     assert_eq!(trees::read(&bed.docker, &s.volume).await, s.before);
     drop(helper);
     bed.cleanup().await;
