@@ -225,18 +225,27 @@ pub async fn download_backup(
             file_name,
             size,
             body,
-        } => {
-            let mut response = HttpResponse::Ok();
-            response
-                .content_type("application/octet-stream")
-                .insert_header(ContentDisposition {
-                    disposition: DispositionType::Attachment,
-                    parameters: vec![DispositionParam::Filename(file_name)],
-                });
-            if let Some(size) = size {
-                response.no_chunking(size);
-            }
-            Ok(response.streaming(body))
-        }
+        } => Ok(archive_response(file_name, size, body)),
     }
+}
+
+/// An archive streamed as an attachment named `file_name` (with its length when known), never
+/// cached.
+pub fn archive_response(
+    file_name: String,
+    size: Option<u64>,
+    body: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + 'static,
+) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("application/octet-stream")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .insert_header(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: vec![DispositionParam::Filename(file_name)],
+        });
+    if let Some(size) = size {
+        response.no_chunking(size);
+    }
+    response.streaming(body)
 }

@@ -8,7 +8,7 @@ pub(crate) mod channels;
 mod drills;
 pub(crate) mod error;
 mod health;
-mod history;
+pub(crate) mod history;
 pub(crate) mod jobs;
 mod json;
 mod metrics;

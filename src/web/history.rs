@@ -2,7 +2,7 @@
 //! `app`, `volume`, `status`, `from`, `to`, `run`), so a filtered view is a link to share;
 //! `/backups/{id}`: one attempt with its timestamped log; `/backups/{id}/download`: its archive.
 
-use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType, LOCATION};
+use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::html;
@@ -265,19 +265,8 @@ pub async fn download(
             file_name,
             size,
             body,
-        } => {
-            let mut response = HttpResponse::Ok();
-            response
-                .content_type("application/octet-stream")
-                .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-                .insert_header(ContentDisposition {
-                    disposition: DispositionType::Attachment,
-                    parameters: vec![DispositionParam::Filename(file_name)],
-                });
-            if let Some(size) = size {
-                response.no_chunking(size);
-            }
-            Ok(response.streaming(body))
-        }
+        } => Ok(crate::http::history::archive_response(
+            file_name, size, body,
+        )),
     }
 }

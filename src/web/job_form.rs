@@ -189,9 +189,7 @@ pub async fn edit(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (f, org) = viewer.form(&body)?;
     let r = owned_job(&state, org, path.into_inner()).await?;
     let prepared = match serde_path_to_error::deserialize::<_, JobInput>(f.body(r.job.enabled)) {
         Ok(input) => prepare(&state, org, input).await.map_err(|e| e.to_string()),
@@ -219,9 +217,7 @@ pub async fn delete(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (f, org) = viewer.form(&body)?;
     let r = owned_job(&state, org, path.into_inner()).await?;
     if f.get("confirm") != r.job.name {
         return Err(PageError::BadRequest(

@@ -73,6 +73,13 @@ impl Viewer {
         }
     }
 
+    /// A POST's fields, once its CSRF token is this session's, and the organization it is about.
+    pub fn form(&self, body: &[u8]) -> Result<(super::job_form::Fields, Uuid), PageError> {
+        let fields = super::job_form::Fields::parse(body);
+        self.check(fields.get("csrf"))?;
+        Ok((fields, self.org()?))
+    }
+
     pub fn who(&self) -> String {
         if self.admin {
             "signed in as admin".to_owned()

@@ -117,9 +117,7 @@ pub async fn create_target(
     viewer: Viewer,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (f, org) = viewer.form(&body)?;
     let done = match target_input(&f) {
         Ok(input) => crate::http::targets::create(&state, Some(org), input)
             .await
@@ -143,9 +141,7 @@ pub async fn edit_target(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (f, org) = viewer.form(&body)?;
     let done = match target_input(&f) {
         Ok(input) => crate::http::targets::update(&state, Some(org), path.into_inner(), input)
             .await
@@ -170,9 +166,7 @@ pub async fn delete_target(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (_, org) = viewer.form(&body)?;
     match crate::http::targets::remove(&state, Some(org), path.into_inner()).await {
         Ok(_) => Ok(back("/targets")),
         Err(e) if e.status_code() == StatusCode::NOT_FOUND => Err(PageError::NotFound),
@@ -248,9 +242,7 @@ pub async fn create_channel(
     viewer: Viewer,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (f, org) = viewer.form(&body)?;
     let input: Result<ChannelInput, String> = serde_json::from_str::<Value>(f.get("config"))
         .map_err(|e| format!("config is not JSON: {e}"))
         .and_then(|config| {
@@ -280,9 +272,7 @@ pub async fn delete_channel(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (_, org) = viewer.form(&body)?;
     if !state
         .engine
         .store()
@@ -301,9 +291,7 @@ pub async fn test_channel(
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let f = Fields::parse(&body);
-    viewer.check(f.get("csrf"))?;
-    let org = viewer.org()?;
+    let (_, org) = viewer.form(&body)?;
     let id = path.into_inner();
     let store = state.engine.store();
     if !store.channel_ids(org).await?.contains(&id) {
