@@ -442,3 +442,11 @@ CREATE TABLE IF NOT EXISTS web_session (
 );
 CREATE INDEX IF NOT EXISTS web_session_expiry ON web_session (expires_at);
 ALTER TABLE web_session ADD COLUMN IF NOT EXISTS admin_token text;
+
+-- The digest of the schema text last applied; an engine whose schema.sql matches it changes
+-- nothing and takes no table lock at start-up (replicas starting beside live traffic).
+CREATE TABLE IF NOT EXISTS schema_digest (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    digest text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);

@@ -48,6 +48,71 @@ async fn migrate_twice_succeeds_and_changes_nothing_the_second_time() {
     bed.cleanup().await;
 }
 
+/// A schema already applied takes no lock at start-up, so replicas that start beside live
+/// traffic cannot deadlock with it; a migration that must apply gives way to a held lock and
+/// finishes once the lock is gone.
+#[tokio::test]
+async fn migrate_takes_no_lock_when_current_and_waits_out_a_held_lock_when_not() {
+    let bed = TestBed::new().await;
+    let mut holder = bed.db.client().await.expect("client");
+    let tx = holder.transaction().await.expect("tx");
+    tx.batch_execute("LOCK TABLE backup IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let current = bed.cli(&["migrate"]);
+    assert!(
+        current.status.success(),
+        "{}",
+        String::from_utf8_lossy(&current.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a current schema is not applied again (took {:?})",
+        started.elapsed()
+    );
+    tx.rollback().await.expect("rollback");
+
+    // An older engine's schema: the digest differs, so the text is applied again.
+    bed.db
+        .client()
+        .await
+        .expect("client")
+        .batch_execute("UPDATE schema_digest SET digest = 'older'")
+        .await
+        .expect("age the digest");
+    let tx = holder.transaction().await.expect("tx");
+    tx.batch_execute("LOCK TABLE backup IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let env = bed.env();
+    let migrating = tokio::task::spawn_blocking(move || process::run(&["migrate"], &env));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!migrating.is_finished(), "the migration waits for the lock");
+    tx.rollback().await.expect("release");
+    let out = migrating.await.expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest: String = bed
+        .db
+        .client()
+        .await
+        .expect("client")
+        .query_one("SELECT digest FROM schema_digest", &[])
+        .await
+        .expect("digest")
+        .get(0);
+    assert_eq!(
+        digest.len(),
+        64,
+        "the applied schema's sha256 is recorded: {digest}"
+    );
+    bed.cleanup().await;
+}
+
 fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("config file");
