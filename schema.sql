@@ -450,3 +450,17 @@ CREATE TABLE IF NOT EXISTS schema_digest (
     digest text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Incremental backups (a job's `incremental.fullEvery`): a series is a chain of one full archive
+-- and incrementals that hold what changed since their parent; every archive of a chain has a
+-- manifest of the whole tree beside it on the target.
+ALTER TABLE backup_job ADD COLUMN IF NOT EXISTS incremental_full_every int
+    CHECK (incremental_full_every BETWEEN 1 AND 1000);
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'full'
+    CHECK (kind IN ('full', 'incremental'));
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS parent_backup_id uuid REFERENCES backup (id);
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS chain_position int NOT NULL DEFAULT 0;
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_path text;
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_checksum text;
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_size bigint;
+CREATE INDEX IF NOT EXISTS backup_parent ON backup (parent_backup_id) WHERE parent_backup_id IS NOT NULL;

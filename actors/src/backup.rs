@@ -185,6 +185,9 @@ pub async fn execute(
             started,
             row: id,
             progress: &progress,
+            incremental: job
+                .incremental_full_every
+                .map(|full_every| crate::backup_chain::Incremental { job_id, full_every }),
         };
         ctx.run().await?;
     }
@@ -252,10 +255,12 @@ pub(crate) struct VolumeJob<'a> {
     pub started: DateTime<Utc>,
     pub row: Uuid,
     pub progress: &'a Progress,
+    /// The job's incremental backups, if it has them on.
+    pub incremental: Option<crate::backup_chain::Incremental>,
 }
 
 impl VolumeJob<'_> {
-    async fn log(&self, line: &str) -> Result<(), StoreError> {
+    pub(crate) async fn log(&self, line: &str) -> Result<(), StoreError> {
         self.engine.store().append_backup_log(self.row, line).await
     }
 
@@ -323,6 +328,12 @@ impl VolumeJob<'_> {
                         Ok(()) => "removed".to_owned(),
                         Err(e) => format!("could not be removed ({e})"),
                     };
+                    if self.incremental.is_some() {
+                        let manifest = crate::chain::manifest_key(&key, self.compression);
+                        if let Err(e) = self.storage.delete(&manifest).await {
+                            tracing::warn!(%manifest, error = %e, "could not remove the manifest of a failed row");
+                        }
+                    }
                     self.log(&format!(
                         "the upload finished after this row had been failed; its object {key} {removed}"
                     ))
@@ -398,8 +409,9 @@ impl VolumeJob<'_> {
                 source,
                 host_read: None,
                 session: None,
+                manifest: None,
             };
-            self.upload_archive(None, archive).await
+            self.upload_archive(None, archive, None).await
         };
         let result = tokio::select! {
             result = work => result,
@@ -424,10 +436,12 @@ impl VolumeJob<'_> {
         let settings = self.engine.settings();
         let deadline = settings.stall_deadline;
         let stages = self.stages();
+        let chain = self.chain_plan().await?;
         let options = volume_runner::ArchiveOptions {
             from_host: settings.read_volumes_from_host,
             stall_deadline: deadline,
             session_name: format!("vardo-backup {}", self.row),
+            chain: chain.as_ref().map(|c| c.walk.clone()),
         };
         let opened = self.progress.deadline(
             deadline,
@@ -435,7 +449,7 @@ impl VolumeJob<'_> {
             self.crew.open_archive(docker_volume, self.volume, options),
         );
         let archive = opened.await??;
-        self.upload_archive(Some(docker), archive).await
+        self.upload_archive(Some(docker), archive, chain).await
     }
 
     /// The stages a backup of this volume watches.
@@ -453,6 +467,7 @@ impl VolumeJob<'_> {
         &self,
         docker: Option<&crate::docker::DockerClient>,
         mut archive: volume_runner::VolumeArchive,
+        chain: Option<crate::backup_chain::ChainPlan>,
     ) -> Result<(String, Digest), BackupError> {
         let deadline = self.engine.settings().stall_deadline;
         let stages = self.stages();
@@ -460,7 +475,24 @@ impl VolumeJob<'_> {
         let session = archive.session.take();
         let result = async {
             self.log(&archive.source).await?;
-            let extension = format!("{}.{}", archive.extension, self.compression.suffix());
+            let manifest = archive.manifest.take();
+            let chain = match (chain, &manifest) {
+                (Some(plan), Some(_)) => Some(plan),
+                (Some(_), None) => {
+                    self.log(
+                        "incremental backups compare the volume's host folder with the last                          backup's manifest; this volume is not read from its host folder, so                          this backup is a full one outside any chain",
+                    )
+                    .await?;
+                    None
+                }
+                (None, _) => None,
+            };
+            let marker = chain.as_ref().map_or("", |c| c.marker());
+            let extension = format!(
+                "{marker}{}.{}",
+                archive.extension,
+                self.compression.suffix()
+            );
             let key = self.reserve_key(&extension).await?;
             self.log(&format!(
                 "uploading to {key} ({} compression)",
@@ -498,6 +530,9 @@ impl VolumeJob<'_> {
             };
             if let Some(line) = changes {
                 self.log(&line).await?;
+            }
+            if let (Some(plan), Some(manifest)) = (chain, manifest) {
+                self.store_manifest(&key, plan, manifest).await?;
             }
             Ok((key, digest))
         }

@@ -3,7 +3,9 @@
 
 pub mod after_run;
 pub mod backup;
+pub mod backup_chain;
 pub mod backup_run;
+pub mod chain;
 pub mod codec;
 pub mod crew;
 pub mod deploy_events;

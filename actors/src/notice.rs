@@ -356,6 +356,7 @@ mod tests {
             drill_schedule: None,
             last_drill_at: None,
             last_drill_outcome: None,
+            incremental_full_every: None,
             last_run_at: None,
         }
     }
@@ -381,6 +382,7 @@ mod tests {
             created_at: Utc::now(),
             verified_at: None,
             verify_outcome: None,
+            chain: Default::default(),
         }
     }
 

@@ -243,7 +243,7 @@ pub async fn execute(
             .await?;
             "tar"
         }
-        Payload::Sql => {
+        Payload::Sql | Payload::Raw => {
             log(
                 format!(
                     "dump decompressed to its end: {}",

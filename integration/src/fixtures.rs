@@ -124,6 +124,7 @@ impl TestBed {
                 compression_level: None,
                 // Off: a test that wants drills says when.
                 drill_schedule: None,
+                incremental_full_every: None,
                 app_ids: apps.iter().map(|a| a.id.clone()).collect(),
             })
             .await

@@ -85,6 +85,19 @@ pub struct JobInput {
     #[serde(default = "weekly_drill")]
     #[schema(default = "0 4 * * 0")]
     pub drill_schedule: Option<String>,
+    /// Incremental backups: `{"fullEvery": n}` makes every n-th backup of each volume a full
+    /// archive and those between hold only what changed since the one before (file volumes;
+    /// Postgres dumps stay full). Null or absent: every backup is full.
+    #[serde(default)]
+    pub incremental: Option<Incremental>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Incremental {
+    /// How many backups a chain holds: one full, then `fullEvery - 1` incrementals (1 to 1000).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub full_every: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,6 +123,8 @@ pub struct Job {
     pub compression: CompressionType,
     /// When drills run (cron in the job's time zone); null: never.
     pub drill_schedule: Option<String>,
+    /// Incremental backups, or null when every backup is full.
+    pub incremental: Option<Incremental>,
     /// When the newest drill ended, and how: `ok` or `failed`.
     pub last_drill_at: Option<DateTime<Utc>>,
     pub last_drill_outcome: Option<String>,
@@ -173,6 +188,9 @@ pub fn view(r: JobRecord) -> Job {
             Compression::Zstd => CompressionType::Zstd,
         },
         drill_schedule: j.drill_schedule,
+        incremental: j.incremental_full_every.map(|n| Incremental {
+            full_every: i64::from(n),
+        }),
         last_drill_at: j.last_drill_at,
         last_drill_outcome: j.last_drill_outcome,
         last_run_at: j.last_run_at,
@@ -219,6 +237,20 @@ pub(crate) async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result
             ));
         }
     }
+    let incremental_full_every = input
+        .incremental
+        .map(|i| {
+            u32::try_from(i.full_every)
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "incremental.fullEvery",
+                        "incremental.fullEvery must be an integer from 1 to 1000 (backups per chain: one full, then fullEvery - 1 incrementals)",
+                    )
+                })
+        })
+        .transpose()?;
     let retention = RetentionPolicy {
         keep_all: input.keep_all,
         keep_last: keep("keepLast", input.keep_last)?,
@@ -282,6 +314,7 @@ pub(crate) async fn prepare(state: &State, org: Uuid, input: JobInput) -> Result
         },
         compression_level: None,
         drill_schedule: input.drill_schedule,
+        incremental_full_every,
         app_ids,
     })
 }

@@ -46,6 +46,12 @@ impl Fields {
         );
         one("compression", j.compression.as_str().to_owned());
         one("drill", j.drill_schedule.clone().unwrap_or_default());
+        one(
+            "fullEvery",
+            j.incremental_full_every
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        );
         for (k, v) in [
             ("keepLast", p.keep_last),
             ("keepHourly", p.keep_hourly),
@@ -111,6 +117,10 @@ impl Fields {
             "keepYearly": number("keepYearly"), "notifyOnSuccess": self.on("notifyOnSuccess"),
             "notifyOnFailure": self.on("notifyOnFailure"), "compression": self.get("compression"),
             "drillSchedule": text("drill"),
+            "incremental": match number("fullEvery") {
+                Value::Null => Value::Null,
+                n => json!({ "fullEvery": n }),
+            },
         })
     }
 }
@@ -165,6 +175,7 @@ pub async fn forms(
                     @for c in ["gzip", "zstd"] { option value=(c) selected[f.get("compression") == c] { (c) } }
                 } }
                 (input("Restore drills (cron; empty: never)", "drill"))
+                (input("Incremental: a full backup every … backups (empty: every backup is full)", "fullEvery"))
                 label { span { input type="checkbox" name="notifyOnFailure" checked[f.on("notifyOnFailure")]; " notify on failure" } }
                 label { span { input type="checkbox" name="notifyOnSuccess" checked[f.on("notifyOnSuccess")]; " notify on success" } }
                 button type="submit" { "Save" }

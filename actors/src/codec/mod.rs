@@ -242,6 +242,9 @@ pub enum Payload {
     Tar,
     /// A plain SQL dump.
     Sql,
+    /// Anything, let through as it is once decompressed (an archive of a chain, filtered and
+    /// checked by [`crate::chain::tree`] and [`guard`]).
+    Raw,
 }
 
 /// Verifies and decompresses a downloaded archive. The SHA-256 and size of the downloaded bytes are
@@ -265,7 +268,7 @@ pub fn unpack(
         };
         let held = match payload {
             Payload::Tar => crate::tar_guard::check_and_forward(&mut decoded, &mut *writer)?,
-            Payload::Sql => pump(&mut decoded, writer).map(|()| Vec::new())?,
+            Payload::Sql | Payload::Raw => pump(&mut decoded, writer).map(|()| Vec::new())?,
         };
         // Read to the very end so that the checksum is always checked.
         io::copy(&mut decoded, &mut io::sink())?;
@@ -274,6 +277,23 @@ pub fn unpack(
         writer.finish()?;
         Ok(held)
     })
+}
+
+/// Checks an uncompressed tar stream with [`crate::tar_guard`], as [`unpack`] does with
+/// [`Payload::Tar`]; the receiver yields the symlinks held back once everything passed.
+pub fn guard(input: ByteStream) -> (ByteStream, oneshot::Receiver<Vec<HeldSymlink>>) {
+    blocking_stage(input, false, move |source, writer| {
+        let held = crate::tar_guard::check_and_forward(&mut *source, &mut *writer)?;
+        while source.next_chunk()?.is_some() {}
+        writer.finish()?;
+        Ok(held)
+    })
+}
+
+/// A stream as a blocking reader, read ahead on the current runtime: for a blocking thread that
+/// reads several streams in turn.
+pub fn blocking_reader(input: ByteStream) -> impl io::BufRead + Send {
+    ChunkSource::new(input)
 }
 
 /// Passes `input` on unchanged while hashing it on a blocking thread; at the end of the input, a

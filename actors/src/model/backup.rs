@@ -95,6 +95,51 @@ pub struct Backup {
     /// When the newest verification of this backup ended, and its outcome (`ok` | `failed`).
     pub verified_at: Option<DateTime<Utc>>,
     pub verify_outcome: Option<String>,
+    /// Where the backup sits in its chain (a full backup outside any chain by default).
+    pub chain: ChainLink,
+}
+
+/// A full archive, or one that holds only what changed since its parent.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    #[default]
+    Full,
+    Incremental,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Incremental => "incremental",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "incremental" => Some(Self::Incremental),
+            _ => None,
+        }
+    }
+}
+
+/// A backup's place in a chain of incremental backups. A backup of a job without incremental
+/// backups is `Full`, position 0, with no manifest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainLink {
+    pub kind: BackupKind,
+    /// The backup this one holds the changes since (an incremental's only).
+    pub parent_backup_id: Option<Uuid>,
+    /// 0 for the full backup of a chain, n for its n-th incremental.
+    pub position: i32,
+    /// The manifest of the whole tree at this backup, stored beside the archive, and its
+    /// `sha256:…` (every backup of a chain has one).
+    pub manifest_path: Option<String>,
+    pub manifest_checksum: Option<String>,
+    pub manifest_size: Option<i64>,
 }
 
 /// Restore status: a restore is never `pruned`.

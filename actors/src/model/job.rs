@@ -71,4 +71,7 @@ pub struct Job {
     pub last_drill_at: Option<DateTime<Utc>>,
     /// `ok` or `failed`.
     pub last_drill_outcome: Option<String>,
+    /// Incremental backups: every `n`-th backup of a series is a full one, those between hold
+    /// what changed since the one before. None: every backup is full.
+    pub incremental_full_every: Option<u32>,
 }

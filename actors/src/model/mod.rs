@@ -10,7 +10,7 @@ pub mod target;
 pub mod verification;
 
 pub use app::{App, Organization, Volume, VolumeKind};
-pub use backup::{Backup, Restore, RunReason, Status};
+pub use backup::{Backup, BackupKind, ChainLink, Restore, RunReason, Status};
 pub use channel::ChannelKind;
 pub use drill::{Drill, DEFAULT_DRILL_SCHEDULE};
 pub use job::{Compression, Job, RetentionPolicy};

@@ -339,6 +339,7 @@ mod tests {
             created_at: at,
             verified_at: None,
             verify_outcome: None,
+            chain: Default::default(),
         }
     }
 

@@ -67,6 +67,8 @@ impl SafetyBackup<'_> {
             started: Utc::now(),
             row,
             progress: self.progress,
+            // A safety backup is whole by itself, outside any chain.
+            incremental: None,
         };
         if job.run_locked(self.docker_volume).await? {
             log.line(&format!(

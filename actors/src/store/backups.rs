@@ -21,7 +21,8 @@ pub struct NewBackupRow {
 pub(super) const COLUMNS: &str =
     "id, run_id, job_id, organization_id, app_id, app_name, target_id, \
     volume_name, volume_kind, status, size_bytes, storage_path, checksum, log, started_at, \
-    finished_at, created_at, verified_at, verify_outcome";
+    finished_at, created_at, verified_at, verify_outcome, kind, parent_backup_id, chain_position, \
+    manifest_path, manifest_checksum, manifest_size";
 
 /// A log line as stored: `2024-01-15T02:00:00.123Z message`.
 pub fn log_line(message: &str) -> String {
@@ -57,6 +58,18 @@ pub(super) fn backup_row(row: &Row) -> Result<Backup, StoreError> {
         created_at: row.get("created_at"),
         verified_at: row.get("verified_at"),
         verify_outcome: row.get("verify_outcome"),
+        chain: {
+            let kind: String = row.get("kind");
+            crate::model::ChainLink {
+                kind: crate::model::BackupKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("backup kind {kind}")))?,
+                parent_backup_id: row.get("parent_backup_id"),
+                position: row.get("chain_position"),
+                manifest_path: row.get("manifest_path"),
+                manifest_checksum: row.get("manifest_checksum"),
+                manifest_size: row.get("manifest_size"),
+            }
+        },
     })
 }
 
@@ -240,5 +253,55 @@ impl Store {
             .iter()
             .map(backup_row)
             .collect()
+    }
+
+    /// The newest successful backup of a job's series (app, volume), safety backups aside: the
+    /// parent an incremental backup of the series would build on.
+    pub async fn chain_parent(
+        &self,
+        job_id: Uuid,
+        app_id: &str,
+        volume_name: &str,
+    ) -> Result<Option<Backup>, StoreError> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM backup
+                     WHERE job_id = $1 AND app_id = $2 AND volume_name = $3
+                       AND status = 'success' AND reason <> 'pre-restore'
+                     ORDER BY finished_at DESC, id DESC LIMIT 1"
+                ),
+                &[&job_id, &app_id, &volume_name],
+            )
+            .await?;
+        row.as_ref().map(backup_row).transpose()
+    }
+
+    /// Records a running backup's place in its chain and its manifest (before it is marked
+    /// `success`).
+    pub async fn set_backup_chain(
+        &self,
+        id: Uuid,
+        link: &crate::model::ChainLink,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET kind = $2, parent_backup_id = $3, chain_position = $4,
+                    manifest_path = $5, manifest_checksum = $6, manifest_size = $7
+                 WHERE id = $1 AND status = 'running'",
+                &[
+                    &id,
+                    &link.kind.as_str(),
+                    &link.parent_backup_id,
+                    &link.position,
+                    &link.manifest_path,
+                    &link.manifest_checksum,
+                    &link.manifest_size,
+                ],
+            )
+            .await?;
+        Ok(())
     }
 }

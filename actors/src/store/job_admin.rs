@@ -33,7 +33,7 @@ const SELECT: &str = "SELECT j.id, j.organization_id, j.name, j.schedule, j.time
         j.target_id, j.keep_all, j.keep_last, j.keep_hourly, j.keep_daily, j.keep_weekly,
         j.keep_monthly, j.keep_yearly, j.notify_on_success, j.notify_on_failure, j.compression,
         j.compression_level, j.last_run_at, j.drill_schedule, j.last_drill_at,
-        j.last_drill_outcome, j.overdue_since IS NOT NULL AS overdue, j.created_at,
+        j.last_drill_outcome, j.incremental_full_every, j.overdue_since IS NOT NULL AS overdue, j.created_at,
         j.updated_at,
         ARRAY(SELECT ja.app_id FROM backup_job_app ja WHERE ja.job_id = j.id ORDER BY ja.app_id)
             AS app_ids
@@ -98,7 +98,8 @@ impl Store {
                     target_id = $7, keep_all = $8, keep_last = $9, keep_hourly = $10,
                     keep_daily = $11, keep_weekly = $12, keep_monthly = $13, keep_yearly = $14,
                     notify_on_success = $15, notify_on_failure = $16, compression = $17,
-                    compression_level = $18, drill_schedule = $19, updated_at = now()
+                    compression_level = $18, drill_schedule = $19, incremental_full_every = $20,
+                    updated_at = now()
                  WHERE id = $1 AND organization_id = $2",
                 &[
                     &id,
@@ -120,6 +121,7 @@ impl Store {
                     &job.compression.as_str(),
                     &job.compression_level,
                     &job.drill_schedule,
+                    &super::jobs::as_i32(job.incremental_full_every),
                 ],
             )
             .await?;

@@ -10,7 +10,7 @@ const COLUMNS: &str =
     "id, organization_id, name, schedule, timezone, enabled, target_id, keep_all, \
     keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, notify_on_success, \
     notify_on_failure, compression, compression_level, last_run_at, drill_schedule, last_drill_at, \
-    last_drill_outcome";
+    last_drill_outcome, incremental_full_every";
 
 fn keep(row: &Row, col: &str) -> Option<u32> {
     row.get::<_, Option<i32>>(col)
@@ -45,6 +45,7 @@ pub(super) fn job_row(row: &Row) -> Result<Job, StoreError> {
         drill_schedule: row.get("drill_schedule"),
         last_drill_at: row.get("last_drill_at"),
         last_drill_outcome: row.get("last_drill_outcome"),
+        incremental_full_every: keep(row, "incremental_full_every"),
     })
 }
 
@@ -64,6 +65,8 @@ pub struct NewJob {
     pub compression_level: Option<i32>,
     /// When drills run; None: never.
     pub drill_schedule: Option<String>,
+    /// See [`Job::incremental_full_every`].
+    pub incremental_full_every: Option<u32>,
     pub app_ids: Vec<String>,
 }
 
@@ -80,8 +83,10 @@ impl Store {
             .query_one(
                 "INSERT INTO backup_job (organization_id, name, schedule, timezone, enabled, target_id,
                     keep_all, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
-                    notify_on_success, notify_on_failure, compression, compression_level, drill_schedule)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) RETURNING id",
+                    notify_on_success, notify_on_failure, compression, compression_level, drill_schedule,
+                    incremental_full_every)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+                 RETURNING id",
                 &[
                     &job.organization_id,
                     &job.name,
@@ -101,6 +106,7 @@ impl Store {
                     &job.compression.as_str(),
                     &job.compression_level,
                     &job.drill_schedule,
+                    &as_i32(job.incremental_full_every),
                 ],
             )
             .await?;

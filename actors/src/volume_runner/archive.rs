@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
+use crate::chain::manifest::Entry;
 use crate::docker::{DockerClient, DockerError};
+use crate::host_volume::{ChainWalk, TarReport};
 use crate::model::{Volume, VolumeKind};
 use crate::pg::{PgLogin, PgSession};
 use crate::stream::ByteStream;
@@ -36,9 +38,12 @@ pub struct VolumeArchive {
     /// What the log should say about the source.
     pub source: String,
     /// For a volume read from its host folder: what the read met, once it ended.
-    pub host_read: Option<tokio::sync::oneshot::Receiver<crate::host_volume::TarReport>>,
+    pub host_read: Option<tokio::sync::oneshot::Receiver<TarReport>>,
     /// For a `pg_dump`: its database session, to end when the archive is given up before its end.
     pub session: Option<PgSession>,
+    /// For a read of a chain's archive (asked for with [`ArchiveOptions::chain`] and possible:
+    /// the volume is read from its host folder): what the read met and the manifest of the tree.
+    pub manifest: Option<tokio::sync::oneshot::Receiver<(TarReport, Vec<Entry>)>>,
 }
 
 /// How an archive is read.
@@ -51,6 +56,9 @@ pub struct ArchiveOptions {
     pub stall_deadline: std::time::Duration,
     /// Names the `pg_dump` session (`application_name`), so that it can be ended by name.
     pub session_name: String,
+    /// For a backup in a chain of incremental backups: what it compares with. Needs the host
+    /// folder; a volume read through Docker's archive API is read whole, outside any chain.
+    pub chain: Option<ChainWalk>,
 }
 
 /// Opens the archive stream of a volume already found. File volumes are read from their folder on
@@ -74,6 +82,18 @@ pub async fn open_archive(
                     "reading {docker_volume} from its folder on the Docker host, {}",
                     folder.display()
                 );
+                if let Some(chain) = options.chain.clone() {
+                    let (stream, manifest) = crate::host_volume::archive_chain(folder, chain);
+                    return Ok(VolumeArchive {
+                        docker_volume: docker_volume.to_owned(),
+                        extension: "tar",
+                        source,
+                        stream,
+                        host_read: None,
+                        session: None,
+                        manifest: Some(manifest),
+                    });
+                }
                 let (stream, report) = crate::host_volume::archive(folder);
                 return Ok(VolumeArchive {
                     docker_volume: docker_volume.to_owned(),
@@ -82,6 +102,7 @@ pub async fn open_archive(
                     stream,
                     host_read: Some(report),
                     session: None,
+                    manifest: None,
                 });
             }
             Err(why) => source.push_str(&format!(" ({why})")),
@@ -94,6 +115,7 @@ pub async fn open_archive(
         source,
         host_read: None,
         session: None,
+        manifest: None,
     })
 }
 
@@ -164,5 +186,6 @@ async fn pg_dump(
         source,
         host_read: None,
         session: Some(session),
+        manifest: None,
     })
 }

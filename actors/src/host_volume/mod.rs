@@ -22,6 +22,7 @@ use rustix::io::Errno;
 use tar::{EntryType, Header};
 use tokio::sync::oneshot;
 
+use crate::chain::manifest::Entry;
 use crate::codec;
 use crate::stream::ByteStream;
 
@@ -29,6 +30,87 @@ use crate::stream::ByteStream;
 /// receiver yields what the read met once the whole tar was handed on.
 pub fn archive(root: PathBuf) -> (ByteStream, oneshot::Receiver<TarReport>) {
     codec::blocking_source(move |out| write_tar(&root, out))
+}
+
+/// [`archive`] for a backup in a chain: a full archive (no `previous`), or an incremental one in
+/// GNU tar's incremental format that holds only the entries changed since `previous` (compared
+/// by [`Entry::unchanged_since`], without reading unchanged files) and a dumpdir record for every
+/// folder. The receiver also yields the manifest of the whole tree.
+pub fn archive_chain(
+    root: PathBuf,
+    chain: ChainWalk,
+) -> (ByteStream, oneshot::Receiver<(TarReport, Vec<Entry>)>) {
+    codec::blocking_source(move |out| write_tar_chain(&root, out, chain))
+}
+
+/// What a read for a chain compares with, and where the archive sits in the chain.
+#[derive(Clone)]
+pub struct ChainWalk {
+    pub position: u32,
+    /// The parent backup's manifest, by path; `None` for the full archive of a chain.
+    pub previous: Option<std::sync::Arc<HashMap<Vec<u8>, Entry>>>,
+}
+
+impl std::fmt::Debug for ChainWalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainWalk")
+            .field("position", &self.position)
+            .field("previous", &self.previous.as_ref().map(|p| p.len()))
+            .finish()
+    }
+}
+
+struct ChainState {
+    walk: ChainWalk,
+    entries: Vec<Entry>,
+    /// Entries changed at or after this second (Unix time) are racy (see [`Entry::racy`]).
+    racy_from: i64,
+}
+
+impl ChainState {
+    fn new(walk: ChainWalk) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Self {
+            walk,
+            entries: Vec::new(),
+            racy_from: now - 1,
+        }
+    }
+
+    fn entry(&self, path: &Path, stat: &Stat) -> Entry {
+        let mut entry = manifest_entry(path, stat, self.walk.position);
+        entry.racy = entry.ctime >= self.racy_from || entry.mtime >= self.racy_from;
+        entry
+    }
+
+    /// The earlier origin of an entry that did not change, or `None` if it must be stored.
+    fn unchanged(&self, path: &Path, stat: &Stat) -> Option<u32> {
+        let previous = self.walk.previous.as_ref()?;
+        let now = self.entry(path, stat);
+        previous
+            .get(&now.path)
+            .filter(|before| now.unchanged_since(before))
+            .map(|before| before.origin)
+    }
+}
+
+/// [`write_tar`] for a backup in a chain (see [`archive_chain`]).
+pub fn write_tar_chain(
+    root: &Path,
+    out: &mut dyn Write,
+    chain: ChainWalk,
+) -> io::Result<(TarReport, Vec<Entry>)> {
+    let mut walk = Walk {
+        builder: tar::Builder::new(out),
+        report: TarReport::default(),
+        linked: HashMap::new(),
+        chain: Some(ChainState::new(chain)),
+    };
+    walk.root(root)?;
+    let entries = walk.chain.take().map(|c| c.entries).unwrap_or_default();
+    Ok((walk.report, entries))
 }
 
 /// What a read of a live volume met on its way.
@@ -62,18 +144,13 @@ impl TarReport {
 /// container that swaps a folder of its volume for a symlink while the volume is read cannot make
 /// this (root) process read anything outside the volume.
 pub fn write_tar(root: &Path, out: &mut dyn Write) -> io::Result<TarReport> {
-    let root_fd = fs::open(root, DIR_FLAGS, Mode::empty())?;
     let mut walk = Walk {
         builder: tar::Builder::new(out),
         report: TarReport::default(),
         linked: HashMap::new(),
+        chain: None,
     };
-    let mut root_header = header(&fs::fstat(&root_fd)?, EntryType::Directory);
-    root_header.as_old_mut().name[..2].copy_from_slice(b"./");
-    root_header.set_cksum();
-    walk.builder.append(&root_header, io::empty())?;
-    walk.folder(&root_fd, Path::new(""))?;
-    walk.builder.finish()?;
+    walk.root(root)?;
     Ok(walk.report)
 }
 
@@ -93,12 +170,25 @@ struct Walk<W: Write> {
     report: TarReport,
     /// The first path seen of each multiply-linked file, by (device, inode).
     linked: HashMap<(u64, u64), PathBuf>,
+    /// For a backup in a chain: what it compares with, and the manifest being recorded.
+    chain: Option<ChainState>,
 }
 
 impl<W: Write> Walk<W> {
-    /// Appends the entries of the open folder `dir` (whose path in the archive is `at`), sorted by
-    /// name, each folder before its contents.
-    fn folder(&mut self, dir: &OwnedFd, at: &Path) -> io::Result<()> {
+    /// The whole tree: the root entry `./`, then everything in it; then the end of the archive.
+    fn root(&mut self, root: &Path) -> io::Result<()> {
+        let root_fd = fs::open(root, DIR_FLAGS, Mode::empty())?;
+        let stat = fs::fstat(&root_fd)?;
+        self.folder(&root_fd, Path::new(""), &stat)?;
+        self.builder.finish()
+    }
+
+    /// Appends the folder `dir` (whose path in the archive is `at`, empty for the root) and its
+    /// entries, sorted by name, each folder before its contents. In an incremental archive the
+    /// folder's entry is a GNU dumpdir: the name of each entry in it, marked `Y` (stored here),
+    /// `N` (unchanged, in an earlier archive of the chain) or `D` (a folder), so that GNU tar's
+    /// `--listed-incremental` extraction removes what is gone.
+    fn folder(&mut self, dir: &OwnedFd, at: &Path, stat: &Stat) -> io::Result<()> {
         let mut names: Vec<CString> = Vec::new();
         for entry in Dir::read_from(dir)? {
             let name = entry?.file_name().to_owned();
@@ -107,16 +197,47 @@ impl<W: Write> Walk<W> {
             }
         }
         names.sort();
+        let mut listed = Vec::with_capacity(names.len());
         for name in names {
             let path = at.join(OsStr::from_bytes(name.as_bytes()));
-            let stat = match fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) => stat,
-                Err(Errno::NOENT) => {
-                    self.report.vanished += 1;
-                    continue;
-                }
+            match fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => listed.push((name, path, stat)),
+                Err(Errno::NOENT) => self.report.vanished += 1,
                 Err(e) => return Err(at_path(e, &path)),
-            };
+            }
+        }
+        let mut head = header(stat, EntryType::Directory);
+        let mut dumpdir = Vec::new();
+        if let Some(chain) = &mut self.chain {
+            if chain.walk.previous.is_some() {
+                for (name, path, stat) in &listed {
+                    let code = if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                        b'D'
+                    } else if chain.unchanged(path, stat).is_some() {
+                        b'N'
+                    } else {
+                        b'Y'
+                    };
+                    dumpdir.push(code);
+                    dumpdir.extend_from_slice(name.as_bytes());
+                    dumpdir.push(0);
+                }
+                dumpdir.push(0);
+                head.set_entry_type(EntryType::new(b'D'));
+                head.set_size(dumpdir.len() as u64);
+            }
+            let entry = chain.entry(at, stat);
+            chain.entries.push(entry);
+        }
+        if at.as_os_str().is_empty() {
+            head.as_old_mut().name[..2].copy_from_slice(b"./");
+            head.set_cksum();
+            self.builder.append(&head, dumpdir.as_slice())?;
+        } else {
+            self.builder.append_data(&mut head, at, dumpdir.as_slice())?;
+            self.report.entries += 1;
+        }
+        for (name, path, stat) in listed {
             self.entry(dir, &name, &path, &stat)?;
         }
         Ok(())
@@ -124,27 +245,55 @@ impl<W: Write> Walk<W> {
 
     fn entry(&mut self, dir: &OwnedFd, name: &CString, path: &Path, stat: &Stat) -> io::Result<()> {
         let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::Directory {
+            if let Some(chain) = &mut self.chain {
+                if let Some(origin) = chain.unchanged(path, stat) {
+                    // In an earlier archive of the chain as it is now: recorded, not read.
+                    let mut entry = chain.entry(path, stat);
+                    entry.origin = origin;
+                    chain.entries.push(entry);
+                    return Ok(());
+                }
+            }
+        }
+        let stored = self.store(dir, name, path, stat, kind)?;
+        if let (true, Some(chain)) = (stored, &mut self.chain) {
+            let entry = chain.entry(path, stat);
+            chain.entries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Appends one entry (a folder with everything in it); false if it was left out (vanished, a
+    /// socket).
+    fn store(
+        &mut self,
+        dir: &OwnedFd,
+        name: &CString,
+        path: &Path,
+        stat: &Stat,
+        kind: FileType,
+    ) -> io::Result<bool> {
         match kind {
             FileType::Directory => {
                 let sub = match open_same(dir, name, DIR_FLAGS, stat) {
                     Ok(Some(sub)) => sub,
                     Ok(None) => {
                         self.report.vanished += 1;
-                        return Ok(());
+                        return Ok(false);
                     }
                     Err(e) => return Err(at_path(e, path)),
                 };
-                let mut head = header(stat, EntryType::Directory);
-                self.builder.append_data(&mut head, path, io::empty())?;
-                self.report.entries += 1;
-                return self.folder(&sub, path);
+                self.folder(&sub, path, stat)?;
+                // The folder recorded itself before its contents.
+                return Ok(false);
             }
             FileType::Symlink => {
                 let target = match fs::readlinkat(dir, name.as_c_str(), Vec::new()) {
                     Ok(target) => target,
                     Err(Errno::NOENT | Errno::INVAL) => {
                         self.report.vanished += 1;
-                        return Ok(());
+                        return Ok(false);
                     }
                     Err(e) => return Err(at_path(e, path)),
                 };
@@ -161,14 +310,14 @@ impl<W: Write> Walk<W> {
                         let mut head = header(stat, EntryType::Link);
                         self.builder.append_link(&mut head, path, first)?;
                         self.report.entries += 1;
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
                 let file = match open_same(dir, name, FILE_FLAGS, stat) {
                     Ok(Some(fd)) => File::from(fd),
                     Ok(None) => {
                         self.report.vanished += 1;
-                        return Ok(());
+                        return Ok(false);
                     }
                     Err(e) => return Err(at_path(e, path)),
                 };
@@ -202,11 +351,11 @@ impl<W: Write> Walk<W> {
             }
             _ => {
                 self.report.sockets_skipped += 1;
-                return Ok(());
+                return Ok(false);
             }
         }
         self.report.entries += 1;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -231,6 +380,38 @@ fn open_same(
 fn at_path(e: Errno, path: &Path) -> io::Error {
     let e = io::Error::from(e);
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The manifest's record of an entry as listed.
+fn manifest_entry(path: &Path, stat: &Stat, origin: u32) -> Entry {
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Directory => '5',
+        FileType::Symlink => '2',
+        FileType::CharacterDevice => '3',
+        FileType::BlockDevice => '4',
+        FileType::Fifo => '6',
+        _ => '0',
+    };
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    Entry {
+        path: path.as_os_str().as_bytes().to_vec(),
+        kind,
+        size: if kind == '0' {
+            u64::try_from(stat.st_size).unwrap_or(0)
+        } else {
+            0
+        },
+        mtime: stat.st_mtime as i64,
+        mtime_ns: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+        ctime: stat.st_ctime as i64,
+        ctime_ns: u32::try_from(stat.st_ctime_nsec).unwrap_or(0),
+        inode: u64::from(stat.st_ino),
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        origin,
+        racy: false,
+    }
 }
 
 fn header(stat: &Stat, kind: EntryType) -> Header {
@@ -309,147 +490,4 @@ impl<R: Read> Read for ExactLength<R> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_is_cut_or_padded_to_its_announced_length() {
-        let mut grown = ExactLength::new(&b"abcdef"[..], 4);
-        let mut out = Vec::new();
-        grown.read_to_end(&mut out).expect("read");
-        assert_eq!(out, b"abcd");
-        assert!(grown.changed());
-
-        let mut shrunk = ExactLength::new(&b"ab"[..], 5);
-        let mut out = Vec::new();
-        shrunk.read_to_end(&mut out).expect("read");
-        assert_eq!(out, b"ab\0\0\0");
-        assert!(shrunk.changed());
-
-        let mut same = ExactLength::new(&b"abc"[..], 3);
-        let mut out = Vec::new();
-        same.read_to_end(&mut out).expect("read");
-        assert_eq!(out, b"abc");
-        assert!(!same.changed());
-    }
-
-    /// glibc's `makedev`.
-    fn makedev(major: u64, minor: u64) -> u64 {
-        ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
-    }
-
-    #[test]
-    fn device_numbers_follow_glibc() {
-        assert_eq!(device_numbers(0x801), (8, 1));
-        assert_eq!(device_numbers(makedev(4097, 70000)), (4097, 70000));
-    }
-
-    struct Listed {
-        name: String,
-        kind: EntryType,
-        mode: u32,
-        data: Vec<u8>,
-        link: Option<String>,
-    }
-
-    fn entries(tar: &[u8]) -> Vec<Listed> {
-        let mut archive = tar::Archive::new(tar);
-        archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                let mut e = e.expect("entry");
-                let mut data = Vec::new();
-                e.read_to_end(&mut data).expect("data");
-                Listed {
-                    name: e.path().expect("path").display().to_string(),
-                    kind: e.header().entry_type(),
-                    mode: e.header().mode().expect("mode"),
-                    link: e
-                        .link_name()
-                        .expect("link")
-                        .map(|l| l.display().to_string()),
-                    data,
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_folder_becomes_a_tar_with_its_root_links_and_long_names() {
-        use std::os::unix::fs::{symlink, PermissionsExt};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("a/empty")).expect("mkdir");
-        std::fs::write(root.join("a/file.txt"), b"hello").expect("write");
-        std::fs::set_permissions(
-            root.join("a/file.txt"),
-            std::fs::Permissions::from_mode(0o640),
-        )
-        .expect("chmod");
-        std::fs::hard_link(root.join("a/file.txt"), root.join("hard")).expect("link");
-        symlink("../../outside", root.join("a/up")).expect("symlink");
-        let long = "n".repeat(180);
-        std::fs::write(root.join(&long), b"long").expect("write");
-
-        let _socket =
-            std::os::unix::net::UnixListener::bind(root.join("app.sock")).expect("socket");
-
-        let mut tar = Vec::new();
-        let report = write_tar(root, &mut tar).expect("tar");
-        assert_eq!(report.entries, 6);
-        assert_eq!(report.sockets_skipped, 1);
-        let line = report.changes().expect("the socket is reported");
-        assert!(line.contains("1 sockets skipped"), "{line}");
-        assert_eq!(TarReport::default().changes(), None);
-        let got = entries(&tar);
-        let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["./", "a", "a/empty", "a/file.txt", "a/up", "hard", &long]
-        );
-        assert_eq!(got[0].kind, EntryType::Directory);
-        assert_eq!(
-            (got[3].kind, got[3].mode, got[3].data.as_slice()),
-            (EntryType::Regular, 0o640, &b"hello"[..])
-        );
-        assert_eq!(
-            (got[4].kind, got[4].link.as_deref()),
-            (EntryType::Symlink, Some("../../outside"))
-        );
-        assert_eq!(
-            (got[5].kind, got[5].link.as_deref()),
-            (EntryType::Link, Some("a/file.txt"))
-        );
-        assert_eq!(got[6].data, b"long");
-    }
-
-    #[test]
-    fn an_entry_replaced_after_listing_is_not_opened() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let outside = tempfile::tempdir().expect("temp dir");
-        std::fs::write(outside.path().join("secret"), b"host only").expect("write");
-        let root = dir.path();
-        std::fs::create_dir(root.join("a")).expect("mkdir");
-        std::fs::write(root.join("f"), b"f").expect("write");
-        std::fs::write(root.join("g"), b"g").expect("write");
-        let root_fd = fs::open(root, DIR_FLAGS, Mode::empty()).expect("open root");
-        let name = |n: &str| CString::new(n).expect("name");
-        let listed_a = fs::statat(&root_fd, "a", AtFlags::SYMLINK_NOFOLLOW).expect("stat");
-        let listed_f = fs::statat(&root_fd, "f", AtFlags::SYMLINK_NOFOLLOW).expect("stat");
-        assert!(open_same(&root_fd, &name("a"), DIR_FLAGS, &listed_a)
-            .expect("open")
-            .is_some());
-
-        // A folder swapped for a symlink to elsewhere, a file swapped for another one.
-        std::fs::remove_dir(root.join("a")).expect("rmdir");
-        std::os::unix::fs::symlink(outside.path(), root.join("a")).expect("symlink");
-        std::fs::rename(root.join("g"), root.join("f")).expect("rename");
-        assert!(open_same(&root_fd, &name("a"), DIR_FLAGS, &listed_a)
-            .expect("open")
-            .is_none());
-        assert!(open_same(&root_fd, &name("f"), FILE_FLAGS, &listed_f)
-            .expect("open")
-            .is_none());
-    }
-}
+mod tests;

@@ -1,0 +1,208 @@
+//! Incremental backups: a series of backups as chains of one full archive and incrementals that
+//! hold what changed since their parent, each with a [`manifest`] of the whole tree beside it.
+//! [`tree`] turns a chain back into one tar of the tree at any of its backups, for restores,
+//! downloads, verifications and drills.
+//!
+//! The full archive of a chain is a plain tar of the whole volume (readable as any other
+//! backup); an incremental one is in GNU tar's incremental format, so that `tar
+//! --listed-incremental=/dev/null -x` applied to the full archive and then to each incremental
+//! in turn gives the tree too (README, "Restoring a chain by hand").
+
+pub mod manifest;
+#[cfg(test)]
+mod tests;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::io::BufReader;
+
+use uuid::Uuid;
+
+use crate::codec::{self, Digest, Payload};
+use crate::model::{Backup, BackupKind, Compression, Status};
+use crate::storage::TargetStorage;
+use crate::store::{Store, StoreError};
+use manifest::Manifest;
+pub use tree::Part;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the chain of backup {id} is broken: {why}")]
+    Broken { id: Uuid, why: String },
+    #[error("the manifest {key} cannot be read: {why}")]
+    Manifest { key: String, why: String },
+}
+
+/// The storage key of the manifest beside the archive `key` (`….incr.tar.gz` →
+/// `….incr.manifest.jsonl.gz`).
+pub fn manifest_key(key: &str, compression: Compression) -> String {
+    let archive = format!(".tar.{}", compression.suffix());
+    let stem = key.strip_suffix(&archive).unwrap_or(key);
+    format!("{stem}.manifest.jsonl.{}", compression.suffix())
+}
+
+/// The compression an archive's key names (`.gz`, `.zst`).
+pub fn compression_of(key: &str) -> Option<Compression> {
+    if key.ends_with(".gz") {
+        Some(Compression::Gzip)
+    } else if key.ends_with(".zst") {
+        Some(Compression::Zstd)
+    } else {
+        None
+    }
+}
+
+/// The size and sha256 a row records (`size`, `sha256:…`).
+pub fn recorded(size: Option<i64>, checksum: Option<&str>) -> Option<Digest> {
+    Some(Digest {
+        size: u64::try_from(size?).ok()?,
+        sha256_hex: checksum?.strip_prefix("sha256:")?.to_owned(),
+    })
+}
+
+/// Downloads, verifies (size and sha256 from the row) and reads a backup's manifest.
+pub async fn load_manifest(storage: &TargetStorage, backup: &Backup) -> Result<Manifest, ChainError> {
+    let link = &backup.chain;
+    let key = link.manifest_path.clone().ok_or_else(|| ChainError::Broken {
+        id: backup.id,
+        why: "no manifest is recorded".to_owned(),
+    })?;
+    let failed = |why: String| ChainError::Manifest {
+        key: key.clone(),
+        why,
+    };
+    let expected = recorded(link.manifest_size, link.manifest_checksum.as_deref())
+        .ok_or_else(|| failed("no checksum is recorded".to_owned()))?;
+    let compression = compression_of(&key).ok_or_else(|| failed("unknown compression".into()))?;
+    let download = storage
+        .download(&key)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let (decoded, _) = codec::unpack(download, compression, Payload::Raw, expected);
+    let read = tokio::task::spawn_blocking(move || {
+        Manifest::read(BufReader::new(codec::blocking_reader(decoded)))
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    let manifest = read.map_err(|e| failed(e.to_string()))?;
+    if manifest.backup_id != backup.id {
+        return Err(failed(format!(
+            "it is the manifest of backup {}, not of {}",
+            manifest.backup_id, backup.id
+        )));
+    }
+    Ok(manifest)
+}
+
+/// The backups `backup` needs, the full one first and `backup` last; every one must still be a
+/// `success` on the same target, at the position its child expects.
+pub async fn ancestry(store: &Store, backup: &Backup) -> Result<Vec<Backup>, ChainError> {
+    let mut chain = vec![backup.clone()];
+    loop {
+        let child = chain.last().expect("never empty");
+        let broken = |why: String| ChainError::Broken { id: backup.id, why };
+        if child.status != Status::Success {
+            return Err(broken(format!(
+                "backup {} of the chain is {}",
+                child.id,
+                child.status.as_str()
+            )));
+        }
+        match (child.chain.kind, child.chain.parent_backup_id) {
+            (BackupKind::Full, _) => break,
+            (BackupKind::Incremental, None) => {
+                return Err(broken(format!("backup {} has no parent recorded", child.id)))
+            }
+            (BackupKind::Incremental, Some(parent)) => {
+                let parent = store.backup(parent).await?;
+                if parent.chain.position + 1 != child.chain.position
+                    || parent.target_id != child.target_id
+                {
+                    return Err(broken(format!(
+                        "backup {} does not continue backup {}",
+                        child.id, parent.id
+                    )));
+                }
+                chain.push(parent);
+            }
+        }
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// What reading the tree at an incremental backup takes: its chain's archives and the origin of
+/// every path, from its manifest.
+#[derive(Debug, Clone)]
+pub struct Chained {
+    pub parts: Vec<Part>,
+    pub origins: HashMap<Vec<u8>, u32>,
+    /// The chain's backups, the full one first.
+    pub backups: Vec<Uuid>,
+}
+
+impl Chained {
+    /// One tar of the whole tree at the backup (see [`tree::tree`]).
+    pub fn tree(&self, storage: &TargetStorage) -> crate::stream::ByteStream {
+        tree::tree(storage.clone(), self.parts.clone(), self.origins.clone())
+    }
+
+    /// How the log names what is read.
+    pub fn describe(&self) -> String {
+        format!(
+            "an incremental backup: the tree is read from {} archives of its chain (the full \
+             backup {} and {} incrementals), each verified against its recorded sha256",
+            self.parts.len(),
+            self.backups[0],
+            self.parts.len() - 1
+        )
+    }
+}
+
+/// For an incremental backup, its chain; `None` for a full backup, whose archive is the whole
+/// tree by itself.
+pub async fn resolve(
+    store: &Store,
+    storage: &TargetStorage,
+    backup: &Backup,
+) -> Result<Option<Chained>, ChainError> {
+    if backup.chain.kind == BackupKind::Full {
+        return Ok(None);
+    }
+    let chain = ancestry(store, backup).await?;
+    let mut parts = Vec::with_capacity(chain.len());
+    for b in &chain {
+        let broken = |why: &str| ChainError::Broken {
+            id: backup.id,
+            why: format!("backup {}: {why}", b.id),
+        };
+        let key = b
+            .storage_path
+            .clone()
+            .ok_or_else(|| broken("no storage path"))?;
+        parts.push(Part {
+            compression: compression_of(&key).ok_or_else(|| broken("unknown compression"))?,
+            expected: recorded(b.size_bytes, b.checksum.as_deref())
+                .ok_or_else(|| broken("no checksum"))?,
+            key,
+        });
+    }
+    let manifest = load_manifest(storage, backup).await?;
+    if usize::try_from(manifest.position).ok() != Some(chain.len() - 1) {
+        return Err(ChainError::Broken {
+            id: backup.id,
+            why: format!(
+                "its manifest is at position {}, its chain has {} backups",
+                manifest.position,
+                chain.len()
+            ),
+        });
+    }
+    Ok(Some(Chained {
+        parts,
+        origins: manifest.origins(),
+        backups: chain.iter().map(|b| b.id).collect(),
+    }))
+}
