@@ -43,12 +43,39 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
     if backup.status != Status::Success {
         return Err(none(&format!("its status is {}", backup.status.as_str())));
     }
-    let key = backup.storage_path.ok_or_else(|| none("no storage path"))?;
+    let key = backup
+        .storage_path
+        .clone()
+        .ok_or_else(|| none("no storage path"))?;
     let target_id = backup
         .target_id
         .ok_or_else(|| none("its target was deleted"))?;
     let target = store.target(target_id).await?;
     let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
+    // An incremental backup downloads as one archive of the whole tree at that backup, streamed
+    // from its chain and compressed as the chain is.
+    let chained = crate::chain::resolve(store, &storage, &backup)
+        .await
+        .map_err(|e| match e {
+            crate::chain::ChainError::Store(e) => DownloadError::Store(e),
+            other => none(&other.to_string()),
+        })?;
+    if let Some(chain) = chained {
+        let compression = crate::chain::compression_of(&key).unwrap_or_default();
+        let (body, _) = crate::codec::compress(chain.tree(&storage), compression, None);
+        let stamp = key.rsplit('/').next().unwrap_or("archive");
+        let stamp = stamp.split('.').next().unwrap_or(stamp);
+        return Ok(Download::Stream {
+            file_name: format!(
+                "{}-{}-{stamp}.tar.{}",
+                backup.app_name,
+                backup.volume_name,
+                compression.suffix()
+            ),
+            size: None,
+            body,
+        });
+    }
     if let Some(url) = storage.presign_read(&key, PRESIGN_TTL).await? {
         return Ok(Download::Redirect(url));
     }

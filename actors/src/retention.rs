@@ -42,6 +42,8 @@ pub enum Reason {
     All,
     /// No rule keeps a count above 0, so nothing is pruned (restic's "policy is empty").
     NoPolicy,
+    /// A kept incremental backup needs it: it is an earlier backup of the same chain.
+    Ancestor,
 }
 
 impl Reason {
@@ -55,6 +57,7 @@ impl Reason {
             Self::Yearly => "yearly",
             Self::All => "all",
             Self::NoPolicy => "no-policy",
+            Self::Ancestor => "ancestor",
         }
     }
 }
@@ -150,7 +153,7 @@ fn period(rule: Reason, local: &DateTime<Tz>, position: usize) -> i64 {
         }
         Reason::Monthly => y * 100 + m,
         Reason::Yearly => y,
-        Reason::Last | Reason::All | Reason::NoPolicy => {
+        Reason::Last | Reason::All | Reason::NoPolicy | Reason::Ancestor => {
             i64::try_from(position).unwrap_or(i64::MAX)
         }
     }

@@ -157,21 +157,41 @@ pub async fn execute(
     )?;
     let _slot = engine.run_slot().await;
 
-    // The object: there, and of the recorded size.
-    match storage.stat(&key).await? {
-        None => {
-            return Ok(Verdict::Damaged(format!(
-                "the object {key} is missing from target {}",
-                target.name
-            )))
+    // An incremental backup is its chain: every archive of it, read as one tree.
+    let chained = match crate::chain::resolve(store, &storage, &backup).await {
+        Ok(chained) => chained,
+        Err(crate::chain::ChainError::Store(e)) => return Err(e.into()),
+        Err(e) if e.is_damage() => return Ok(Verdict::Damaged(e.to_string())),
+        Err(e) => return Err(VerifyError::Read(std::io::Error::other(e.to_string()))),
+    };
+    let objects = match &chained {
+        Some(chain) => chain
+            .parts
+            .iter()
+            .map(|p| (p.key.clone(), p.expected.size))
+            .collect(),
+        None => vec![(key.clone(), expected.size)],
+    };
+    if let Some(chain) = &chained {
+        log(chain.describe(), None).await?;
+    }
+
+    // The objects: there, and of the recorded sizes.
+    for (key, recorded) in objects {
+        match storage.stat(&key).await? {
+            None => {
+                return Ok(Verdict::Damaged(format!(
+                    "the object {key} is missing from target {}",
+                    target.name
+                )))
+            }
+            Some(size) if size != recorded => {
+                return Ok(Verdict::Damaged(format!(
+                    "the object {key} has {size} bytes, the backup recorded {recorded}"
+                )))
+            }
+            Some(size) => log(format!("object {key}: {size} bytes"), Some("object")).await?,
         }
-        Some(size) if size != expected.size => {
-            return Ok(Verdict::Damaged(format!(
-                "the object {key} has {size} bytes, the backup recorded {}",
-                expected.size
-            )))
-        }
-        Some(size) => log(format!("object {key}: {size} bytes"), Some("object")).await?,
     }
 
     // Its bytes and content, read to the end.
@@ -182,6 +202,18 @@ pub async fn execute(
     // Whether the download itself failed (then the read's error says nothing about the archive).
     let cut = Arc::new(AtomicBool::new(false));
     let read = async {
+        if let Some(chain) = &chained {
+            let (mut content, held) =
+                codec::guard(progress.meter(stage::DOWNLOAD).stream(chain.tree(&storage)));
+            let mut bytes = 0u64;
+            while let Some(chunk) = content.next().await {
+                bytes += chunk.map_err(VerifyError::Read)?.len() as u64;
+            }
+            let held = held
+                .await
+                .map_err(|_| VerifyError::Read(std::io::Error::other("the check ended early")))?;
+            return Ok::<_, VerifyError>((bytes, held.len(), None));
+        }
         let body = storage.download(&key).await?;
         let seen = Arc::clone(&cut);
         let body: crate::stream::ByteStream = Box::pin(body.inspect(move |chunk| {
@@ -214,9 +246,15 @@ pub async fn execute(
         .await?;
     let (bytes, symlinks, outline) = match read {
         Ok(read) => read,
+        // A chain's archive whose bytes or content are wrong (not a download that failed).
+        Err(VerifyError::Read(e))
+            if chained.is_some() && e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            return Ok(Verdict::Damaged(e.to_string()))
+        }
         // The bytes came in whole: a read that failed on them (a changed byte, a cut end, an
         // entry a restore refuses, a stream that does not decompress) is the archive's fault.
-        Err(VerifyError::Read(e)) if !cut.load(Ordering::Relaxed) => {
+        Err(VerifyError::Read(e)) if chained.is_none() && !cut.load(Ordering::Relaxed) => {
             return Ok(Verdict::Damaged(
                 why_unreadable(&storage, &key, &expected, e).await?,
             ))
@@ -226,11 +264,14 @@ pub async fn execute(
         }
         Err(e) => return Err(e),
     };
-    log(
-        format!("size and sha256:{} match the backup", expected.sha256_hex),
-        Some("sha256"),
-    )
-    .await?;
+    let matched = match &chained {
+        Some(chain) => format!(
+            "sizes and sha256 of the {} archives of the chain match their backups",
+            chain.parts.len()
+        ),
+        None => format!("size and sha256:{} match the backup", expected.sha256_hex),
+    };
+    log(matched, Some("sha256")).await?;
     let content = match payload {
         Payload::Tar => {
             log(

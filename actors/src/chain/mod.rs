@@ -31,8 +31,20 @@ pub enum ChainError {
     Store(#[from] StoreError),
     #[error("the chain of backup {id} is broken: {why}")]
     Broken { id: Uuid, why: String },
+    /// The manifest is missing or damaged.
     #[error("the manifest {key} cannot be read: {why}")]
     Manifest { key: String, why: String },
+    /// The target did not give the manifest (it says nothing about the backup).
+    #[error("the manifest {key} could not be downloaded: {why}")]
+    Unreachable { key: String, why: String },
+}
+
+impl ChainError {
+    /// Whether the error says the backup cannot be restored (rather than that a service did not
+    /// answer).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Broken { .. } | Self::Manifest { .. })
+    }
 }
 
 /// The storage key of the manifest beside the archive `key` (`….incr.tar.gz` →
@@ -76,17 +88,28 @@ pub async fn load_manifest(storage: &TargetStorage, backup: &Backup) -> Result<M
     let expected = recorded(link.manifest_size, link.manifest_checksum.as_deref())
         .ok_or_else(|| failed("no checksum is recorded".to_owned()))?;
     let compression = compression_of(&key).ok_or_else(|| failed("unknown compression".into()))?;
-    let download = storage
-        .download(&key)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let download = storage.download(&key).await.map_err(|e| match e {
+        crate::storage::StorageError::NotFound { .. } => failed(e.to_string()),
+        other => ChainError::Unreachable {
+            key: key.clone(),
+            why: other.to_string(),
+        },
+    })?;
     let (decoded, _) = codec::unpack(download, compression, Payload::Raw, expected);
     let read = tokio::task::spawn_blocking(move || {
         Manifest::read(BufReader::new(codec::blocking_reader(decoded)))
     })
     .await
     .map_err(|e| failed(e.to_string()))?;
-    let manifest = read.map_err(|e| failed(e.to_string()))?;
+    let manifest = read.map_err(|e| match e {
+        manifest::ManifestError::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
+            ChainError::Unreachable {
+                key: key.clone(),
+                why: io.to_string(),
+            }
+        }
+        other => failed(other.to_string()),
+    })?;
     if manifest.backup_id != backup.id {
         return Err(failed(format!(
             "it is the manifest of backup {}, not of {}",

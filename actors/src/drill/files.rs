@@ -5,7 +5,6 @@
 use super::scratch::Scratch;
 use super::tree;
 use super::{Ctx, Source};
-use crate::codec::{self, Payload};
 use crate::progress::stage;
 
 /// Differences listed in the log at most.
@@ -18,13 +17,7 @@ pub async fn drill(ctx: &Ctx<'_>, source: &Source, scratch: &Scratch) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     let extracted = async {
-        let download = source.storage.download(&source.key).await?;
-        let (tar, verified) = codec::unpack(
-            ctx.progress.meter(stage::DOWNLOAD).stream(download),
-            source.compression,
-            Payload::Tar,
-            source.expected.clone(),
-        );
+        let (tar, verified) = source.tar(ctx.progress).await?;
         let tar = ctx.progress.meter(stage::EXTRACTION).stream(tar);
         let put = helper.put_archive(crate::docker::VOLUME_MOUNT, tar).await;
         let held = verified.await;
@@ -61,13 +54,7 @@ pub async fn drill(ctx: &Ctx<'_>, source: &Source, scratch: &Scratch) -> Result<
     .await?;
 
     let listings = async {
-        let download = source.storage.download(&source.key).await?;
-        let (tar, _) = codec::unpack(
-            ctx.progress.meter(stage::DOWNLOAD).stream(download),
-            source.compression,
-            Payload::Tar,
-            source.expected.clone(),
-        );
+        let (tar, _) = source.tar(ctx.progress).await?;
         let archive = tree::list(tar).await?;
         let export = docker.export_volume(&scratch.volume).await?;
         let restored = tree::list(ctx.progress.meter(stage::DOWNLOAD).stream(export)).await?;

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::Digest;
+use crate::codec::{self, Digest};
 use crate::crew::Crew;
 use crate::docker::DockerClient;
 use crate::engine::Engine;
@@ -143,6 +143,34 @@ pub(crate) struct Source {
     /// The app's Docker volume, when it exists (ownership checked): a dump's drill takes the
     /// image of the database container that mounts it.
     pub live_volume: Option<String>,
+    /// For an incremental backup: its chain, read as one tree.
+    pub chain: Option<crate::chain::Chained>,
+}
+
+impl Source {
+    /// The backup's tree as a checked tar stream (the archive, or its chain's archives in turn),
+    /// each archive verified against its recorded sha256 as it is read.
+    pub async fn tar(
+        &self,
+        progress: &crate::progress::Progress,
+    ) -> Result<
+        (
+            crate::stream::ByteStream,
+            tokio::sync::oneshot::Receiver<Vec<crate::tar_guard::HeldSymlink>>,
+        ),
+        crate::storage::StorageError,
+    > {
+        let meter = progress.meter(crate::progress::stage::DOWNLOAD);
+        Ok(match &self.chain {
+            Some(chain) => codec::guard(meter.stream(chain.tree(&self.storage))),
+            None => codec::unpack(
+                meter.stream(self.storage.download(&self.key).await?),
+                self.compression,
+                codec::Payload::Tar,
+                self.expected.clone(),
+            ),
+        })
+    }
 }
 
 /// Performs one drill (claimed by this engine, `pending`).
@@ -293,6 +321,9 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
     } else {
         None
     };
+    let chain = crate::chain::resolve(store, &storage, backup)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Source {
         name: format!("{}/{}", backup.app_name, backup.volume_name),
         storage,
@@ -300,5 +331,6 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
         expected: archive.expected,
         compression: archive.compression,
         live_volume,
+        chain,
     })
 }

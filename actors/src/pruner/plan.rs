@@ -151,7 +151,7 @@ pub fn plan_series(
                     time: finished(b),
                 })
                 .collect();
-            let plan = retention::plan(candidates, policy, tz);
+            let plan = keep_ancestors(retention::plan(candidates, policy, tz), &by_id);
             SeriesPlan {
                 app_id,
                 app_name: newest_name,
@@ -174,6 +174,43 @@ pub fn plan_series(
             }
         })
         .collect()
+}
+
+/// Moves every backup that a kept one needs (its parent, and theirs, up to the chain's full
+/// backup) from the pruned to the kept, with [`Reason::Ancestor`]: retention never breaks a chain.
+pub fn keep_ancestors(
+    mut plan: retention::Plan<Uuid>,
+    rows: &HashMap<Uuid, Backup>,
+) -> retention::Plan<Uuid> {
+    let mut needed: Vec<Uuid> = plan
+        .keep
+        .iter()
+        .filter_map(|k| rows.get(&k.id)?.chain.parent_backup_id)
+        .collect();
+    while let Some(id) = needed.pop() {
+        if let Some(kept) = plan.keep.iter_mut().find(|k| k.id == id) {
+            if !kept.reasons.contains(&Reason::Ancestor) {
+                kept.reasons.push(Reason::Ancestor);
+            }
+            continue;
+        }
+        let Some(at) = plan.prune.iter().position(|c| c.id == id) else {
+            // Not a success row of this series any more: the chain is broken already.
+            continue;
+        };
+        let candidate = plan.prune.remove(at);
+        plan.keep.push(retention::Kept {
+            id: candidate.id,
+            time: candidate.time,
+            reasons: vec![Reason::Ancestor],
+        });
+        if let Some(parent) = rows.get(&id).and_then(|b| b.chain.parent_backup_id) {
+            needed.push(parent);
+        }
+    }
+    plan.keep
+        .sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
+    plan
 }
 
 /// Plans every series of a job from its `success` rows; changes nothing.
@@ -252,7 +289,18 @@ async fn prune_one(
     };
     let deleted = match backup.target_id {
         None => Err("its target was deleted, so its object cannot be deleted".to_owned()),
-        Some(target_id) => delete(engine, targets, target_id, key).await,
+        Some(target_id) => {
+            // The manifest first: an archive whose manifest is gone is still restorable as a
+            // chain member's row says, a manifest without its archive is not.
+            let manifest = match backup.chain.manifest_path.as_deref() {
+                Some(manifest) => delete(engine, targets, target_id, manifest).await,
+                None => Ok(()),
+            };
+            match manifest {
+                Ok(()) => delete(engine, targets, target_id, key).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     match deleted {
         Ok(()) => {
@@ -388,5 +436,90 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// A series' runs as the engine makes them: each successful run continues the chain of the
+    /// newest success while it holds fewer than `full_every` backups, else starts a new one; a
+    /// prune follows every run. Returns the success rows left.
+    fn simulate(outcomes: &[bool], full_every: i32, policy: &RetentionPolicy) -> Vec<Backup> {
+        let mut rows: Vec<Backup> = Vec::new();
+        for (i, &ok) in outcomes.iter().enumerate() {
+            if !ok {
+                continue;
+            }
+            let at = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+                + chrono::Duration::hours(7 * i as i64);
+            let mut b = row("app", "data", 0);
+            b.finished_at = Some(at);
+            b.created_at = at;
+            let parent = rows.iter().max_by_key(|r| finished(r));
+            b.chain = match parent {
+                Some(p) if p.chain.position + 1 < full_every => crate::model::ChainLink {
+                    kind: crate::model::BackupKind::Incremental,
+                    parent_backup_id: Some(p.id),
+                    position: p.chain.position + 1,
+                    ..Default::default()
+                },
+                _ => Default::default(),
+            };
+            rows.push(b);
+            let plans = plan_series(rows.clone(), policy, chrono_tz::Tz::UTC);
+            let pruned: Vec<Uuid> = plans
+                .iter()
+                .flat_map(|s| s.prune.iter().map(|b| b.id))
+                .collect();
+            rows.retain(|r| !pruned.contains(&r.id));
+        }
+        rows
+    }
+
+    fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
+        let count = || proptest::option::of(0u32..6);
+        (count(), count(), count(), count()).prop_map(|(last, daily, weekly, monthly)| {
+            RetentionPolicy {
+                keep_last: last,
+                keep_daily: daily,
+                keep_weekly: weekly,
+                keep_monthly: monthly,
+                ..Default::default()
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_kept_backup_ever_loses_an_ancestor(
+            outcomes in proptest::collection::vec(proptest::bool::weighted(0.85), 1..60),
+            full_every in 1i32..9,
+            policy in arb_policy(),
+        ) {
+            let left = simulate(&outcomes, full_every, &policy);
+            let ids: std::collections::HashSet<Uuid> = left.iter().map(|b| b.id).collect();
+            for b in &left {
+                if let Some(parent) = b.chain.parent_backup_id {
+                    prop_assert!(ids.contains(&parent), "backup at position {} lost its parent", b.chain.position);
+                }
+            }
+            // And the policy's own choice is kept: the plan of what is left keeps all of it.
+            let plans = plan_series(left.clone(), &policy, chrono_tz::Tz::UTC);
+            prop_assert!(plans.iter().all(|s| s.prune.is_empty()));
+            // The newest backup is always there.
+            prop_assert_eq!(left.is_empty(), !outcomes.iter().any(|&ok| ok));
+        }
+
+        #[test]
+        fn without_chains_the_plan_is_the_policys(
+            outcomes in proptest::collection::vec(Just(true), 1..40),
+            policy in arb_policy(),
+        ) {
+            // fullEvery 1: every backup full; no backup is kept as an ancestor.
+            let left = simulate(&outcomes, 1, &policy);
+            let plans = plan_series(left, &policy, chrono_tz::Tz::UTC);
+            prop_assert!(plans.iter().flat_map(|s| s.keep.iter()).all(|k| !k.reasons.contains(&Reason::Ancestor)));
+        }
     }
 }

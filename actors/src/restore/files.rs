@@ -27,6 +27,8 @@ pub struct FileRestore<'a> {
     pub key: &'a str,
     pub compression: Compression,
     pub expected: Digest,
+    /// For an incremental backup: its chain, read as one tree instead of `key` alone.
+    pub chain: Option<&'a crate::chain::Chained>,
     pub volume: &'a str,
     pub restore_id: Uuid,
     /// The volume lock this restore holds; confirmed before every step that changes the volume.
@@ -198,17 +200,26 @@ impl FileRestore<'_> {
             )));
         }
         let progress = self.watch.progress;
-        let download = crate::stream::until_cancelled(
-            self.storage.download(self.key).await?,
-            self.cancel.clone(),
-            super::SHUTTING_DOWN,
-        );
-        let (tar, verified) = codec::unpack(
-            progress.meter(stage::DOWNLOAD).stream(download),
-            self.compression,
-            Payload::Tar,
-            self.expected.clone(),
-        );
+        let (tar, verified) = match self.chain {
+            Some(chain) => codec::guard(crate::stream::until_cancelled(
+                progress.meter(stage::DOWNLOAD).stream(chain.tree(self.storage)),
+                self.cancel.clone(),
+                super::SHUTTING_DOWN,
+            )),
+            None => {
+                let download = crate::stream::until_cancelled(
+                    self.storage.download(self.key).await?,
+                    self.cancel.clone(),
+                    super::SHUTTING_DOWN,
+                );
+                codec::unpack(
+                    progress.meter(stage::DOWNLOAD).stream(download),
+                    self.compression,
+                    Payload::Tar,
+                    self.expected.clone(),
+                )
+            }
+        };
         let tar = progress.meter(stage::EXTRACTION).stream(tar);
         let put = helper.put_archive(&staging, tar).await;
         let verified = verified.await;

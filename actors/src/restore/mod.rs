@@ -254,6 +254,12 @@ async fn perform(
         progress: &progress,
         deadline: settings.stall_deadline,
     };
+    let chained = crate::chain::resolve(store, &storage, &backup)
+        .await
+        .map_err(|e| RestoreError::NotRestorable {
+            id: backup.id,
+            why: e.to_string(),
+        })?;
     let docker = engine.docker().await?;
 
     let owner = crate::ownership::Owner {
@@ -278,6 +284,9 @@ async fn perform(
         expected.size, expected.sha256_hex, target.name
     ))
     .await?;
+    if let Some(chained) = &chained {
+        log.line(&chained.describe()).await?;
+    }
     let lock = crew.lock_volume(&volume).await?;
     let safety = SafetyStep {
         wanted: safety && existed,
@@ -302,6 +311,7 @@ async fn perform(
                 key: &key,
                 compression,
                 expected,
+                chain: chained.as_ref(),
                 volume: &volume,
                 restore_id,
                 lock: &lock,

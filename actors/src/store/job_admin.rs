@@ -163,15 +163,20 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// The archives a job's history rows point at (what `purge` deletes).
+    /// The archives (and the manifests of chains) a job's history rows point at (what `purge`
+    /// deletes).
     #[tracing::instrument(skip(self))]
     pub async fn job_archives(&self, job_id: Uuid) -> Result<Vec<ArchiveRef>, StoreError> {
         let client = self.pool().get().await?;
         let rows = client
             .query(
-                "SELECT id, target_id, storage_path FROM backup
-                 WHERE job_id = $1 AND storage_path IS NOT NULL AND status <> 'pruned'
-                 ORDER BY created_at, id",
+                "SELECT id, target_id, path FROM (
+                   SELECT id, target_id, storage_path AS path, created_at FROM backup
+                   WHERE job_id = $1 AND storage_path IS NOT NULL AND status <> 'pruned'
+                   UNION ALL
+                   SELECT id, target_id, manifest_path, created_at FROM backup
+                   WHERE job_id = $1 AND manifest_path IS NOT NULL AND status <> 'pruned') objects
+                 ORDER BY created_at, id, path",
                 &[&job_id],
             )
             .await?;
