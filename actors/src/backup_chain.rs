@@ -111,7 +111,10 @@ impl VolumeJob<'_> {
             ));
         }
         if parent.target_id != Some(self.target.id) {
-            return Some(format!("the last backup {} is on another target", parent.id));
+            return Some(format!(
+                "the last backup {} is on another target",
+                parent.id
+            ));
         }
         let compression = parent.storage_path.as_deref().and_then(compression_of);
         if compression != Some(self.compression) {
@@ -190,7 +193,10 @@ impl VolumeJob<'_> {
             manifest_checksum: Some(format!("sha256:{}", digest.sha256_hex)),
             manifest_size: Some(i64::try_from(digest.size).unwrap_or(i64::MAX)),
         };
-        self.engine.store().set_backup_chain(self.row, &link).await?;
+        self.engine
+            .store()
+            .set_backup_chain(self.row, &link)
+            .await?;
         self.log(&format!(
             "manifest of {total} entries stored at {manifest_key} ({} bytes, sha256:{}); this \
              archive holds {stored} of them{}",

@@ -76,6 +76,17 @@ pub struct HistoryItem {
     pub verified_at: Option<DateTime<Utc>>,
     /// `ok` (intact) or `failed` (it would not restore); null before any verification.
     pub verify_outcome: Option<String>,
+    /// `full`, or `incremental`: the archive holds what changed since `parentBackupId`, and a
+    /// restore or a download reads the chain from its full backup on.
+    #[schema(value_type = String)]
+    pub kind: vardo_actors::model::BackupKind,
+    pub parent_backup_id: Option<Uuid>,
+    /// 0 for a full backup, n for the n-th incremental of its chain.
+    pub chain_position: i32,
+    /// The manifest of the whole tree beside the archive (backups of a chain), and its
+    /// `sha256:<hex>`.
+    pub manifest_path: Option<String>,
+    pub manifest_checksum: Option<String>,
     /// Timestamped log lines; only when one row is fetched by id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -124,6 +135,11 @@ pub fn view(b: Backup, with_log: bool) -> HistoryItem {
         created_at: b.created_at,
         verified_at: b.verified_at,
         verify_outcome: b.verify_outcome,
+        kind: b.chain.kind,
+        parent_backup_id: b.chain.parent_backup_id,
+        chain_position: b.chain.position,
+        manifest_path: b.chain.manifest_path,
+        manifest_checksum: b.chain.manifest_checksum,
         log: with_log.then_some(b.log),
     }
 }

@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 use uuid::Uuid;
 use vardo_actors::download::{download as fetch, Download};
-use vardo_actors::model::{Backup, Status};
+use vardo_actors::model::{Backup, BackupKind, Status};
 use vardo_actors::store::HistoryFilter;
 
 use super::layout::{badge, duration, page, size, time, PageError, Refresh};
@@ -168,7 +168,11 @@ pub async fn list(
                     td { (b.job_id.and_then(|id| jobs.iter().find(|j| j.job.id == id)).map_or("—", |j| j.job.name.as_str())) }
                     td { (b.app_name) " / " (b.volume_name) }
                     td { (badge(b.status.as_str())) }
-                    td { (size(b.size_bytes)) }
+                    td { (size(b.size_bytes))
+                        @if b.chain.kind == BackupKind::Incremental {
+                            " " small title="Holds what changed since the backup before; restores and downloads read its chain" { "incremental " (b.chain.position) }
+                        }
+                    }
                     td { (duration(b.started_at, b.finished_at)) }
                     td { @if let Some(p) = &b.storage_path { code { (p) } } @else { "—" } }
                     td { @if let Some(c) = &b.checksum {
@@ -221,6 +225,17 @@ pub async fn backup(
             dt { "Created" } dd { (time(b.created_at)) }
             dt { "Duration" } dd { (duration(b.started_at, b.finished_at)) }
             dt { "Size" } dd { (size(b.size_bytes)) }
+            dt { "Kind" } dd {
+                @match (b.chain.kind, b.chain.parent_backup_id) {
+                    (BackupKind::Incremental, Some(parent)) => {
+                        "incremental " (b.chain.position) " of its chain: what changed since "
+                        a href={"/backups/" (parent)} { "the backup before" }
+                        "; a restore or download reads the chain from its full backup on"
+                    }
+                    _ if b.chain.manifest_path.is_some() => { "full (the start of a chain of incremental backups)" }
+                    _ => { "full" }
+                }
+            }
             dt { "Stored as" } dd { code { (b.storage_path.as_deref().unwrap_or("—")) } }
             dt { "Checksum" } dd { code { (b.checksum.as_deref().unwrap_or("—")) } }
             dt { "Verified" } dd { (b.verify_outcome.as_deref().unwrap_or("never")) @if let Some(t) = b.verified_at { " " (time(t)) } }

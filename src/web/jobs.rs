@@ -81,6 +81,11 @@ pub async fn job_page(
             dt { "Apps" } dd { @for a in &r.app_ids { (apps.get(a).map_or(a.as_str(), String::as_str)) " " } }
             dt { "Retention" } dd { (retention(&j.retention)) }
             dt { "Compression" } dd { (j.compression.as_str()) }
+            dt { "Incremental" } dd {
+                @if let Some(n) = j.incremental_full_every {
+                    "a full backup every " (n) " backups; those between hold what changed (file volumes read from their host folder)"
+                } @else { "off: every backup is full" }
+            }
             dt { "Notifications" } dd {
                 "on failure: " (if j.notify_on_failure { "yes" } else { "no" })
                 ", on success: " (if j.notify_on_success { "yes" } else { "no" })

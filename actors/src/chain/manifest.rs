@@ -146,19 +146,24 @@ impl Manifest {
         let first = lines
             .next()
             .ok_or_else(|| damaged(1, "it is empty".into()))??;
-        let header: Header =
-            serde_json::from_str(&first).map_err(|e| damaged(1, e.to_string()))?;
+        let header: Header = serde_json::from_str(&first).map_err(|e| damaged(1, e.to_string()))?;
         if header.format != FORMAT {
             return Err(damaged(1, format!("unknown format {:?}", header.format)));
         }
         let mut entries = Vec::new();
         for (i, line) in lines.enumerate() {
             let line = line?;
-            let parsed: Line = serde_json::from_str(&line).map_err(|e| damaged(i + 2, e.to_string()))?;
+            let parsed: Line =
+                serde_json::from_str(&line).map_err(|e| damaged(i + 2, e.to_string()))?;
             let path = match (parsed.p, parsed.px) {
                 (Some(p), None) => p.into_bytes(),
                 (None, Some(px)) => hex::decode(px).map_err(|e| damaged(i + 2, e.to_string()))?,
-                _ => return Err(damaged(i + 2, "an entry needs exactly one of p and px".into())),
+                _ => {
+                    return Err(damaged(
+                        i + 2,
+                        "an entry needs exactly one of p and px".into(),
+                    ))
+                }
             };
             entries.push(Entry {
                 path,
@@ -271,7 +276,10 @@ mod tests {
             racy: true,
             ..entry(b"f", 0)
         };
-        assert!(!entry(b"f", 0).unchanged_since(&racy), "a racy entry is read again");
+        assert!(
+            !entry(b"f", 0).unchanged_since(&racy),
+            "a racy entry is read again"
+        );
     }
 
     #[test]

@@ -75,12 +75,18 @@ pub fn recorded(size: Option<i64>, checksum: Option<&str>) -> Option<Digest> {
 }
 
 /// Downloads, verifies (size and sha256 from the row) and reads a backup's manifest.
-pub async fn load_manifest(storage: &TargetStorage, backup: &Backup) -> Result<Manifest, ChainError> {
+pub async fn load_manifest(
+    storage: &TargetStorage,
+    backup: &Backup,
+) -> Result<Manifest, ChainError> {
     let link = &backup.chain;
-    let key = link.manifest_path.clone().ok_or_else(|| ChainError::Broken {
-        id: backup.id,
-        why: "no manifest is recorded".to_owned(),
-    })?;
+    let key = link
+        .manifest_path
+        .clone()
+        .ok_or_else(|| ChainError::Broken {
+            id: backup.id,
+            why: "no manifest is recorded".to_owned(),
+        })?;
     let failed = |why: String| ChainError::Manifest {
         key: key.clone(),
         why,
@@ -136,7 +142,10 @@ pub async fn ancestry(store: &Store, backup: &Backup) -> Result<Vec<Backup>, Cha
         match (child.chain.kind, child.chain.parent_backup_id) {
             (BackupKind::Full, _) => break,
             (BackupKind::Incremental, None) => {
-                return Err(broken(format!("backup {} has no parent recorded", child.id)))
+                return Err(broken(format!(
+                    "backup {} has no parent recorded",
+                    child.id
+                )))
             }
             (BackupKind::Incremental, Some(parent)) => {
                 let parent = store.backup(parent).await?;

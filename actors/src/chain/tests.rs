@@ -44,8 +44,15 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
             format!("file {}", hex::encode(sha2::Sha256::digest(&data)))
         };
         let mode = meta.permissions().mode() & 0o7777;
-        let mode = if meta.file_type().is_symlink() { 0 } else { mode };
-        out.insert(rel, format!("{what} mode {mode:o} owner {}:{}", meta.uid(), meta.gid()));
+        let mode = if meta.file_type().is_symlink() {
+            0
+        } else {
+            mode
+        };
+        out.insert(
+            rel,
+            format!("{what} mode {mode:o} owner {}:{}", meta.uid(), meta.gid()),
+        );
     }
 }
 
@@ -101,7 +108,10 @@ fn names_in(tar: &[u8]) -> Vec<(Vec<u8>, u8)> {
         .expect("entries")
         .map(|e| {
             let e = e.expect("entry");
-            (e.path_bytes().into_owned(), e.header().entry_type().as_byte())
+            (
+                e.path_bytes().into_owned(),
+                e.header().entry_type().as_byte(),
+            )
         })
         .collect()
 }
@@ -147,8 +157,11 @@ fn every_backup_of_a_chain_reads_back_exactly_both_ways() {
     std::fs::create_dir(p("becomes-dir")).expect("mkdir");
     std::fs::write(p("becomes-dir/inside"), b"new").expect("write");
     std::fs::write(p("uploads/new.txt"), b"added").expect("write");
-    std::fs::set_permissions(p("uploads/deep/er/a.bin"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod");
+    std::fs::set_permissions(
+        p("uploads/deep/er/a.bin"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     let (tar1, m1) = backup(&root, 1, Some(&m0));
     let at1 = snapshot(&root);
 
@@ -171,8 +184,14 @@ fn every_backup_of_a_chain_reads_back_exactly_both_ways() {
     );
     let mut s1 = stored(&m1, 1);
     s1.sort();
-    assert_eq!(s1, in1, "the manifest says which entries this archive holds");
-    assert!(m1.entries.iter().any(|e| e.path == b"keep.txt" && e.origin == 0));
+    assert_eq!(
+        s1, in1,
+        "the manifest says which entries this archive holds"
+    );
+    assert!(m1
+        .entries
+        .iter()
+        .any(|e| e.path == b"keep.txt" && e.origin == 0));
     assert!(!m1.entries.iter().any(|e| e.path.starts_with(b"gone")));
 
     std::fs::remove_file(p("edit.txt")).expect("rm");
@@ -195,6 +214,10 @@ fn every_backup_of_a_chain_reads_back_exactly_both_ways() {
         for archive in &chain[..=n] {
             extract(archive, &by_hand, &["--listed-incremental=/dev/null"]);
         }
-        assert_eq!(&snapshot(&by_hand), expected, "backup {n} by hand with GNU tar");
+        assert_eq!(
+            &snapshot(&by_hand),
+            expected,
+            "backup {n} by hand with GNU tar"
+        );
     }
 }

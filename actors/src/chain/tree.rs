@@ -32,7 +32,11 @@ pub struct Part {
 
 /// The tree at the last of `parts`, whose manifest gave `origins` (path → chain position); part
 /// `i` is the archive at chain position `i`.
-pub fn tree(storage: TargetStorage, parts: Vec<Part>, origins: HashMap<Vec<u8>, u32>) -> ByteStream {
+pub fn tree(
+    storage: TargetStorage,
+    parts: Vec<Part>,
+    origins: HashMap<Vec<u8>, u32>,
+) -> ByteStream {
     let handle = Handle::current();
     codec::blocking_source(move |out| {
         let mut builder = tar::Builder::new(out);
@@ -93,9 +97,12 @@ pub fn share<W: Write>(
         match kind {
             _ if folder => builder.append_data(&mut head, path, io::empty())?,
             EntryType::Link | EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "a link entry without a target")
-                })?;
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidData, "a link entry without a target")
+                    })?;
                 builder.append_link(&mut head, path, OsStr::from_bytes(&target))?;
             }
             _ => builder.append_data(&mut head, path, &mut entry)?,

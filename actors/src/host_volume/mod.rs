@@ -234,7 +234,8 @@ impl<W: Write> Walk<W> {
             head.set_cksum();
             self.builder.append(&head, dumpdir.as_slice())?;
         } else {
-            self.builder.append_data(&mut head, at, dumpdir.as_slice())?;
+            self.builder
+                .append_data(&mut head, at, dumpdir.as_slice())?;
             self.report.entries += 1;
         }
         for (name, path, stat) in listed {

@@ -80,8 +80,7 @@ fn a_folder_becomes_a_tar_with_its_root_links_and_long_names() {
     let long = "n".repeat(180);
     std::fs::write(root.join(&long), b"long").expect("write");
 
-    let _socket =
-        std::os::unix::net::UnixListener::bind(root.join("app.sock")).expect("socket");
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("app.sock")).expect("socket");
 
     let mut tar = Vec::new();
     let report = write_tar(root, &mut tar).expect("tar");

@@ -202,7 +202,9 @@ impl FileRestore<'_> {
         let progress = self.watch.progress;
         let (tar, verified) = match self.chain {
             Some(chain) => codec::guard(crate::stream::until_cancelled(
-                progress.meter(stage::DOWNLOAD).stream(chain.tree(self.storage)),
+                progress
+                    .meter(stage::DOWNLOAD)
+                    .stream(chain.tree(self.storage)),
                 self.cancel.clone(),
                 super::SHUTTING_DOWN,
             )),

@@ -215,6 +215,7 @@ async fn insert_job(
             compression,
             compression_level: level,
             drill_schedule: None,
+            incremental_full_every: None,
             app_ids: vec![app_id.to_owned()],
         })
         .await?)

@@ -39,8 +39,28 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
         "name": "nightly", "schedule": "0 2 * * *", "enabled": true, "targetId": target,
         "appIds": [a1], "keepAll": false, "keepLast": 3, "keepHourly": null, "keepDaily": 7,
         "keepWeekly": 4, "keepMonthly": 6, "keepYearly": 1, "notifyOnSuccess": true,
-        "notifyOnFailure": false, "timezone": "Europe/Berlin", "compression": "zstd"
+        "notifyOnFailure": false, "timezone": "Europe/Berlin", "compression": "zstd",
+        "incremental": {"fullEvery": 7}
     });
+    for bad in [
+        json!({"fullEvery": 0}),
+        json!({"fullEvery": 1001}),
+        json!({"every": 3}),
+    ] {
+        let mut wrong = body.clone();
+        wrong["incremental"] = bad.clone();
+        let refused = org.api.post(&org.path("/backups/jobs"), &wrong).await;
+        assert!(
+            matches!(refused.status, 400 | 422),
+            "{bad}: {}",
+            refused.text
+        );
+        assert!(
+            refused.text.contains("incremental") || refused.text.contains("every"),
+            "{}",
+            refused.text
+        );
+    }
     let created = org
         .api
         .post(&org.path("/backups/jobs"), &body)
@@ -63,6 +83,7 @@ async fn jobs_round_trip_every_field_and_compute_their_schedule() {
         "notifyOnFailure",
         "timezone",
         "compression",
+        "incremental",
     ] {
         assert_eq!(created.body[key], body[key], "{key}: {}", created.text);
     }

@@ -21,6 +21,7 @@ mod http_metrics;
 mod http_openapi;
 mod http_organizations;
 mod http_targets;
+mod incremental;
 mod notifications;
 mod pinned_read;
 mod postgres_cluster;

@@ -49,6 +49,7 @@ async fn job(
             compression: Compression::Gzip,
             compression_level: None,
             drill_schedule: None,
+            incremental_full_every: None,
             app_ids: apps.iter().map(|a| a.id.clone()).collect(),
         })
         .await

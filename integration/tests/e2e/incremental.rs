@@ -1,0 +1,380 @@
+//! Incremental backups against the real engine, Docker volume and S3 server: a chain of a full
+//! backup and incrementals that hold only what changed; every link restores the volume exactly as
+//! it was at that backup; GNU tar alone restores the chain by hand from the stored objects; a
+//! download of an incremental is the whole tree; retention keeps the ancestors a kept backup needs
+//! and deletes a chain's objects (archives and manifests) only once nothing needs them.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use vardo_actors::model::{BackupKind, Compression, Status, TargetKind, VolumeKind};
+use vardo_actors::storage::TargetStorage;
+use vardo_integration::{describe, volumes, TestBed};
+
+const FROM_HOST: &[(&str, &str)] = &[("VARDO_READ_VOLUMES_FROM_HOST", "true")];
+
+/// A tree with a few hundred files, hard and symbolic links, odd names and owners.
+const POPULATE: &str = r#"set -e; cd /volume
+mkdir -p uploads/2024 uploads/2025 cache/tmp 'odd -rf $(x) "q" *?['
+for i in $(seq 1 150); do head -c $((i * 97)) /dev/urandom > uploads/2024/f$i.bin; done
+for i in $(seq 1 100); do printf 'row %s\n' $i > uploads/2025/t$i.txt; done
+printf 'conf\n' > settings.conf && chown 1234:5678 settings.conf && chmod 0600 settings.conf
+printf 'gone soon\n' > cache/tmp/a && printf 'b\n' > cache/tmp/b
+ln uploads/2025/t1.txt hard-link && ln -s uploads/2025/t2.txt soft-link
+printf 'x' > 'odd -rf $(x) "q" *?[/-name'
+"#;
+
+/// Waits out the second in which change detection treats fresh entries as changed anyway.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+}
+
+async fn object(storage: &TargetStorage, key: &str) -> Vec<u8> {
+    let mut stream = storage.download(key).await.expect("download");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    bytes
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gunzip");
+    out
+}
+
+#[tokio::test]
+async fn a_chain_stores_only_changes_and_every_link_restores_exactly() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "incr", &[("files", VolumeKind::Generic)])
+        .await;
+    let volume = bed.blue(&app, "files");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    volumes::sh(&bed.docker, &volume, POPULATE)
+        .await
+        .expect("populate");
+    let target = bed
+        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Gzip)
+        .await;
+    let db = bed.db.client().await.expect("db");
+    db.execute(
+        "UPDATE backup_job SET incremental_full_every = 3, keep_all = false, keep_last = 1 WHERE id = $1",
+        &[&job],
+    )
+    .await
+    .expect("incremental on");
+
+    // The changes between backups: edits (one of the same size), deletions of a file and a
+    // folder, additions, a mode change, a file that becomes a folder.
+    let changes = [
+        "cd /volume && printf 'row X\\n' > uploads/2025/t3.txt && rm -rf cache/tmp \
+         && printf 'new\\n' > uploads/2025/new.txt && chmod 0640 uploads/2024/f7.bin",
+        "cd /volume && rm uploads/2024/f9.bin && rm settings.conf && mkdir settings.conf \
+         && printf 'inside\\n' > settings.conf/now-a-folder && printf 'row Y\\n' > hard-link",
+    ];
+    let mut rows = Vec::new();
+    let mut listings = Vec::new();
+    for step in 0..3 {
+        settle().await;
+        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        let row = ran.into_iter().next().expect("a row");
+        assert_eq!(row.status, Status::Success, "{}", row.log);
+        listings.push(
+            volumes::listing(&bed.docker, &volume)
+                .await
+                .expect("listing"),
+        );
+        rows.push(row);
+        if let Some(change) = changes.get(step) {
+            volumes::sh(&bed.docker, &volume, change)
+                .await
+                .expect("change");
+        }
+    }
+
+    // The chain: a full backup, then incrementals that name their parent.
+    let storage = bed.bucket.storage();
+    for (i, row) in rows.iter().enumerate() {
+        let key = row.storage_path.as_deref().expect("key");
+        assert_eq!(row.chain.position, i as i32, "{}", row.log);
+        assert!(row.chain.manifest_path.is_some(), "{}", row.log);
+        if i == 0 {
+            assert_eq!(row.chain.kind, BackupKind::Full);
+            assert!(key.ends_with(".full.tar.gz"), "{key}");
+        } else {
+            assert_eq!(row.chain.kind, BackupKind::Incremental, "{}", row.log);
+            assert_eq!(row.chain.parent_backup_id, Some(rows[i - 1].id));
+            assert!(key.ends_with(".incr.tar.gz"), "{key}");
+        }
+    }
+    let full = rows[0].size_bytes.expect("size");
+    for row in &rows[1..] {
+        let size = row.size_bytes.expect("size");
+        assert!(
+            size * 10 < full,
+            "an incremental holds only what changed: {size} bytes against the full {full}"
+        );
+        let tar = gunzip(&object(&storage, row.storage_path.as_deref().expect("key")).await);
+        let files: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| String::from_utf8_lossy(&e.path_bytes()).into_owned())
+            .collect();
+        assert!(
+            files.len() <= 3,
+            "only the changed files are in the archive: {files:?}"
+        );
+    }
+
+    // Every link of the chain restores the volume exactly as it was at that backup.
+    for (row, expected) in rows.iter().zip(&listings).rev() {
+        volumes::sh(
+            &bed.docker,
+            &volume,
+            "rm -rf /volume/* && echo other > /volume/x",
+        )
+        .await
+        .expect("mutate");
+        let out = bed.cli(&[
+            "restore",
+            "--backup",
+            &row.id.to_string(),
+            "--no-safety-backup",
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let after = volumes::listing(&bed.docker, &volume)
+            .await
+            .expect("listing");
+        assert_eq!(
+            &after, expected,
+            "restore of chain position {}",
+            row.chain.position
+        );
+    }
+
+    // By hand: GNU tar's incremental extraction of the stored objects, in order.
+    let by_hand = bed.track_volume(&format!("byhand-{}", bed.id));
+    bed.docker.create_volume(&by_hand).await.expect("volume");
+    let folder = bed
+        .docker
+        .host_folder(&by_hand)
+        .await
+        .expect("inspect")
+        .expect("host folder");
+    let scratch = tempfile::tempdir().expect("dir");
+    for (i, row) in rows.iter().enumerate() {
+        let tar = gunzip(&object(&storage, row.storage_path.as_deref().expect("key")).await);
+        let file = scratch.path().join(format!("{i}.tar"));
+        std::fs::write(&file, tar).expect("write");
+        let out = std::process::Command::new("tar")
+            .arg("--listed-incremental=/dev/null")
+            .arg("-xpf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&folder)
+            .output()
+            .expect("GNU tar");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let hand = volumes::listing(&bed.docker, &by_hand)
+        .await
+        .expect("listing");
+    assert_eq!(hand, listings[2], "GNU tar alone restores the chain");
+
+    // The download of an incremental backup is one archive of the whole tree.
+    let tree = {
+        let engine = bed.engine();
+        match vardo_actors::download::download(&engine, rows[2].id)
+            .await
+            .expect("download")
+        {
+            vardo_actors::download::Download::Stream {
+                body, file_name, ..
+            } => {
+                assert!(file_name.ends_with(".tar.gz"), "{file_name}");
+                let mut body = body;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(&chunk.expect("chunk"));
+                }
+                gunzip(&bytes)
+            }
+            vardo_actors::download::Download::Redirect(url) => {
+                panic!("an incremental backup is not one object: {url}")
+            }
+        }
+    };
+    let whole = bed.track_volume(&format!("whole-{}", bed.id));
+    bed.docker.create_volume(&whole).await.expect("volume");
+    let folder = bed
+        .docker
+        .host_folder(&whole)
+        .await
+        .expect("inspect")
+        .expect("host folder");
+    let file = scratch.path().join("whole.tar");
+    std::fs::write(&file, tree).expect("write");
+    let out = std::process::Command::new("tar")
+        .arg("-xpf")
+        .arg(&file)
+        .arg("-C")
+        .arg(&folder)
+        .output()
+        .expect("GNU tar");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        volumes::listing(&bed.docker, &whole)
+            .await
+            .expect("listing"),
+        listings[2],
+        "the download is the tree at the backup"
+    );
+
+    // Verification reads the whole chain.
+    let out = bed.cli(&["verify", "--backup", &rows[2].id.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 archives of the chain"),
+        "{}",
+        describe(&out)
+    );
+
+    // A drill of the job restores the newest backup, an incremental, into a scratch volume.
+    let out = bed.cli(&["drill", "--job", &job.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Retention (keepLast 1): the newest is kept, and with it every ancestor.
+    let out = bed.cli(&["prune", "--job", &job.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for row in &rows {
+        let now = bed.store.backup(row.id).await.expect("row");
+        assert_eq!(now.status, Status::Success, "{}", describe(&out));
+    }
+    // A fourth backup starts a new chain; then the old chain is no longer needed.
+    settle().await;
+    let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let fresh = &ran[0];
+    assert_eq!(
+        (fresh.chain.kind, fresh.chain.position),
+        (BackupKind::Full, 0),
+        "{}",
+        fresh.log
+    );
+    let out = bed.cli(&["prune", "--job", &job.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for row in &rows {
+        let now = bed.store.backup(row.id).await.expect("row");
+        assert_eq!(now.status, Status::Pruned, "{}", now.log);
+        for key in [
+            row.storage_path.as_deref(),
+            row.chain.manifest_path.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert_eq!(
+                storage.stat(key).await.expect("stat"),
+                None,
+                "{key} deleted"
+            );
+        }
+    }
+    let kept = fresh.chain.manifest_path.as_deref().expect("manifest");
+    assert!(storage.stat(kept).await.expect("stat").is_some());
+    bed.cleanup().await;
+}
+
+/// A damaged link breaks only what needs it: the restore of an incremental whose parent's
+/// archive changed on the target fails and leaves the volume exactly as it was.
+#[tokio::test]
+async fn a_changed_archive_in_the_chain_fails_the_restore_and_changes_nothing() {
+    let bed = TestBed::new().await;
+    let org = bed.organization().await;
+    let app = bed
+        .app(&org, "incrbad", &[("files", VolumeKind::Generic)])
+        .await;
+    let volume = bed.blue(&app, "files");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    volumes::sh(&bed.docker, &volume, POPULATE)
+        .await
+        .expect("populate");
+    let target = bed
+        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
+        .await;
+    let job = bed
+        .job(&org, Some(target), &[&app], Compression::Zstd)
+        .await;
+    let db = bed.db.client().await.expect("db");
+    db.execute(
+        "UPDATE backup_job SET incremental_full_every = 5 WHERE id = $1",
+        &[&job],
+    )
+    .await
+    .expect("incremental on");
+    let mut rows = Vec::new();
+    for _ in 0..2 {
+        settle().await;
+        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        rows.push(ran.into_iter().next().expect("row"));
+        volumes::sh(
+            &bed.docker,
+            &volume,
+            "echo more >> /volume/uploads/2025/t5.txt",
+        )
+        .await
+        .expect("change");
+    }
+    assert_eq!(
+        rows[1].chain.kind,
+        BackupKind::Incremental,
+        "{}",
+        rows[1].log
+    );
+    let before = volumes::listing(&bed.docker, &volume)
+        .await
+        .expect("listing");
+
+    // The full archive is replaced on the target by other bytes.
+    let storage = bed.bucket.storage();
+    let key = rows[0].storage_path.clone().expect("key");
+    let mut bytes = object(&storage, &key).await;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let body: vardo_actors::stream::ByteStream = Box::pin(futures::stream::once(async move {
+        Ok(bytes::Bytes::from(bytes))
+    }));
+    storage.upload(&key, body).await.expect("overwrite");
+
+    let out = bed.cli(&["restore", "--backup", &rows[1].id.to_string()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        volumes::listing(&bed.docker, &volume)
+            .await
+            .expect("listing"),
+        before,
+        "a failed restore of a chain changes nothing"
+    );
+    let out = bed.cli(&["verify", "--backup", &rows[1].id.to_string()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("checksum mismatch")
+            || String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        describe(&out)
+    );
+    bed.cleanup().await;
+}
