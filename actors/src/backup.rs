@@ -480,7 +480,7 @@ impl VolumeJob<'_> {
                 (Some(plan), Some(_)) => Some(plan),
                 (Some(_), None) => {
                     self.log(
-                        "incremental backups compare the volume's host folder with the last                          backup's manifest; this volume is not read from its host folder, so                          this backup is a full one outside any chain",
+                        "this volume's read gives no manifest, so this backup is a full one outside any chain",
                     )
                     .await?;
                     None

@@ -83,7 +83,7 @@ pub async fn job_page(
             dt { "Compression" } dd { (j.compression.as_str()) }
             dt { "Incremental" } dd {
                 @if let Some(n) = j.incremental_full_every {
-                    "a full backup every " (n) " backups; those between hold what changed (file volumes read from their host folder)"
+                    "a full backup every " (n) " backups; those between hold what changed (file volumes; database dumps stay full)"
                 } @else { "off: every backup is full" }
             }
             dt { "Notifications" } dd {

@@ -8,10 +8,20 @@
 //! --listed-incremental=/dev/null -x` applied to the full archive and then to each incremental
 //! in turn gives the tree too (README, "Restoring a chain by hand").
 
+pub mod export;
 pub mod manifest;
 #[cfg(test)]
 mod tests;
 pub mod tree;
+
+/// Entries changed (by ctime or mtime) at or after this second, Unix time, are racy: a second
+/// before now (see [`manifest::Entry::racy`]).
+pub fn racy_from() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now - 1
+}
 
 use std::collections::HashMap;
 use std::io::BufReader;

@@ -71,6 +71,9 @@ pub fn share<W: Write>(
     position: u32,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(input as &mut dyn Read);
+    // An archive read through Docker lists a folder twice: where Docker lists it, and as a
+    // dumpdir at the end. The first one is taken.
+    let mut folders = std::collections::HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path_bytes().into_owned();
@@ -82,6 +85,9 @@ pub fn share<W: Write>(
         let kind = head.entry_type();
         let folder = kind == EntryType::Directory || kind.as_byte() == b'D';
         if folder {
+            if !folders.insert(key.to_vec()) {
+                continue;
+            }
             head.set_entry_type(EntryType::Directory);
             head.set_size(0);
         }

@@ -69,13 +69,10 @@ struct ChainState {
 
 impl ChainState {
     fn new(walk: ChainWalk) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         Self {
             walk,
             entries: Vec::new(),
-            racy_from: now - 1,
+            racy_from: crate::chain::racy_from(),
         }
     }
 

@@ -108,10 +108,29 @@ pub async fn open_archive(
             Err(why) => source.push_str(&format!(" ({why})")),
         }
     }
+    let export = docker.export_volume(docker_volume).await?;
+    if let Some(chain) = options.chain.clone() {
+        if chain.previous.is_some() {
+            source.push_str(
+                "; each entry's header is compared with the last backup's manifest and only \
+                 what changed is stored",
+            );
+        }
+        let (stream, manifest) = crate::chain::export::from_export(export, chain);
+        return Ok(VolumeArchive {
+            docker_volume: docker_volume.to_owned(),
+            extension: "tar",
+            stream,
+            source,
+            host_read: None,
+            session: None,
+            manifest: Some(manifest),
+        });
+    }
     Ok(VolumeArchive {
         docker_volume: docker_volume.to_owned(),
         extension: "tar",
-        stream: docker.export_volume(docker_volume).await?,
+        stream: export,
         source,
         host_read: None,
         session: None,

@@ -16,13 +16,18 @@
 //!    for comparison. GNU tar, gzip and zstd reading vardo's archives is checked on the way: every
 //!    restored volume must match the original's fingerprint.
 //!
+//! 6. `incremental` (not in the default steps): incremental backups against restic, see
+//!    [`incremental`].
+//!
 //! Settings (environment): `VARDO_BENCH_MIB` (volume size, default 1024), `VARDO_BENCH_STEPS`
-//! (comma-separated subset of `baseline,gzip,zstd,gzip-host,zstd-host,raw,restore`, default all),
+//! (comma-separated subset of `baseline,gzip,zstd,gzip-host,zstd-host,raw,restore,incremental`,
+//! default all but `incremental`),
 //! `VARDO_BENCH_GZIP_LEVEL` / `VARDO_BENCH_ZSTD_LEVEL` (the jobs' level; default: the job default),
 //! `VARDO_BENCH_PERF=<dir>` (sample the whole machine with `perf` during each run and print where
 //! the CPU time went).
 //! Everything it creates — volumes, bucket, database — is removed at the end.
 
+mod incremental;
 mod measure;
 mod report;
 mod volume;
@@ -184,6 +189,10 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     }
 
     report.print();
+    if config.wants("incremental") {
+        // Last: it changes the volume day by day.
+        incremental::compare(bed, &binary, &org, target, &app.id, &volume, volume_bytes).await?;
+    }
     println!();
     println!("  load:    {} (1, 5, 15 min) at the end", loadavg());
     Ok(())

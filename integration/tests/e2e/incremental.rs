@@ -13,6 +13,7 @@ use vardo_actors::storage::TargetStorage;
 use vardo_integration::{describe, volumes, TestBed};
 
 const FROM_HOST: &[(&str, &str)] = &[("VARDO_READ_VOLUMES_FROM_HOST", "true")];
+const THROUGH_DOCKER: &[(&str, &str)] = &[("VARDO_READ_VOLUMES_FROM_HOST", "false")];
 
 /// A tree with a few hundred files, hard and symbolic links, odd names and owners.
 const POPULATE: &str = r#"set -e; cd /volume
@@ -48,7 +49,16 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_chain_stores_only_changes_and_every_link_restores_exactly() {
+async fn a_chain_read_from_the_host_folder_stores_only_changes_and_every_link_restores_exactly() {
+    chain_round_trip(FROM_HOST, "from its folder on the Docker host").await;
+}
+
+#[tokio::test]
+async fn a_chain_read_through_docker_stores_only_changes_and_every_link_restores_exactly() {
+    chain_round_trip(THROUGH_DOCKER, "through the Docker archive API").await;
+}
+
+async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
     let bed = TestBed::new().await;
     let org = bed.organization().await;
     let app = bed
@@ -85,10 +95,11 @@ async fn a_chain_stores_only_changes_and_every_link_restores_exactly() {
     let mut listings = Vec::new();
     for step in 0..3 {
         settle().await;
-        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+        let (out, ran) = bed.run_job_with(job, read).await;
         assert!(out.status.success(), "{}", describe(&out));
         let row = ran.into_iter().next().expect("a row");
         assert_eq!(row.status, Status::Success, "{}", row.log);
+        assert!(row.log.contains(read_says), "{}", row.log);
         listings.push(
             volumes::listing(&bed.docker, &volume)
                 .await
@@ -264,7 +275,7 @@ async fn a_chain_stores_only_changes_and_every_link_restores_exactly() {
     }
     // A fourth backup starts a new chain; then the old chain is no longer needed.
     settle().await;
-    let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+    let (out, ran) = bed.run_job_with(job, read).await;
     assert!(out.status.success(), "{}", describe(&out));
     let fresh = &ran[0];
     assert_eq!(
