@@ -436,12 +436,14 @@ impl VolumeJob<'_> {
         let settings = self.engine.settings();
         let deadline = settings.stall_deadline;
         let stages = self.stages();
+        self.engine.store().clear_backup_chain(self.row).await?;
         let chain = self.chain_plan().await?;
         let options = volume_runner::ArchiveOptions {
             from_host: settings.read_volumes_from_host,
             stall_deadline: deadline,
             session_name: format!("vardo-backup {}", self.row),
             chain: chain.as_ref().map(|c| c.walk.clone()),
+            read_meter: Some(self.progress.meter(stage::VOLUME_READ)),
         };
         let opened = self.progress.deadline(
             deadline,

@@ -67,12 +67,17 @@ impl VolumeJob<'_> {
                 .await?;
             return Ok(Some(ChainPlan::full()));
         };
-        if let Some(why) = self.cannot_continue(&parent, incremental.full_every) {
+        let limit = self.engine.settings().stall_deadline;
+        let why = match self.cannot_continue(&parent, incremental.full_every) {
+            Some(why) => Some(why),
+            None => self.broken_chain(&parent, limit).await?,
+        };
+        if let Some(why) = why {
             self.log(&format!("this backup starts a new chain (full): {why}"))
                 .await?;
             return Ok(Some(ChainPlan::full()));
         }
-        match chain::load_manifest(self.storage, &parent).await {
+        match chain::load_manifest(self.storage, &parent, limit).await {
             Ok(manifest) => {
                 let position = u32::try_from(parent.chain.position + 1).unwrap_or(u32::MAX);
                 self.log(&format!(
@@ -126,6 +131,52 @@ impl VolumeJob<'_> {
         None
     }
 
+    /// Why the chain `parent` belongs to cannot take another backup, if it cannot: a backup of it
+    /// is no longer a success, failed its last verification, or its archive is not on the target
+    /// at its recorded size (a purge that stopped half-way, an object removed by hand).
+    async fn broken_chain(
+        &self,
+        parent: &Backup,
+        limit: std::time::Duration,
+    ) -> Result<Option<String>, BackupError> {
+        let chain = match chain::ancestry(self.engine.store(), parent).await {
+            Ok(chain) => chain,
+            Err(chain::ChainError::Store(e)) => return Err(e.into()),
+            Err(e) => return Ok(Some(e.to_string())),
+        };
+        for b in &chain {
+            if b.verify_outcome.as_deref() == Some("failed") {
+                return Ok(Some(format!(
+                    "backup {} of the chain failed its verification",
+                    b.id
+                )));
+            }
+            let Some(key) = b.storage_path.as_deref() else {
+                return Ok(Some(format!("backup {} of the chain has no archive", b.id)));
+            };
+            let stat = tokio::time::timeout(limit, self.storage.stat(key)).await;
+            let size = b.size_bytes.and_then(|s| u64::try_from(s).ok());
+            match stat {
+                Ok(Ok(found)) if found.is_some() && found == size => {}
+                Ok(Ok(found)) => {
+                    return Ok(Some(format!(
+                        "the archive {key} of the chain is {} on the target",
+                        found.map_or("missing".to_owned(), |n| format!("{n} bytes, not {size:?}"))
+                    )))
+                }
+                Ok(Err(e)) => {
+                    return Ok(Some(format!("the archive {key} could not be checked: {e}")))
+                }
+                Err(_) => {
+                    return Ok(Some(format!(
+                        "the archive {key} could not be checked within {limit:?}"
+                    )))
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Stores the manifest of the archive just uploaded to `key` and records the row's place in
     /// its chain. On failure the archive is removed too: a chain archive without its manifest is
     /// of no use to a restore.
@@ -170,17 +221,20 @@ impl VolumeJob<'_> {
         let bytes = Bytes::from(manifest.to_bytes());
         let stream: crate::stream::ByteStream =
             Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        let digest = self
-            .crew
-            .upload(
-                self.storage,
-                manifest_key,
-                stream,
-                self.compression,
-                self.level,
-                self.progress,
-            )
-            .await?;
+        let limit = self.engine.settings().stall_deadline;
+        let upload = self.crew.upload(
+            self.storage,
+            manifest_key,
+            stream,
+            self.compression,
+            self.level,
+            self.progress,
+        );
+        let digest = tokio::time::timeout(limit, upload).await.map_err(|_| {
+            BackupError::Refused(format!(
+                "the manifest upload to {manifest_key} did not finish within {limit:?}"
+            ))
+        })??;
         let link = ChainLink {
             kind: if plan.parent.is_some() {
                 BackupKind::Incremental

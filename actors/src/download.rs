@@ -54,7 +54,7 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
     let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
     // An incremental backup downloads as one archive of the whole tree at that backup, streamed
     // from its chain and compressed as the chain is.
-    let chained = crate::chain::resolve(store, &storage, &backup)
+    let chained = crate::chain::resolve(store, &storage, &backup, engine.settings().stall_deadline)
         .await
         .map_err(|e| match e {
             crate::chain::ChainError::Store(e) => DownloadError::Store(e),
@@ -62,7 +62,11 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
         })?;
     if let Some(chain) = chained {
         let compression = crate::chain::compression_of(&key).unwrap_or_default();
-        let (body, _) = crate::codec::compress(chain.tree(&storage), compression, None);
+        let (body, _) = crate::codec::compress(
+            chain.tree(&storage, crate::chain::ReadWatch::default()),
+            compression,
+            None,
+        );
         let stamp = key.rsplit('/').next().unwrap_or("archive");
         let stamp = stamp.split('.').next().unwrap_or(stamp);
         return Ok(Download::Stream {

@@ -32,3 +32,31 @@ pub fn until_cancelled(
     }
     .boxed()
 }
+
+/// `stream`, ended with an error when no chunk arrives for `limit`.
+pub fn stalls_after(stream: ByteStream, limit: std::time::Duration) -> ByteStream {
+    use futures::StreamExt as _;
+    async_stream::stream! {
+        let mut stream = stream;
+        loop {
+            match tokio::time::timeout(limit, stream.next()).await {
+                Ok(Some(item)) => {
+                    let failed = item.is_err();
+                    yield item;
+                    if failed {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    yield Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no bytes arrived for {limit:?}"),
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+    .boxed()
+}

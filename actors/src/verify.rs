@@ -158,12 +158,13 @@ pub async fn execute(
     let _slot = engine.run_slot().await;
 
     // An incremental backup is its chain: every archive of it, read as one tree.
-    let chained = match crate::chain::resolve(store, &storage, &backup).await {
-        Ok(chained) => chained,
-        Err(crate::chain::ChainError::Store(e)) => return Err(e.into()),
-        Err(e) if e.is_damage() => return Ok(Verdict::Damaged(e.to_string())),
-        Err(e) => return Err(VerifyError::Read(std::io::Error::other(e.to_string()))),
-    };
+    let chained =
+        match crate::chain::resolve(store, &storage, &backup, settings.stall_deadline).await {
+            Ok(chained) => chained,
+            Err(crate::chain::ChainError::Store(e)) => return Err(e.into()),
+            Err(e) if e.is_damage() => return Ok(Verdict::Damaged(e.to_string())),
+            Err(e) => return Err(VerifyError::Read(std::io::Error::other(e.to_string()))),
+        };
     let objects = match &chained {
         Some(chain) => chain
             .parts
@@ -203,8 +204,11 @@ pub async fn execute(
     let cut = Arc::new(AtomicBool::new(false));
     let read = async {
         if let Some(chain) = &chained {
-            let (mut content, held) =
-                codec::guard(progress.meter(stage::DOWNLOAD).stream(chain.tree(&storage)));
+            let watch = crate::chain::ReadWatch {
+                meter: Some(progress.meter(stage::DOWNLOAD)),
+                cut: Arc::clone(&cut),
+            };
+            let (mut content, held) = codec::guard(chain.tree(&storage, watch));
             let mut bytes = 0u64;
             while let Some(chunk) = content.next().await {
                 bytes += chunk.map_err(VerifyError::Read)?.len() as u64;
@@ -246,18 +250,16 @@ pub async fn execute(
         .await?;
     let (bytes, symlinks, outline) = match read {
         Ok(read) => read,
-        // A chain's archive whose bytes or content are wrong (not a download that failed).
-        Err(VerifyError::Read(e))
-            if chained.is_some() && e.kind() == std::io::ErrorKind::InvalidData =>
-        {
-            return Ok(Verdict::Damaged(e.to_string()))
-        }
         // The bytes came in whole: a read that failed on them (a changed byte, a cut end, an
-        // entry a restore refuses, a stream that does not decompress) is the archive's fault.
-        Err(VerifyError::Read(e)) if chained.is_none() && !cut.load(Ordering::Relaxed) => {
+        // entry a restore refuses, a stream that does not decompress, an archive of a chain that
+        // lacks an entry its backup's manifest takes from it) is the archive's fault.
+        Err(VerifyError::Read(e)) if !cut.load(Ordering::Relaxed) => {
+            if chained.is_some() {
+                return Ok(Verdict::Damaged(e.to_string()));
+            }
             return Ok(Verdict::Damaged(
                 why_unreadable(&storage, &key, &expected, e).await?,
-            ))
+            ));
         }
         Err(VerifyError::Storage(StorageError::NotFound { key, .. })) => {
             return Ok(Verdict::Damaged(format!("the object {key} is missing")))

@@ -58,6 +58,8 @@ pub fn rewrite(
     let mut entries = Vec::new();
     let mut folders: Vec<Folder> = Vec::new();
     let mut folder_at: HashMap<Vec<u8>, usize> = HashMap::new();
+    // The origin of every entry recorded so far, by path.
+    let mut current: HashMap<Vec<u8>, u32> = HashMap::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path_bytes().into_owned();
@@ -78,6 +80,11 @@ pub fn rewrite(
             gid: u32::try_from(head.gid()?).unwrap_or(u32::MAX),
             origin: walk.position,
             racy: false,
+            link: match entry.link_name_bytes() {
+                Some(l) if kind.is_hard_link() => Some(normalize(&l).to_vec()),
+                Some(l) if kind.is_symlink() => Some(l.into_owned()),
+                _ => None,
+            },
         };
         record.racy = record.mtime >= racy_from;
         if record.kind == '\0' {
@@ -94,7 +101,12 @@ pub fn rewrite(
             .as_ref()
             .filter(|_| !folder)
             .and_then(|p| p.get(&key))
-            .filter(|before| record.unchanged_since(before))
+            .filter(|before| record.unchanged_since(before) && before.link == record.link)
+            // A hard link stays only while what it links to is in the tree from the same archive.
+            .filter(|before| match (&before.link, before.kind) {
+                (Some(target), '1') => current.get(target) == Some(&before.origin),
+                _ => true,
+            })
             .map(|before| before.origin);
         let code = match (folder, unchanged) {
             (true, _) => b'D',
@@ -120,6 +132,7 @@ pub fn rewrite(
                 dumpdir: Vec::new(),
             });
         }
+        current.insert(key.clone(), record.origin);
         if code != b'N' {
             let link = entry.link_name_bytes().map(|l| l.into_owned());
             append(&mut builder, &mut head, &key, link.as_deref(), &mut entry)?;

@@ -54,6 +54,10 @@ pub struct Entry {
     /// (what git calls a racy entry).
     #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
     pub racy: bool,
+    /// For an entry stored as a hard link, the path it links to in its archive; for a symlink,
+    /// its target (when known).
+    #[serde(skip)]
+    pub link: Option<Vec<u8>>,
 }
 
 impl Entry {
@@ -84,8 +88,20 @@ struct Line {
     p: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     px: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    l: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lx: Option<String>,
     #[serde(flatten)]
     entry: Entry,
+}
+
+/// A name as JSON: the text when it is UTF-8, else hex in the second field.
+fn as_text(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_owned()), None),
+        Err(_) => (None, Some(hex::encode(bytes))),
+    }
 }
 
 /// A backup's whole tree, in archive order.
@@ -116,15 +132,15 @@ impl Manifest {
         )?;
         out.write_all(b"\n")?;
         for e in &self.entries {
-            let (p, px) = match std::str::from_utf8(&e.path) {
-                Ok(s) => (Some(s.to_owned()), None),
-                Err(_) => (None, Some(hex::encode(&e.path))),
-            };
+            let (p, px) = as_text(&e.path);
+            let (l, lx) = e.link.as_deref().map_or((None, None), as_text);
             serde_json::to_writer(
                 &mut *out,
                 &Line {
                     p,
                     px,
+                    l,
+                    lx,
                     entry: e.clone(),
                 },
             )?;
@@ -165,8 +181,17 @@ impl Manifest {
                     ))
                 }
             };
+            let link = match (parsed.l, parsed.lx) {
+                (Some(l), None) => Some(l.into_bytes()),
+                (None, Some(lx)) => {
+                    Some(hex::decode(lx).map_err(|e| damaged(i + 2, e.to_string()))?)
+                }
+                (None, None) => None,
+                _ => return Err(damaged(i + 2, "an entry has both l and lx".into())),
+            };
             entries.push(Entry {
                 path,
+                link,
                 ..parsed.entry
             });
         }
@@ -229,6 +254,7 @@ mod tests {
             gid: 1000,
             origin,
             racy: false,
+            link: None,
         }
     }
 
@@ -242,6 +268,14 @@ mod tests {
                 entry(b"plain.txt", 0),
                 entry(b"-rf $(x)\n\"q\"*?[", 1),
                 entry(b"\xff\xfebin", 2),
+                Entry {
+                    link: Some(b"\xfetarget".to_vec()),
+                    ..entry(b"hard", 1)
+                },
+                Entry {
+                    link: Some(b"plain.txt".to_vec()),
+                    ..entry(b"soft", 1)
+                },
             ],
         };
         let bytes = m.to_bytes();

@@ -25,6 +25,11 @@ pub fn racy_from() -> i64 {
 
 use std::collections::HashMap;
 use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
 
 use uuid::Uuid;
 
@@ -33,7 +38,7 @@ use crate::model::{Backup, BackupKind, Compression, Status};
 use crate::storage::TargetStorage;
 use crate::store::{Store, StoreError};
 use manifest::Manifest;
-pub use tree::Part;
+pub use tree::{Part, ReadWatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -85,9 +90,11 @@ pub fn recorded(size: Option<i64>, checksum: Option<&str>) -> Option<Digest> {
 }
 
 /// Downloads, verifies (size and sha256 from the row) and reads a backup's manifest.
+/// A manifest whose download moves nothing for `limit` is given up (as unreachable).
 pub async fn load_manifest(
     storage: &TargetStorage,
     backup: &Backup,
+    limit: Duration,
 ) -> Result<Manifest, ChainError> {
     let link = &backup.chain;
     let key = link
@@ -104,27 +111,38 @@ pub async fn load_manifest(
     let expected = recorded(link.manifest_size, link.manifest_checksum.as_deref())
         .ok_or_else(|| failed("no checksum is recorded".to_owned()))?;
     let compression = compression_of(&key).ok_or_else(|| failed("unknown compression".into()))?;
-    let download = storage.download(&key).await.map_err(|e| match e {
-        crate::storage::StorageError::NotFound { .. } => failed(e.to_string()),
-        other => ChainError::Unreachable {
-            key: key.clone(),
-            why: other.to_string(),
-        },
-    })?;
+    let unreachable = |why: String| ChainError::Unreachable {
+        key: key.clone(),
+        why,
+    };
+    let download = tokio::time::timeout(limit, storage.download(&key))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {limit:?}")))?
+        .map_err(|e| match e {
+            crate::storage::StorageError::NotFound { .. } => failed(e.to_string()),
+            other => unreachable(other.to_string()),
+        })?;
+    // Whether the download itself failed: then a read error says nothing about the manifest.
+    let cut = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&cut);
+    let download = crate::stream::stalls_after(download, limit);
+    let download: crate::stream::ByteStream = Box::pin(download.inspect(move |chunk| {
+        if chunk.is_err() {
+            seen.store(true, Ordering::Relaxed);
+        }
+    }));
     let (decoded, _) = codec::unpack(download, compression, Payload::Raw, expected);
     let read = tokio::task::spawn_blocking(move || {
         Manifest::read(BufReader::new(codec::blocking_reader(decoded)))
     })
     .await
     .map_err(|e| failed(e.to_string()))?;
-    let manifest = read.map_err(|e| match e {
-        manifest::ManifestError::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
-            ChainError::Unreachable {
-                key: key.clone(),
-                why: io.to_string(),
-            }
+    let manifest = read.map_err(|e| {
+        if cut.load(Ordering::Relaxed) {
+            unreachable(e.to_string())
+        } else {
+            failed(e.to_string())
         }
-        other => failed(other.to_string()),
     })?;
     if manifest.backup_id != backup.id {
         return Err(failed(format!(
@@ -181,14 +199,26 @@ pub async fn ancestry(store: &Store, backup: &Backup) -> Result<Vec<Backup>, Cha
 pub struct Chained {
     pub parts: Vec<Part>,
     pub origins: HashMap<Vec<u8>, u32>,
+    /// The root folder as the backup recorded it.
+    pub root: Option<manifest::Entry>,
     /// The chain's backups, the full one first.
     pub backups: Vec<Uuid>,
 }
 
 impl Chained {
-    /// One tar of the whole tree at the backup (see [`tree::tree`]).
-    pub fn tree(&self, storage: &TargetStorage) -> crate::stream::ByteStream {
-        tree::tree(storage.clone(), self.parts.clone(), self.origins.clone())
+    /// One tar of the whole tree at the backup (see [`tree::tree`]), read as `watch` says.
+    pub fn tree(
+        &self,
+        storage: &TargetStorage,
+        watch: tree::ReadWatch,
+    ) -> crate::stream::ByteStream {
+        tree::tree(
+            storage.clone(),
+            self.parts.clone(),
+            self.origins.clone(),
+            self.root.clone(),
+            watch,
+        )
     }
 
     /// How the log names what is read.
@@ -209,6 +239,7 @@ pub async fn resolve(
     store: &Store,
     storage: &TargetStorage,
     backup: &Backup,
+    limit: Duration,
 ) -> Result<Option<Chained>, ChainError> {
     if backup.chain.kind == BackupKind::Full {
         return Ok(None);
@@ -231,7 +262,7 @@ pub async fn resolve(
             key,
         });
     }
-    let manifest = load_manifest(storage, backup).await?;
+    let manifest = load_manifest(storage, backup, limit).await?;
     if usize::try_from(manifest.position).ok() != Some(chain.len() - 1) {
         return Err(ChainError::Broken {
             id: backup.id,
@@ -245,6 +276,7 @@ pub async fn resolve(
     Ok(Some(Chained {
         parts,
         origins: manifest.origins(),
+        root: manifest.entries.iter().find(|e| e.path.is_empty()).cloned(),
         backups: chain.iter().map(|b| b.id).collect(),
     }))
 }

@@ -20,6 +20,16 @@ use crate::host_volume::{write_tar_chain, ChainWalk};
 fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
+    let meta = std::fs::metadata(root).expect("stat root");
+    out.insert(
+        Vec::new(),
+        format!(
+            "root mode {:o} owner {}:{}",
+            meta.permissions().mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ),
+    );
     out
 }
 
@@ -71,16 +81,34 @@ fn backup(root: &Path, position: u32, previous: Option<&Manifest>) -> (Vec<u8>, 
     (tar, manifest)
 }
 
-/// The tree at the last of `archives`, as one tar, extracted with plain `tar -x`.
+/// The tree at the last of `archives`, as one tar as [`super::tree::tree`] writes it (the root
+/// first, each archive's share counted), through the restore's guard, extracted with `tar -x`.
 fn restore_merged(archives: &[&[u8]], manifest: &Manifest, into: &Path) {
     let origins = manifest.origins();
+    let wanted = super::tree::wanted(&origins);
     let mut builder = tar::Builder::new(Vec::new());
+    let root = manifest
+        .entries
+        .iter()
+        .find(|e| e.path.is_empty())
+        .expect("root");
+    builder
+        .append(&super::tree::root_header(root), std::io::empty())
+        .expect("root");
     for (i, archive) in archives.iter().enumerate() {
         let mut input = *archive;
-        share(&mut input, &mut builder, &origins, i as u32).expect("share");
+        let copied = share(&mut input, &mut builder, &origins, i as u32).expect("share");
+        assert_eq!(
+            copied,
+            wanted.get(&(i as u32)).copied().unwrap_or(0),
+            "archive {i}"
+        );
     }
     let merged = builder.into_inner().expect("tar");
-    extract(&merged, into, &[]);
+    let mut guarded = Vec::new();
+    crate::tar_guard::check_and_forward(&mut &merged[..], &mut guarded)
+        .expect("the guard passes it");
+    extract(&guarded, into, &[]);
 }
 
 fn extract(tar: &[u8], into: &Path, flags: &[&str]) {
@@ -177,6 +205,12 @@ fn scenario(backup: Backup) {
     std::fs::write(p(&"n".repeat(200)), b"long").expect("write");
     std::os::unix::fs::symlink("keep.txt", p("link")).expect("symlink");
     std::fs::hard_link(p("keep.txt"), p("uploads/hard")).expect("hard link");
+    // A hard link whose first path moves with its folder (which leaves the file's ctime alone).
+    std::fs::create_dir(p("linked")).expect("mkdir");
+    std::fs::write(p("linked/first"), b"linked twice").expect("write");
+    std::fs::hard_link(p("linked/first"), p("zz-second")).expect("hard link");
+    std::os::unix::fs::chown(&root, Some(999), Some(998)).expect("chown root");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).expect("chmod root");
     // Older than the racy window, so that unchanged entries are not read again.
     std::thread::sleep(std::time::Duration::from_millis(2100));
 
@@ -194,6 +228,7 @@ fn scenario(backup: Backup) {
     std::fs::create_dir(p("becomes-dir")).expect("mkdir");
     std::fs::write(p("becomes-dir/inside"), b"new").expect("write");
     std::fs::write(p("uploads/new.txt"), b"added").expect("write");
+    std::fs::rename(p("linked"), p("linked-moved")).expect("move the folder");
     std::fs::set_permissions(
         p("uploads/deep/er/a.bin"),
         std::fs::Permissions::from_mode(0o600),
@@ -214,8 +249,12 @@ fn scenario(backup: Backup) {
         [
             &b"becomes-dir/inside"[..],
             b"edit.txt",
+            // A moved folder's files are new paths; the hard link to one of them is stored
+            // again, as the path it linked to in the full archive is gone.
+            b"linked-moved/first",
             b"uploads/deep/er/a.bin",
-            b"uploads/new.txt"
+            b"uploads/new.txt",
+            b"zz-second",
         ],
         "the incremental archive holds only what changed (and a listing of every folder)"
     );

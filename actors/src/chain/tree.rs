@@ -8,15 +8,18 @@
 //! The entries are written again (headers as stored, paths and link names re-encoded by the `tar`
 //! crate), so a tar of a chain is the same kind of GNU tar the host-folder read writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tar::EntryType;
 use tokio::runtime::Handle;
 
-use super::manifest::normalize;
+use super::manifest::{normalize, Entry};
 use crate::codec::{self, Digest, Payload};
 use crate::model::Compression;
 use crate::storage::TargetStorage;
@@ -30,21 +33,52 @@ pub struct Part {
     pub expected: Digest,
 }
 
-/// The tree at the last of `parts`, whose manifest gave `origins` (path → chain position); part
-/// `i` is the archive at chain position `i`.
+/// How a read of a chain is watched: the bytes downloaded are counted on `meter` (entries of an
+/// archive that a later archive supersedes are read and skipped, so the output alone would look
+/// stalled), and `cut` is set when a download itself failed (then an error says nothing about the
+/// archives).
+#[derive(Clone, Default)]
+pub struct ReadWatch {
+    pub meter: Option<crate::progress::Meter>,
+    pub cut: Arc<AtomicBool>,
+}
+
+/// The tree at the last of `parts`, whose manifest gave `origins` (path → chain position) and the
+/// root folder's record `root`; part `i` is the archive at chain position `i`. The root entry
+/// comes first: a restore takes the root's owner, mode and time from the first entry only. Each
+/// archive must hold exactly the entries the manifest takes from it.
 pub fn tree(
     storage: TargetStorage,
     parts: Vec<Part>,
     origins: HashMap<Vec<u8>, u32>,
+    root: Option<Entry>,
+    watch: ReadWatch,
 ) -> ByteStream {
     let handle = Handle::current();
     codec::blocking_source(move |out| {
+        let wanted = wanted(&origins);
         let mut builder = tar::Builder::new(out);
+        if let Some(root) = &root {
+            builder.append(&root_header(root), io::empty())?;
+        }
         for (position, part) in parts.iter().enumerate() {
             let position = u32::try_from(position).unwrap_or(u32::MAX);
-            let download = handle
-                .block_on(storage.download(&part.key))
-                .map_err(|e| io::Error::other(format!("{}: {e}", part.key)))?;
+            let download = match handle.block_on(storage.download(&part.key)) {
+                Ok(download) => download,
+                Err(e) => {
+                    watch.cut.store(true, Ordering::Relaxed);
+                    return Err(io::Error::other(format!("{}: {e}", part.key)));
+                }
+            };
+            let (meter, cut) = (watch.meter.clone(), Arc::clone(&watch.cut));
+            let download: ByteStream = Box::pin(download.inspect(move |chunk| match chunk {
+                Ok(c) => {
+                    if let Some(m) = &meter {
+                        m.add(c.len() as u64);
+                    }
+                }
+                Err(_) => cut.store(true, Ordering::Relaxed),
+            }));
             let (decoded, _) = codec::unpack(
                 download,
                 part.compression,
@@ -52,10 +86,21 @@ pub fn tree(
                 part.expected.clone(),
             );
             let mut reader = codec::blocking_reader(decoded);
-            share(&mut reader, &mut builder, &origins, position)
+            let copied = share(&mut reader, &mut builder, &origins, position)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", part.key)))?;
             // To the end of the stream, where its checksum is checked.
             io::copy(&mut reader, &mut io::sink())?;
+            let wanted = wanted.get(&position).copied().unwrap_or(0);
+            if copied != wanted {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the archive holds {copied} of the {wanted} entries the backup's \
+                         manifest takes from it",
+                        part.key
+                    ),
+                ));
+            }
         }
         builder.finish()?;
         Ok(())
@@ -63,22 +108,49 @@ pub fn tree(
     .0
 }
 
-/// Copies the entries of one archive whose origin is `position`.
+/// How many entries (the root aside) the tree takes from each archive.
+pub(super) fn wanted(origins: &HashMap<Vec<u8>, u32>) -> HashMap<u32, u64> {
+    let mut wanted: HashMap<u32, u64> = HashMap::new();
+    for (path, origin) in origins {
+        if !path.is_empty() {
+            *wanted.entry(*origin).or_default() += 1;
+        }
+    }
+    wanted
+}
+
+/// The root folder's entry, from its manifest record.
+pub(super) fn root_header(root: &Entry) -> tar::Header {
+    let mut head = tar::Header::new_gnu();
+    head.set_entry_type(EntryType::Directory);
+    head.set_mode(root.mode);
+    head.set_uid(u64::from(root.uid));
+    head.set_gid(u64::from(root.gid));
+    head.set_mtime(u64::try_from(root.mtime).unwrap_or(0));
+    head.set_size(0);
+    head.as_old_mut().name[..2].copy_from_slice(b"./");
+    head.set_cksum();
+    head
+}
+
+/// Copies the entries of one archive whose origin is `position`, but the root (which [`tree`]
+/// writes first); returns how many.
 pub fn share<W: Write>(
     input: &mut dyn BufRead,
     builder: &mut tar::Builder<W>,
     origins: &HashMap<Vec<u8>, u32>,
     position: u32,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let mut archive = tar::Archive::new(input as &mut dyn Read);
     // An archive read through Docker lists a folder twice: where Docker lists it, and as a
     // dumpdir at the end. The first one is taken.
-    let mut folders = std::collections::HashSet::new();
+    let mut folders = HashSet::new();
+    let mut copied = 0u64;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path_bytes().into_owned();
         let key = normalize(&raw);
-        if origins.get(key) != Some(&position) {
+        if key.is_empty() || origins.get(key) != Some(&position) {
             continue;
         }
         let mut head = entry.header().clone();
@@ -91,14 +163,7 @@ pub fn share<W: Write>(
             head.set_entry_type(EntryType::Directory);
             head.set_size(0);
         }
-        if key.is_empty() {
-            let name = &mut head.as_old_mut().name;
-            name.fill(0);
-            name[..2].copy_from_slice(b"./");
-            head.set_cksum();
-            builder.append(&head, io::empty())?;
-            continue;
-        }
+        copied += 1;
         let path = OsStr::from_bytes(key);
         match kind {
             _ if folder => builder.append_data(&mut head, path, io::empty())?,
@@ -114,5 +179,5 @@ pub fn share<W: Write>(
             _ => builder.append_data(&mut head, path, &mut entry)?,
         }
     }
-    Ok(())
+    Ok(copied)
 }

@@ -162,7 +162,13 @@ impl Source {
     > {
         let meter = progress.meter(crate::progress::stage::DOWNLOAD);
         Ok(match &self.chain {
-            Some(chain) => codec::guard(meter.stream(chain.tree(&self.storage))),
+            Some(chain) => codec::guard(chain.tree(
+                &self.storage,
+                crate::chain::ReadWatch {
+                    meter: Some(meter),
+                    ..Default::default()
+                },
+            )),
             None => codec::unpack(
                 meter.stream(self.storage.download(&self.key).await?),
                 self.compression,
@@ -321,7 +327,7 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
     } else {
         None
     };
-    let chain = crate::chain::resolve(store, &storage, backup)
+    let chain = crate::chain::resolve(store, &storage, backup, settings.stall_deadline)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Source {

@@ -63,6 +63,8 @@ impl std::fmt::Debug for ChainWalk {
 struct ChainState {
     walk: ChainWalk,
     entries: Vec<Entry>,
+    /// The volume's root folder, for looking up the path a hard link links to.
+    root: Option<OwnedFd>,
     /// Entries changed at or after this second (Unix time) are racy (see [`Entry::racy`]).
     racy_from: i64,
 }
@@ -72,8 +74,13 @@ impl ChainState {
         Self {
             walk,
             entries: Vec::new(),
+            root: None,
             racy_from: crate::chain::racy_from(),
         }
+    }
+
+    fn record(&mut self, entry: Entry) {
+        self.entries.push(entry);
     }
 
     fn entry(&self, path: &Path, stat: &Stat) -> Entry {
@@ -82,14 +89,29 @@ impl ChainState {
         entry
     }
 
-    /// The earlier origin of an entry that did not change, or `None` if it must be stored.
-    fn unchanged(&self, path: &Path, stat: &Stat) -> Option<u32> {
+    /// The earlier record of an entry that did not change, or `None` if it must be stored. A
+    /// file stored as a hard link is unchanged only while the path it links to is still the same
+    /// file, unchanged, from the same archive (a renamed folder leaves its files' ctimes as they
+    /// were); that is looked up by path, so the answer does not depend on the order of the walk.
+    fn unchanged(&self, path: &Path, stat: &Stat) -> Option<&Entry> {
         let previous = self.walk.previous.as_ref()?;
         let now = self.entry(path, stat);
-        previous
+        let before = previous
             .get(&now.path)
-            .filter(|before| now.unchanged_since(before))
-            .map(|before| before.origin)
+            .filter(|before| now.unchanged_since(before))?;
+        let (Some(target), '0') = (&before.link, before.kind) else {
+            return Some(before);
+        };
+        let linked = previous.get(target)?;
+        let root = self.root.as_ref()?;
+        let found = fs::statat(root, OsStr::from_bytes(target), AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let same = found.st_ino == stat.st_ino
+            && found.st_dev == stat.st_dev
+            && linked.origin == before.origin
+            && self
+                .entry(Path::new(OsStr::from_bytes(target)), &found)
+                .unchanged_since(linked);
+        same.then_some(before)
     }
 }
 
@@ -104,6 +126,7 @@ pub fn write_tar_chain(
         report: TarReport::default(),
         linked: HashMap::new(),
         chain: Some(ChainState::new(chain)),
+        link: None,
     };
     walk.root(root)?;
     let entries = walk.chain.take().map(|c| c.entries).unwrap_or_default();
@@ -146,6 +169,7 @@ pub fn write_tar(root: &Path, out: &mut dyn Write) -> io::Result<TarReport> {
         report: TarReport::default(),
         linked: HashMap::new(),
         chain: None,
+        link: None,
     };
     walk.root(root)?;
     Ok(walk.report)
@@ -169,6 +193,8 @@ struct Walk<W: Write> {
     linked: HashMap<(u64, u64), PathBuf>,
     /// For a backup in a chain: what it compares with, and the manifest being recorded.
     chain: Option<ChainState>,
+    /// The link target of the entry just stored, for its manifest record.
+    link: Option<Vec<u8>>,
 }
 
 impl<W: Write> Walk<W> {
@@ -176,6 +202,9 @@ impl<W: Write> Walk<W> {
     fn root(&mut self, root: &Path) -> io::Result<()> {
         let root_fd = fs::open(root, DIR_FLAGS, Mode::empty())?;
         let stat = fs::fstat(&root_fd)?;
+        if let Some(chain) = &mut self.chain {
+            chain.root = Some(root_fd.try_clone()?);
+        }
         self.folder(&root_fd, Path::new(""), &stat)?;
         self.builder.finish()
     }
@@ -205,12 +234,22 @@ impl<W: Write> Walk<W> {
         }
         let mut head = header(stat, EntryType::Directory);
         let mut dumpdir = Vec::new();
+        // Decided once, here: what the dumpdir says is what is stored.
+        let mut kept: Vec<Option<Entry>> = Vec::with_capacity(listed.len());
         if let Some(chain) = &mut self.chain {
+            for (_, path, stat) in &listed {
+                let folder = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+                kept.push(
+                    (!folder)
+                        .then(|| chain.unchanged(path, stat).cloned())
+                        .flatten(),
+                );
+            }
             if chain.walk.previous.is_some() {
-                for (name, path, stat) in &listed {
+                for ((name, _, stat), kept) in listed.iter().zip(&kept) {
                     let code = if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                         b'D'
-                    } else if chain.unchanged(path, stat).is_some() {
+                    } else if kept.is_some() {
                         b'N'
                     } else {
                         b'Y'
@@ -224,7 +263,7 @@ impl<W: Write> Walk<W> {
                 head.set_size(dumpdir.len() as u64);
             }
             let entry = chain.entry(at, stat);
-            chain.entries.push(entry);
+            chain.record(entry);
         }
         if at.as_os_str().is_empty() {
             head.as_old_mut().name[..2].copy_from_slice(b"./");
@@ -235,29 +274,39 @@ impl<W: Write> Walk<W> {
                 .append_data(&mut head, at, dumpdir.as_slice())?;
             self.report.entries += 1;
         }
+        let mut kept = kept.into_iter();
         for (name, path, stat) in listed {
-            self.entry(dir, &name, &path, &stat)?;
+            let kept = kept.next().flatten();
+            self.entry(dir, &name, &path, &stat, kept)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, dir: &OwnedFd, name: &CString, path: &Path, stat: &Stat) -> io::Result<()> {
+    /// One entry of a folder; `kept` is its record in the parent backup's manifest when it did
+    /// not change since.
+    fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        name: &CString,
+        path: &Path,
+        stat: &Stat,
+        kept: Option<Entry>,
+    ) -> io::Result<()> {
         let kind = FileType::from_raw_mode(stat.st_mode);
-        if kind != FileType::Directory {
-            if let Some(chain) = &mut self.chain {
-                if let Some(origin) = chain.unchanged(path, stat) {
-                    // In an earlier archive of the chain as it is now: recorded, not read.
-                    let mut entry = chain.entry(path, stat);
-                    entry.origin = origin;
-                    chain.entries.push(entry);
-                    return Ok(());
-                }
-            }
+        if let (Some(before), Some(chain)) = (kept, &mut self.chain) {
+            // In an earlier archive of the chain as it is now: recorded, not read.
+            let mut entry = chain.entry(path, stat);
+            entry.origin = before.origin;
+            entry.link = before.link;
+            chain.record(entry);
+            return Ok(());
         }
+        self.link = None;
         let stored = self.store(dir, name, path, stat, kind)?;
         if let (true, Some(chain)) = (stored, &mut self.chain) {
-            let entry = chain.entry(path, stat);
-            chain.entries.push(entry);
+            let mut entry = chain.entry(path, stat);
+            entry.link = self.link.take();
+            chain.record(entry);
         }
         Ok(())
     }
@@ -295,6 +344,7 @@ impl<W: Write> Walk<W> {
                     }
                     Err(e) => return Err(at_path(e, path)),
                 };
+                self.link = Some(target.as_bytes().to_vec());
                 let target = Path::new(OsStr::from_bytes(target.as_bytes()));
                 let mut head = header(stat, EntryType::Symlink);
                 self.builder.append_link(&mut head, path, target)?;
@@ -305,6 +355,7 @@ impl<W: Write> Walk<W> {
                 let linked = stat.st_nlink > 1;
                 if linked {
                     if let Some(first) = self.linked.get(&key) {
+                        self.link = Some(first.as_os_str().as_bytes().to_vec());
                         let mut head = header(stat, EntryType::Link);
                         self.builder.append_link(&mut head, path, first)?;
                         self.report.entries += 1;
@@ -409,6 +460,7 @@ fn manifest_entry(path: &Path, stat: &Stat, origin: u32) -> Entry {
         gid: stat.st_gid,
         origin,
         racy: false,
+        link: None,
     }
 }
 

@@ -242,13 +242,38 @@ struct Targets {
 pub async fn execute(engine: &Engine, plan: &PrunePlan) -> Result<PruneReport, PruneError> {
     let store = engine.store();
     let doomed: Vec<&Backup> = plan.series.iter().flat_map(|s| s.prune.iter()).collect();
-    let ids: Vec<Uuid> = doomed.iter().map(|b| b.id).collect();
-    let restoring = store.backups_being_restored(&ids).await?;
+    // A restore of an incremental backup reads every ancestor: those are in use too.
+    let all: Vec<&Backup> = plan
+        .series
+        .iter()
+        .flat_map(|s| s.keep.iter().map(|k| &k.backup).chain(s.prune.iter()))
+        .collect();
+    let ids: Vec<Uuid> = all.iter().map(|b| b.id).collect();
+    let parents: HashMap<Uuid, Uuid> = all
+        .iter()
+        .filter_map(|b| Some((b.id, b.chain.parent_backup_id?)))
+        .collect();
+    let mut restoring: std::collections::HashSet<Uuid> = store
+        .backups_being_restored(&ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut needed: Vec<Uuid> = restoring.iter().copied().collect();
+    while let Some(id) = needed.pop() {
+        if let Some(parent) = parents.get(&id) {
+            if restoring.insert(*parent) {
+                needed.push(*parent);
+            }
+        }
+    }
     let mut targets = Targets::default();
     let mut report = PruneReport::default();
     for backup in doomed {
         let outcome = if restoring.contains(&backup.id) {
-            Outcome::Deferred("a restore of this backup is in progress".to_owned())
+            Outcome::Deferred(
+                "a restore of this backup, or of a later one of its chain, is in progress"
+                    .to_owned(),
+            )
         } else {
             prune_one(engine, &mut targets, backup).await?
         };

@@ -202,9 +202,13 @@ impl FileRestore<'_> {
         let progress = self.watch.progress;
         let (tar, verified) = match self.chain {
             Some(chain) => codec::guard(crate::stream::until_cancelled(
-                progress
-                    .meter(stage::DOWNLOAD)
-                    .stream(chain.tree(self.storage)),
+                chain.tree(
+                    self.storage,
+                    crate::chain::ReadWatch {
+                        meter: Some(progress.meter(stage::DOWNLOAD)),
+                        ..Default::default()
+                    },
+                ),
                 self.cancel.clone(),
                 super::SHUTTING_DOWN,
             )),

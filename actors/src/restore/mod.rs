@@ -254,7 +254,7 @@ async fn perform(
         progress: &progress,
         deadline: settings.stall_deadline,
     };
-    let chained = crate::chain::resolve(store, &storage, &backup)
+    let chained = crate::chain::resolve(store, &storage, &backup, settings.stall_deadline)
         .await
         .map_err(|e| RestoreError::NotRestorable {
             id: backup.id,

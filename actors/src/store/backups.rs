@@ -278,6 +278,21 @@ impl Store {
         row.as_ref().map(backup_row).transpose()
     }
 
+    /// Forgets what an earlier attempt of a running row recorded of a chain (a restarted run
+    /// writes its archive again, maybe outside any chain).
+    pub async fn clear_backup_chain(&self, id: Uuid) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET kind = 'full', parent_backup_id = NULL, chain_position = 0,
+                    manifest_path = NULL, manifest_checksum = NULL, manifest_size = NULL
+                 WHERE id = $1 AND status = 'running' AND manifest_path IS NOT NULL",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Records a running backup's place in its chain and its manifest (before it is marked
     /// `success`).
     pub async fn set_backup_chain(

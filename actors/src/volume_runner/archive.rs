@@ -56,9 +56,12 @@ pub struct ArchiveOptions {
     pub stall_deadline: std::time::Duration,
     /// Names the `pg_dump` session (`application_name`), so that it can be ended by name.
     pub session_name: String,
-    /// For a backup in a chain of incremental backups: what it compares with. Needs the host
-    /// folder; a volume read through Docker's archive API is read whole, outside any chain.
+    /// For a backup in a chain of incremental backups: what it compares with (from the host
+    /// folder by ctime and inode too, through Docker's archive API by each entry's header).
     pub chain: Option<ChainWalk>,
+    /// Counts what is read from Docker for a chain's archive, of which only the changed entries
+    /// leave (the stall watch would see nothing move while unchanged entries pass).
+    pub read_meter: Option<crate::progress::Meter>,
 }
 
 /// Opens the archive stream of a volume already found. File volumes are read from their folder on
@@ -110,6 +113,10 @@ pub async fn open_archive(
     }
     let export = docker.export_volume(docker_volume).await?;
     if let Some(chain) = options.chain.clone() {
+        let export = match options.read_meter.clone() {
+            Some(meter) => meter.stream(export),
+            None => export,
+        };
         if chain.previous.is_some() {
             source.push_str(
                 "; each entry's header is compared with the last backup's manifest and only \

@@ -148,6 +148,7 @@ pub async fn compare(
 
     let mut pairs = Vec::new();
     let mut rows = Vec::new();
+    let mut first_source = String::new();
     settle().await;
     for day in 1..=7u32 {
         if day > 2 {
@@ -170,6 +171,9 @@ pub async fn compare(
             });
         }
         rows.push(id);
+        if day == 1 {
+            first_source = volume::fingerprint(&dir)?;
+        }
     }
     for (day, id) in rows.iter().enumerate() {
         let b = bed.store.backup(*id).await?;
@@ -190,6 +194,18 @@ pub async fn compare(
     let ours_stored = stored_bytes(&bed.bucket.name, "vardo")?;
     let restic_stored = stored_bytes(&bed.bucket.name, "restic")?;
     let source = volume::fingerprint(&dir)?;
+
+    // For reference, not a goal: the restore of the chain's full backup alone, whose cost is
+    // what a restore through Docker's archive API costs at all.
+    volumes::remove(&bed.docker, docker_volume).await;
+    let (_, full_restore) = timed(
+        "vardo-restore-day1",
+        &mut crate::vardo(bed, binary, &["restore", "--backup", &rows[0].to_string()]),
+    )?;
+    ensure!(
+        volume::fingerprint(&volume::mountpoint(docker_volume)?)? == first_source,
+        "the restored volume differs from the first day's"
+    );
 
     // Restores of the seventh backup: vardo-backup into the volume (removed first, so created
     // empty), restic into an empty folder.
@@ -255,6 +271,14 @@ pub async fn compare(
             if met { "met" } else { "NOT met" }
         );
     }
+    println!(
+        "  {:<40} {:>12} {:>10.2} s {:>14} {:>11} KiB  (reference: a restore through Docker's archive API)",
+        "restore of the first (full) backup",
+        "",
+        full_restore.wall_s,
+        "",
+        full_restore.peak_rss_kib.map_or("?".to_owned(), |k| k.to_string()),
+    );
     let storage_ratio = ours_stored as f64 / restic_stored as f64;
     println!(
         "  {:<40} {:>8.1} MiB {:>8.1} MiB {:>29}  {storage_ratio:.2}× restic's; goal ≤ 1.5×: {}",
