@@ -44,8 +44,18 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Applies schema.sql to the database (idempotent).
+    /// Applies schema.sql to the database (idempotent). Needs only the database: exits 0 once
+    /// applied, 2 when it cannot be.
     Migrate,
+    /// Prints every job of every organization — last run, next run, last success, overdue — from
+    /// the database alone (no server, Redis or Docker needed). Exits 0 when no enabled job needs
+    /// attention, 1 when one failed its last run or is overdue, 2 when the database cannot be
+    /// read.
+    Status {
+        /// One JSON array of the jobs instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the effective configuration, secrets masked.
     Config,
     /// Runs a backup job now, waits, prints one line per volume; exits 1 unless every volume
@@ -111,11 +121,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let app = Application::build(&config).await?;
-            app.engine().store().migrate().await.context("migrate")?;
+            let store = crate::status_cmd::database_only(&config)?;
+            store.migrate().await.context("migrate")?;
             println!("schema applied");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { json } => crate::status_cmd::status(&config, json).await,
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
             let prepared = app.prepare_in_background(crate::startup::Preparation {

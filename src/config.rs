@@ -69,7 +69,10 @@ pub struct Config {
     pub database_url: SecretString,
     #[serde(default = "default_pool_size")]
     pub database_pool_size: usize,
-    pub redis_url: SecretString,
+    /// Needed by the commands that run work (`serve`, `backup`, `restore`, …), not by `migrate`,
+    /// `status` or `config`.
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
     #[serde(default)]
     pub docker_host: Option<String>,
     #[serde(default)]
@@ -77,7 +80,9 @@ pub struct Config {
     /// Read file volumes from their folders on the Docker host (engine on that host, as root).
     #[serde(default)]
     pub read_volumes_from_host: bool,
-    pub secret_key: SecretString,
+    /// Seals secret fields in the database; needed wherever they are written or read.
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
     #[serde(default)]
     pub admin_token: Option<SecretString>,
     #[serde(default = "default_helper_image")]
@@ -395,6 +400,14 @@ pub enum ConfigError {
     Invalid(String),
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
+    #[error(
+        "configuration: {key} is not set (set {env}, or `{key}:` in the configuration file); \
+         this command needs it"
+    )]
+    Missing {
+        key: &'static str,
+        env: &'static str,
+    },
 }
 
 impl From<figment::Error> for ConfigError {
@@ -436,9 +449,27 @@ impl Config {
         Ok(config)
     }
 
+    /// `redis_url`, or the error naming the setting.
+    pub fn required_redis_url(&self) -> Result<&SecretString, ConfigError> {
+        self.redis_url.as_ref().ok_or(ConfigError::Missing {
+            key: "redis_url",
+            env: "REDIS_URL",
+        })
+    }
+
+    /// `secret_key`, or the error naming the setting.
+    pub fn required_secret_key(&self) -> Result<&SecretString, ConfigError> {
+        self.secret_key.as_ref().ok_or(ConfigError::Missing {
+            key: "secret_key",
+            env: "VARDO_SECRET_KEY",
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        vardo_actors::secrets::SecretBox::from_base64(&self.secret_key)
-            .map_err(|e| ConfigError::Invalid(format!("secret_key: {e}")))?;
+        if let Some(key) = &self.secret_key {
+            vardo_actors::secrets::SecretBox::from_base64(key)
+                .map_err(|e| ConfigError::Invalid(format!("secret_key: {e}")))?;
+        }
         if let Some(backup) = &self.backup {
             backup.target_config()?;
         }
@@ -520,11 +551,11 @@ impl Config {
             "listen": self.listen,
             "database_url": mask(&self.database_url),
             "database_pool_size": self.database_pool_size,
-            "redis_url": mask(&self.redis_url),
+            "redis_url": self.redis_url.as_ref().map(mask),
             "docker_host": self.docker_host,
             "allow_local_backups": self.allow_local_backups,
             "read_volumes_from_host": self.read_volumes_from_host,
-            "secret_key": MASK,
+            "secret_key": self.secret_key.as_ref().map(|_| MASK),
             "admin_token": self.admin_token.as_ref().map(|_| MASK),
             "helper_image": self.helper_image,
             "scheduler": {

@@ -7,6 +7,7 @@ mod retention_cmd;
 mod role;
 mod shutdown;
 mod startup;
+mod status_cmd;
 mod web;
 
 use clap::Parser;

@@ -114,8 +114,8 @@ impl Application {
         let engine = Engine::build(EngineSettings {
             database_url: config.database_url.clone(),
             database_pool_size: config.database_pool_size,
-            redis_url: config.redis_url.clone(),
-            secret_key: config.secret_key.clone(),
+            redis_url: config.required_redis_url()?.clone(),
+            secret_key: config.required_secret_key()?.clone(),
             docker_host: config.docker_host.clone(),
             helper_image: config.helper_image.clone(),
             allow_local_backups: config.allow_local_backups,

@@ -188,7 +188,9 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
         }
     }
 
-    report.print();
+    if !report.is_empty() {
+        report.print();
+    }
     if config.wants("incremental") {
         // Last: it changes the volume day by day.
         incremental::compare(bed, &binary, &org, target, &app.id, &volume, volume_bytes).await?;

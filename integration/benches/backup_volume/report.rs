@@ -107,6 +107,11 @@ impl Report {
         Some(self.mib_s(self.get(id)?) / self.mib_s(self.get(other)?))
     }
 
+    /// Whether any pipeline was measured (`--incremental` alone measures none of them).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     pub fn print(&self) {
         println!();
         println!(

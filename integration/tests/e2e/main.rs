@@ -37,6 +37,7 @@ mod self_backup;
 mod shutdown;
 mod soak;
 mod stalls;
+mod status_cmd;
 mod storage_adapter;
 mod tenancy;
 mod transitions;

@@ -408,9 +408,10 @@ async fn the_legacy_backfill_runs_once_and_a_lost_name_is_never_handed_over() {
         .upsert_organization(&format!("b-{}", bed.id), None)
         .await
         .expect("org");
-    // A database from before claims named their organization, or were kept after a delete.
+    // A database from before claims named their organization, or were kept after a delete (and
+    // from before the schema's digest was recorded).
     db.batch_execute(
-        "DROP TABLE docker_volume_claim; DROP TABLE schema_marker;
+        "DROP TABLE docker_volume_claim; DROP TABLE schema_marker; DROP TABLE schema_digest;
          CREATE TABLE docker_volume_claim (
              name text PRIMARY KEY,
              app_id text NOT NULL REFERENCES app (id) ON DELETE CASCADE,
