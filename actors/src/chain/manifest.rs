@@ -157,7 +157,7 @@ impl Manifest {
     }
 
     pub fn read(input: impl BufRead) -> Result<Self, ManifestError> {
-        let mut lines = input.lines();
+        let mut lines = BoundedLines { input, number: 0 };
         let damaged = |line: usize, why: String| ManifestError::Damaged { line, why };
         let first = lines
             .next()
@@ -216,6 +216,47 @@ impl Manifest {
             .iter()
             .map(|e| (e.path.clone(), e.origin))
             .collect()
+    }
+}
+
+/// The longest line a manifest holds: a path and a link target of 4096 bytes each, hex-encoded,
+/// and the fields, fit with room to spare. A longer line is damage, and is not read into memory
+/// whole (a manifest is parsed as it streams, before its sha256 is known at its end).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Lines of at most [`MAX_LINE`] bytes.
+struct BoundedLines<R> {
+    input: R,
+    number: usize,
+}
+
+impl<R: BufRead> Iterator for BoundedLines<R> {
+    type Item = Result<String, ManifestError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::Read as _;
+        self.number += 1;
+        let mut line = Vec::new();
+        let read = (&mut self.input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line);
+        match read {
+            Err(e) => Some(Err(e.into())),
+            Ok(0) => None,
+            Ok(_) if line.len() > MAX_LINE => Some(Err(ManifestError::Damaged {
+                line: self.number,
+                why: format!("a line longer than {MAX_LINE} bytes"),
+            })),
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(String::from_utf8(line).map_err(|e| ManifestError::Damaged {
+                    line: self.number,
+                    why: e.to_string(),
+                }))
+            }
+        }
     }
 }
 
@@ -294,6 +335,10 @@ mod tests {
         let e = Manifest::read(&bytes[..]).expect_err("damaged");
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(Manifest::read(&b""[..]).is_err());
+        let mut long = m.to_bytes();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        let e = Manifest::read(&long[..]).expect_err("a line too long");
+        assert!(e.to_string().contains("longer than"), "{e}");
     }
 
     #[test]
