@@ -7,8 +7,8 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::backup::{BackupError, VolumeJob};
+use crate::chain;
 use crate::chain::manifest::{Entry, Manifest};
-use crate::chain::{self, compression_of};
 use crate::host_volume::{ChainWalk, TarReport};
 use crate::model::{Backup, BackupKind, ChainLink, VolumeKind};
 
@@ -121,7 +121,10 @@ impl VolumeJob<'_> {
                 parent.id
             ));
         }
-        let compression = parent.storage_path.as_deref().and_then(compression_of);
+        let compression = parent
+            .storage_path
+            .as_deref()
+            .and_then(crate::model::Compression::of_key);
         if compression != Some(self.compression) {
             return Some(format!(
                 "the last backup {} has another compression",

@@ -61,7 +61,7 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
             other => none(&other.to_string()),
         })?;
     if let Some(chain) = chained {
-        let compression = crate::chain::compression_of(&key).unwrap_or_default();
+        let compression = crate::model::Compression::of_key(&key).unwrap_or_default();
         let (body, _) = crate::codec::compress(
             chain.tree(&storage, crate::chain::ReadWatch::default()),
             compression,

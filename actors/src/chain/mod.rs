@@ -70,17 +70,6 @@ pub fn manifest_key(key: &str, compression: Compression) -> String {
     format!("{stem}.manifest.jsonl.{}", compression.suffix())
 }
 
-/// The compression an archive's key names (`.gz`, `.zst`).
-pub fn compression_of(key: &str) -> Option<Compression> {
-    if key.ends_with(".gz") {
-        Some(Compression::Gzip)
-    } else if key.ends_with(".zst") {
-        Some(Compression::Zstd)
-    } else {
-        None
-    }
-}
-
 /// The size and sha256 a row records (`size`, `sha256:…`).
 pub fn recorded(size: Option<i64>, checksum: Option<&str>) -> Option<Digest> {
     Some(Digest {
@@ -110,7 +99,8 @@ pub async fn load_manifest(
     };
     let expected = recorded(link.manifest_size, link.manifest_checksum.as_deref())
         .ok_or_else(|| failed("no checksum is recorded".to_owned()))?;
-    let compression = compression_of(&key).ok_or_else(|| failed("unknown compression".into()))?;
+    let compression =
+        Compression::of_key(&key).ok_or_else(|| failed("unknown compression".into()))?;
     let unreachable = |why: String| ChainError::Unreachable {
         key: key.clone(),
         why,
@@ -256,7 +246,7 @@ pub async fn resolve(
             .clone()
             .ok_or_else(|| broken("no storage path"))?;
         parts.push(Part {
-            compression: compression_of(&key).ok_or_else(|| broken("unknown compression"))?,
+            compression: Compression::of_key(&key).ok_or_else(|| broken("unknown compression"))?,
             expected: recorded(b.size_bytes, b.checksum.as_deref())
                 .ok_or_else(|| broken("no checksum"))?,
             key,

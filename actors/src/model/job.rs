@@ -29,6 +29,17 @@ impl Compression {
         }
     }
 
+    /// The compression an archive's storage key names (`….gz`, `….zst`).
+    pub fn of_key(key: &str) -> Option<Self> {
+        if key.ends_with(".gz") {
+            Some(Self::Gzip)
+        } else if key.ends_with(".zst") {
+            Some(Self::Zstd)
+        } else {
+            None
+        }
+    }
+
     /// File-name suffix after `tar` or `sql`.
     pub fn suffix(self) -> &'static str {
         match self {

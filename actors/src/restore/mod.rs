@@ -163,37 +163,15 @@ pub(crate) fn archive_of(backup: &Backup) -> Result<ArchiveRef, String> {
         .storage_path
         .clone()
         .ok_or("no storage path recorded")?;
-    let expected = expected_digest(backup).ok_or("no checksum recorded")?;
-    let compression = compression_of(&key).ok_or("unknown archive format")?;
+    let expected = crate::chain::recorded(backup.size_bytes, backup.checksum.as_deref())
+        .ok_or("no checksum recorded")?;
+    let compression = Compression::of_key(&key).ok_or("unknown archive format")?;
     let target_id = backup.target_id.ok_or("its target was deleted")?;
     Ok(ArchiveRef {
         key,
         expected,
         compression,
         target_id,
-    })
-}
-
-/// The compression an archive's key names (`.gz`, `.zst`).
-fn compression_of(key: &str) -> Option<Compression> {
-    if key.ends_with(".gz") {
-        Some(Compression::Gzip)
-    } else if key.ends_with(".zst") {
-        Some(Compression::Zstd)
-    } else {
-        None
-    }
-}
-
-/// The size and sha256 the backup row recorded for its object.
-fn expected_digest(backup: &Backup) -> Option<Digest> {
-    Some(Digest {
-        size: u64::try_from(backup.size_bytes?).ok()?,
-        sha256_hex: backup
-            .checksum
-            .as_deref()?
-            .strip_prefix("sha256:")?
-            .to_owned(),
     })
 }
 

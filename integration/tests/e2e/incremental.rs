@@ -50,6 +50,38 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An app whose volume holds [`POPULATE`], and a job of it on the bed's S3 bucket with
+/// incremental backups (`fullEvery`); the volume's name and the job.
+async fn populated_job(
+    bed: &TestBed,
+    name: &str,
+    compression: Compression,
+    full_every: i32,
+) -> (String, uuid::Uuid) {
+    let org = bed.organization().await;
+    let app = bed.app(&org, name, &[("files", VolumeKind::Generic)]).await;
+    let volume = bed.blue(&app, "files");
+    bed.docker.create_volume(&volume).await.expect("volume");
+    volumes::sh(&bed.docker, &volume, POPULATE)
+        .await
+        .expect("populate");
+    let target = bed
+        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
+        .await;
+    let job = bed.job(&org, Some(target), &[&app], compression).await;
+    bed.db
+        .client()
+        .await
+        .expect("db")
+        .execute(
+            "UPDATE backup_job SET incremental_full_every = $2 WHERE id = $1",
+            &[&job, &full_every],
+        )
+        .await
+        .expect("incremental on");
+    (volume, job)
+}
+
 #[tokio::test]
 async fn a_chain_read_from_the_host_folder_stores_only_changes_and_every_link_restores_exactly() {
     chain_round_trip(FROM_HOST, "from its folder on the Docker host").await;
@@ -62,28 +94,14 @@ async fn a_chain_read_through_docker_stores_only_changes_and_every_link_restores
 
 async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
     let bed = TestBed::new().await;
-    let org = bed.organization().await;
-    let app = bed
-        .app(&org, "incr", &[("files", VolumeKind::Generic)])
-        .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(&bed.docker, &volume, POPULATE)
-        .await
-        .expect("populate");
-    let target = bed
-        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
-        .await;
-    let job = bed
-        .job(&org, Some(target), &[&app], Compression::Gzip)
-        .await;
+    let (volume, job) = populated_job(&bed, "incr", Compression::Gzip, 3).await;
     let db = bed.db.client().await.expect("db");
     db.execute(
-        "UPDATE backup_job SET incremental_full_every = 3, keep_all = false, keep_last = 1 WHERE id = $1",
+        "UPDATE backup_job SET keep_all = false, keep_last = 1 WHERE id = $1",
         &[&job],
     )
     .await
-    .expect("incremental on");
+    .expect("keep the last only");
 
     // The changes between backups: edits (one of the same size), deletions of a file and a
     // folder, additions, a mode change, a file that becomes a folder.
@@ -316,28 +334,7 @@ async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
 #[tokio::test]
 async fn a_changed_archive_in_the_chain_fails_the_restore_and_changes_nothing() {
     let bed = TestBed::new().await;
-    let org = bed.organization().await;
-    let app = bed
-        .app(&org, "incrbad", &[("files", VolumeKind::Generic)])
-        .await;
-    let volume = bed.blue(&app, "files");
-    bed.docker.create_volume(&volume).await.expect("volume");
-    volumes::sh(&bed.docker, &volume, POPULATE)
-        .await
-        .expect("populate");
-    let target = bed
-        .target(Some(org.id), TargetKind::S3, bed.bucket.target_json(None))
-        .await;
-    let job = bed
-        .job(&org, Some(target), &[&app], Compression::Zstd)
-        .await;
-    let db = bed.db.client().await.expect("db");
-    db.execute(
-        "UPDATE backup_job SET incremental_full_every = 5 WHERE id = $1",
-        &[&job],
-    )
-    .await
-    .expect("incremental on");
+    let (volume, job) = populated_job(&bed, "incrbad", Compression::Zstd, 5).await;
     let mut rows = Vec::new();
     for _ in 0..2 {
         settle().await;
