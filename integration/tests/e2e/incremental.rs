@@ -82,6 +82,41 @@ async fn populated_job(
     (volume, job)
 }
 
+/// A new volume with `archives` extracted into its host folder by GNU tar (`flags` added), in
+/// order; the volume's listing.
+async fn untar_into_volume(
+    bed: &TestBed,
+    name: &str,
+    archives: &[Vec<u8>],
+    flags: &[&str],
+) -> String {
+    let volume = bed.track_volume(&format!("{name}-{}", bed.id));
+    bed.docker.create_volume(&volume).await.expect("volume");
+    let folder = bed
+        .docker
+        .host_folder(&volume)
+        .await
+        .expect("inspect")
+        .expect("host folder");
+    let scratch = tempfile::tempdir().expect("dir");
+    for (i, tar) in archives.iter().enumerate() {
+        let file = scratch.path().join(format!("{i}.tar"));
+        std::fs::write(&file, tar).expect("write");
+        let out = std::process::Command::new("tar")
+            .args(flags)
+            .arg("-xpf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&folder)
+            .output()
+            .expect("GNU tar");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    volumes::listing(&bed.docker, &volume)
+        .await
+        .expect("listing")
+}
+
 #[tokio::test]
 async fn a_chain_read_from_the_host_folder_stores_only_changes_and_every_link_restores_exactly() {
     chain_round_trip(FROM_HOST, "from its folder on the Docker host").await;
@@ -197,33 +232,20 @@ async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
     }
 
     // By hand: GNU tar's incremental extraction of the stored objects, in order.
-    let by_hand = bed.track_volume(&format!("byhand-{}", bed.id));
-    bed.docker.create_volume(&by_hand).await.expect("volume");
-    let folder = bed
-        .docker
-        .host_folder(&by_hand)
-        .await
-        .expect("inspect")
-        .expect("host folder");
-    let scratch = tempfile::tempdir().expect("dir");
-    for (i, row) in rows.iter().enumerate() {
-        let tar = gunzip(&object(&storage, row.storage_path.as_deref().expect("key")).await);
-        let file = scratch.path().join(format!("{i}.tar"));
-        std::fs::write(&file, tar).expect("write");
-        let out = std::process::Command::new("tar")
-            .arg("--listed-incremental=/dev/null")
-            .arg("-xpf")
-            .arg(&file)
-            .arg("-C")
-            .arg(&folder)
-            .output()
-            .expect("GNU tar");
-        assert!(out.status.success(), "{}", describe(&out));
+    let mut archives = Vec::new();
+    for row in &rows {
+        archives.push(gunzip(
+            &object(&storage, row.storage_path.as_deref().expect("key")).await,
+        ));
     }
-    let hand = volumes::listing(&bed.docker, &by_hand)
-        .await
-        .expect("listing");
-    assert_eq!(hand, listings[2], "GNU tar alone restores the chain");
+    let by_hand = untar_into_volume(
+        &bed,
+        "byhand",
+        &archives,
+        &["--listed-incremental=/dev/null"],
+    )
+    .await;
+    assert_eq!(by_hand, listings[2], "GNU tar alone restores the chain");
 
     // The download of an incremental backup is one archive of the whole tree.
     let tree = {
@@ -248,28 +270,8 @@ async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
             }
         }
     };
-    let whole = bed.track_volume(&format!("whole-{}", bed.id));
-    bed.docker.create_volume(&whole).await.expect("volume");
-    let folder = bed
-        .docker
-        .host_folder(&whole)
-        .await
-        .expect("inspect")
-        .expect("host folder");
-    let file = scratch.path().join("whole.tar");
-    std::fs::write(&file, tree).expect("write");
-    let out = std::process::Command::new("tar")
-        .arg("-xpf")
-        .arg(&file)
-        .arg("-C")
-        .arg(&folder)
-        .output()
-        .expect("GNU tar");
-    assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
-        volumes::listing(&bed.docker, &whole)
-            .await
-            .expect("listing"),
+        untar_into_volume(&bed, "whole", &[tree], &[]).await,
         listings[2],
         "the download is the tree at the backup"
     );
