@@ -242,7 +242,8 @@ struct Targets {
 pub async fn execute(engine: &Engine, plan: &PrunePlan) -> Result<PruneReport, PruneError> {
     let store = engine.store();
     let doomed: Vec<&Backup> = plan.series.iter().flat_map(|s| s.prune.iter()).collect();
-    // A restore of an incremental backup reads every ancestor: those are in use too.
+    // A restore or verification of an incremental backup reads every ancestor: those are in use
+    // too. (A drill reads the newest backups, which retention keeps with their ancestors.)
     let all: Vec<&Backup> = plan
         .series
         .iter()
@@ -253,11 +254,8 @@ pub async fn execute(engine: &Engine, plan: &PrunePlan) -> Result<PruneReport, P
         .iter()
         .filter_map(|b| Some((b.id, b.chain.parent_backup_id?)))
         .collect();
-    let mut restoring: std::collections::HashSet<Uuid> = store
-        .backups_being_restored(&ids)
-        .await?
-        .into_iter()
-        .collect();
+    let mut restoring: std::collections::HashSet<Uuid> =
+        store.backups_in_use(&ids).await?.into_iter().collect();
     let mut needed: Vec<Uuid> = restoring.iter().copied().collect();
     while let Some(id) = needed.pop() {
         if let Some(parent) = parents.get(&id) {
@@ -271,7 +269,8 @@ pub async fn execute(engine: &Engine, plan: &PrunePlan) -> Result<PruneReport, P
     for backup in doomed {
         let outcome = if restoring.contains(&backup.id) {
             Outcome::Deferred(
-                "a restore of this backup, or of a later one of its chain, is in progress"
+                "a restore or verification of this backup, or of a later one of its chain, is in \
+                 progress"
                     .to_owned(),
             )
         } else {

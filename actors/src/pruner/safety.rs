@@ -16,7 +16,7 @@ pub async fn prune_expired(engine: &Engine) -> Result<usize, PruneError> {
     let expired = store.expired_pre_restore_backups(keep).await?;
     // One a restore is reading (or is about to: `pending`) is the undo in use: kept for now.
     let ids: Vec<_> = expired.iter().map(|b| b.id).collect();
-    let in_use = store.backups_being_restored(&ids).await?;
+    let in_use = store.backups_in_use(&ids).await?;
     for backup in expired.into_iter().filter(|b| !in_use.contains(&b.id)) {
         let (Some(target_id), Some(key)) = (backup.target_id, backup.storage_path.as_deref())
         else {

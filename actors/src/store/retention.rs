@@ -28,19 +28,20 @@ impl Store {
             .collect()
     }
 
-    /// Of these backups, the ones a restore is reading now (`pending` or `running`).
+    /// Of these backups, the ones a restore or a verification is reading now (`pending` or
+    /// `running`).
     #[tracing::instrument(skip(self, backup_ids), fields(count = backup_ids.len()))]
-    pub async fn backups_being_restored(
-        &self,
-        backup_ids: &[Uuid],
-    ) -> Result<Vec<Uuid>, StoreError> {
+    pub async fn backups_in_use(&self, backup_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         if backup_ids.is_empty() {
             return Ok(Vec::new());
         }
         let client = self.pool().get().await?;
         Ok(client
             .query(
-                "SELECT DISTINCT backup_id FROM restore
+                "SELECT backup_id FROM restore
+                 WHERE backup_id = ANY($1) AND status IN ('pending', 'running')
+                 UNION
+                 SELECT backup_id FROM verification
                  WHERE backup_id = ANY($1) AND status IN ('pending', 'running')",
                 &[&backup_ids],
             )

@@ -391,3 +391,83 @@ async fn a_changed_archive_in_the_chain_fails_the_restore_and_changes_nothing() 
     );
     bed.cleanup().await;
 }
+
+/// While a restore of an older incremental runs, retention defers that backup and every ancestor
+/// it reads; once the restore ended, the next prune deletes them.
+#[tokio::test]
+async fn prune_defers_the_chain_of_a_backup_being_restored() {
+    let bed = TestBed::new().await;
+    let (volume, job) = populated_job(&bed, "incrkeep", Compression::Gzip, 2).await;
+    let mut rows = Vec::new();
+    for i in 0..3 {
+        settle().await;
+        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        rows.push(ran.into_iter().next().expect("row"));
+        volumes::sh(
+            &bed.docker,
+            &volume,
+            &format!("echo {i} >> /volume/settings.conf"),
+        )
+        .await
+        .expect("change");
+    }
+    let kinds: Vec<_> = rows
+        .iter()
+        .map(|r| (r.chain.kind, r.chain.position))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (BackupKind::Full, 0),
+            (BackupKind::Incremental, 1),
+            (BackupKind::Full, 0)
+        ]
+    );
+    let db = bed.db.client().await.expect("db");
+    db.execute(
+        "UPDATE backup_job SET keep_all = false, keep_last = 1 WHERE id = $1",
+        &[&job],
+    )
+    .await
+    .expect("keep the last only");
+    let restore: uuid::Uuid = db
+        .query_one(
+            "INSERT INTO restore (organization_id, backup_id, status, started_at, heartbeat_at)
+             VALUES ($1, $2, 'running', now(), now()) RETURNING id",
+            &[&rows[1].organization_id, &rows[1].id],
+        )
+        .await
+        .expect("a restore in progress")
+        .get(0);
+
+    let out = bed.cli(&["prune", "--job", &job.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for row in &rows[..2] {
+        let now = bed.store.backup(row.id).await.expect("row");
+        assert_eq!(now.status, Status::Success, "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("deferred {}", row.id)),
+            "{}",
+            describe(&out)
+        );
+    }
+
+    db.execute(
+        "UPDATE restore SET status = 'failed', finished_at = now() WHERE id = $1",
+        &[&restore],
+    )
+    .await
+    .expect("the restore ended");
+    let out = bed.cli(&["prune", "--job", &job.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for row in &rows[..2] {
+        let now = bed.store.backup(row.id).await.expect("row");
+        assert_eq!(now.status, Status::Pruned, "{}", now.log);
+    }
+    assert_eq!(
+        bed.store.backup(rows[2].id).await.expect("row").status,
+        Status::Success
+    );
+    bed.cleanup().await;
+}
