@@ -63,12 +63,21 @@ pub enum Command {
     Backup {
         #[arg(long)]
         job: Uuid,
+        /// One JSON object on stdout instead of the lines: `runId`, `ok`, `failure` and
+        /// `backups` (id, app, volume, status, sizeBytes, storagePath, checksum, kind,
+        /// chainPosition, parentBackupId, error). The exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Restores a backup into its volume and waits; exits 1 if the restore failed or the backup
     /// is unknown.
     Restore {
         #[arg(long)]
         backup: Uuid,
+        /// One JSON object on stdout (`id`, `status`, `preRestoreBackupId`, `log`) instead of
+        /// the log; the exit code is the same.
+        #[arg(long)]
+        json: bool,
         /// Do not back up the contents the restore replaces first (the restore cannot be undone).
         #[arg(long)]
         no_safety_backup: bool,
@@ -79,6 +88,9 @@ pub enum Command {
     Verify {
         #[arg(long)]
         backup: Uuid,
+        /// One JSON object on stdout (`id`, `status`, `log`); the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Restores a backup of the engine's own database (`self_backup`) into an empty database:
     /// verified first, committed as one transaction. Exits 0 once committed, 1 when refused or
@@ -137,14 +149,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup { job } => {
+        Command::Backup { job, json } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
             let finished = app.run_job_now(job).await?;
-            Ok(report_run(&finished))
+            Ok(report_run(&finished, json))
         }
         Command::Retention(args) => Ok(crate::retention_cmd::retention(&args)),
         Command::Prune { job, dry_run } => {
@@ -158,6 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore {
             backup,
             no_safety_backup,
+            json,
         } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
@@ -165,6 +178,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(code);
             }
             let restore = app.restore_now(backup, !no_safety_backup).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": restore.id, "status": restore.status.as_str(),
+                        "preRestoreBackupId": restore.pre_restore_backup_id, "log": restore.log,
+                    })
+                );
+                return Ok(exit_of(restore.status));
+            }
             if let Some(undo) = restore.pre_restore_backup_id {
                 println!("safety backup {undo}: undo with `vardo-backup restore --backup {undo}`");
             }
@@ -175,13 +198,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &restore.log,
             ))
         }
-        Command::Verify { backup } => {
+        Command::Verify { backup, json } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
             let v = app.verify_now(backup).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": v.id, "status": v.status.as_str(), "log": v.log })
+                );
+                return Ok(exit_of(v.status));
+            }
             Ok(report_end("verification", v.id, v.status, &v.log))
         }
         Command::RestoreSelf { backup, to } => {
@@ -249,8 +279,48 @@ fn refused<T>(lookup: Result<T, StoreError>) -> anyhow::Result<Option<ExitCode>>
 /// Prints one line per volume on stdout (`id app/volume status size path`) and, on stderr, the
 /// reason of each volume that failed, or why the run backed up nothing. Exit 0 only when the run
 /// has rows and every one succeeded.
-fn report_run(finished: &RunFinished) -> ExitCode {
-    let mut ok = !finished.rows.is_empty();
+/// 0 for a success, else 1.
+fn exit_of(status: Status) -> ExitCode {
+    if status == Status::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The run as one JSON object (see `backup --json`).
+fn run_json(finished: &RunFinished, ok: bool) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = finished
+        .rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "id": row.id, "app": row.app_name, "volume": row.volume_name,
+                "status": row.status.as_str(), "sizeBytes": row.size_bytes,
+                "storagePath": row.storage_path, "checksum": row.checksum,
+                "kind": row.chain.kind.as_str(), "chainPosition": row.chain.position,
+                "parentBackupId": row.chain.parent_backup_id,
+                "error": (row.status != Status::Success).then(|| failure_reason(row)),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "runId": finished.run_id, "ok": ok,
+        "failure": finished.failure.as_ref().map(|f| f.message.clone()),
+        "backups": rows,
+    })
+}
+
+fn report_run(finished: &RunFinished, json: bool) -> ExitCode {
+    let ok = !finished.rows.is_empty() && finished.rows.iter().all(|r| r.status == Status::Success);
+    if json {
+        println!("{}", run_json(finished, ok));
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     for row in &finished.rows {
         println!(
             "{} {}/{} {} {} {}",
@@ -264,7 +334,6 @@ fn report_run(finished: &RunFinished) -> ExitCode {
             row.storage_path.as_deref().unwrap_or("-"),
         );
         if row.status != Status::Success {
-            ok = false;
             eprintln!(
                 "error: {}/{} {}: {}",
                 row.app_name,

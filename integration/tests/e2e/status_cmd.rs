@@ -51,8 +51,35 @@ async fn status_and_migrate_need_only_the_database_and_status_exits_1_on_a_faile
     let healthy = bed
         .job(&org, Some(target), &[&app], Compression::Gzip)
         .await;
-    let (out, _) = bed.run_job(healthy).await;
+    // `backup --json`: one object for scripts, the same exit code.
+    let out = bed.cli(&["backup", "--job", &healthy.to_string(), "--json"]);
     assert!(out.status.success(), "{}", describe(&out));
+    let run: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(run["ok"], true, "{run}");
+    let row = &run["backups"][0];
+    assert_eq!(
+        (
+            row["status"].as_str(),
+            row["kind"].as_str(),
+            row["app"].as_str()
+        ),
+        (Some("success"), Some("full"), Some(app.name.as_str())),
+        "{run}"
+    );
+    assert!(
+        row["error"].is_null() && row["storagePath"].is_string(),
+        "{run}"
+    );
+    let backup_id = row["id"].as_str().expect("id").to_owned();
+    let out = bed.cli(&["verify", "--backup", &backup_id, "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let verified: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(verified["status"], "success", "{verified}");
+    let out = bed.cli(&["restore", "--backup", &backup_id, "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let restored: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(restored["status"], "success", "{restored}");
+    assert!(restored["preRestoreBackupId"].is_string(), "{restored}");
 
     let out = process::run(&["status", "--json"], &env);
     assert!(out.status.success(), "{}", describe(&out));
@@ -73,8 +100,17 @@ async fn status_and_migrate_need_only_the_database_and_status_exits_1_on_a_faile
     let failing = bed
         .job(&org, Some(target), &[&missing], Compression::Gzip)
         .await;
-    let (out, _) = bed.run_job(failing).await;
-    assert!(!out.status.success(), "{}", describe(&out));
+    let out = bed.cli(&["backup", "--job", &failing.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let run: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(run["ok"], false, "{run}");
+    assert_eq!(run["backups"][0]["status"], "failed", "{run}");
+    assert!(
+        run["backups"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not found")),
+        "{run}"
+    );
 
     let out = process::run(&["status"], &env);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
