@@ -137,13 +137,7 @@ pub async fn compare(
             crate::vardo(bed, binary, &["backup", "--job", &job.to_string()])
                 .env("VARDO_READ_VOLUMES_FROM_HOST", "true"),
         )?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let id = stdout
-            .split_whitespace()
-            .next()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .with_context(|| format!("no backup id in the output:\n{stdout}"))?;
-        Ok((id, cost))
+        Ok((crate::first_backup_id(&out)?, cost))
     };
 
     let mut pairs = Vec::new();

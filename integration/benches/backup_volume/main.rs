@@ -320,12 +320,7 @@ async fn vardo_backup(
             .env("VARDO_READ_VOLUMES_FROM_HOST", from_host.to_string()),
     )
     .with_context(|| format!("vardo-backup backup ({})", compression.as_str()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let id = stdout
-        .split_whitespace()
-        .next()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .with_context(|| format!("no backup id in the output:\n{stdout}"))?;
+    let id = first_backup_id(&out)?;
     let backup = bed.store.backup(id).await?;
     ensure!(
         backup.status == Status::Success,
@@ -359,6 +354,16 @@ async fn vardo_backup(
         },
         backup,
     ))
+}
+
+/// The id of the first row `vardo-backup backup` printed.
+fn first_backup_id(out: &std::process::Output) -> anyhow::Result<Uuid> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .split_whitespace()
+        .next()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .with_context(|| format!("no backup id in the output:\n{stdout}"))
 }
 
 /// `tar cf - | zstd -3 -T2 > /dev/null` over the volume's folder: no Docker, no upload.

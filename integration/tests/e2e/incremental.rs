@@ -117,6 +117,28 @@ async fn untar_into_volume(
         .expect("listing")
 }
 
+/// `runs` backups of `job` read from the host folder, each after the racy window and each
+/// followed by the shell change `change(i)` in the volume; their rows.
+async fn backed_up_rows(
+    bed: &TestBed,
+    job: uuid::Uuid,
+    volume: &str,
+    runs: usize,
+    change: impl Fn(usize) -> String,
+) -> Vec<vardo_actors::model::Backup> {
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        settle().await;
+        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        rows.push(ran.into_iter().next().expect("row"));
+        volumes::sh(&bed.docker, volume, &change(i))
+            .await
+            .expect("change");
+    }
+    rows
+}
+
 #[tokio::test]
 async fn a_chain_read_from_the_host_folder_stores_only_changes_and_every_link_restores_exactly() {
     chain_round_trip(FROM_HOST, "from its folder on the Docker host").await;
@@ -337,20 +359,10 @@ async fn chain_round_trip(read: &[(&str, &str)], read_says: &str) {
 async fn a_changed_archive_in_the_chain_fails_the_restore_and_changes_nothing() {
     let bed = TestBed::new().await;
     let (volume, job) = populated_job(&bed, "incrbad", Compression::Zstd, 5).await;
-    let mut rows = Vec::new();
-    for _ in 0..2 {
-        settle().await;
-        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
-        assert!(out.status.success(), "{}", describe(&out));
-        rows.push(ran.into_iter().next().expect("row"));
-        volumes::sh(
-            &bed.docker,
-            &volume,
-            "echo more >> /volume/uploads/2025/t5.txt",
-        )
-        .await
-        .expect("change");
-    }
+    let rows = backed_up_rows(&bed, job, &volume, 2, |_| {
+        "echo more >> /volume/uploads/2025/t5.txt".to_owned()
+    })
+    .await;
     assert_eq!(
         rows[1].chain.kind,
         BackupKind::Incremental,
@@ -398,20 +410,10 @@ async fn a_changed_archive_in_the_chain_fails_the_restore_and_changes_nothing() 
 async fn prune_defers_the_chain_of_a_backup_being_restored() {
     let bed = TestBed::new().await;
     let (volume, job) = populated_job(&bed, "incrkeep", Compression::Gzip, 2).await;
-    let mut rows = Vec::new();
-    for i in 0..3 {
-        settle().await;
-        let (out, ran) = bed.run_job_with(job, FROM_HOST).await;
-        assert!(out.status.success(), "{}", describe(&out));
-        rows.push(ran.into_iter().next().expect("row"));
-        volumes::sh(
-            &bed.docker,
-            &volume,
-            &format!("echo {i} >> /volume/settings.conf"),
-        )
-        .await
-        .expect("change");
-    }
+    let rows = backed_up_rows(&bed, job, &volume, 3, |i| {
+        format!("echo {i} >> /volume/settings.conf")
+    })
+    .await;
     let kinds: Vec<_> = rows
         .iter()
         .map(|r| (r.chain.kind, r.chain.position))
