@@ -464,3 +464,14 @@ ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_path text;
 ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_checksum text;
 ALTER TABLE backup ADD COLUMN IF NOT EXISTS manifest_size bigint;
 CREATE INDEX IF NOT EXISTS backup_parent ON backup (parent_backup_id) WHERE parent_backup_id IS NOT NULL;
+
+-- Client-side encryption (age): a target's setting (null: none); the recipients a backup's
+-- archive and manifest are encrypted to (null: plain); identities sealed with VARDO_SECRET_KEY
+-- (`vardo-backup identity`), which the engine decrypts with besides VARDO_AGE_IDENTITY_FILE.
+ALTER TABLE backup_target ADD COLUMN IF NOT EXISTS encryption jsonb;
+ALTER TABLE backup ADD COLUMN IF NOT EXISTS encrypted_to text[];
+CREATE TABLE IF NOT EXISTS age_identity (
+    recipient   text PRIMARY KEY,
+    sealed      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

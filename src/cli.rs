@@ -113,6 +113,9 @@ pub enum Command {
     /// Plans a retention policy over RFC 3339 timestamps read on stdin, one per line, and prints
     /// the plan as JSON, newest first; exits 2 on bad input. Needs no configuration.
     Retention(crate::retention_cmd::RetentionArgs),
+    /// The age identities sealed in the database that the engine decrypts archives with.
+    #[command(subcommand)]
+    Identity(crate::identity_cmd::IdentityCommand),
     /// Prunes a job's backups by its retention now; --dry-run prints the plan, changing nothing.
     Prune {
         #[arg(long)]
@@ -139,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => crate::status_cmd::status(&config, json).await,
+        Command::Identity(command) => crate::identity_cmd::identity(&config, command).await,
         Command::Serve { role, listen } => {
             let app = Application::build(&config).await?;
             let prepared = app.prepare_in_background(crate::startup::Preparation {

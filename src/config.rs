@@ -19,6 +19,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VARDO_READ_VOLUMES_FROM_HOST", "read_volumes_from_host"),
     ("VARDO_SECRET_KEY", "secret_key"),
     ("VARDO_ADMIN_TOKEN", "admin_token"),
+    ("VARDO_AGE_IDENTITY_FILE", "encryption.identity_file"),
     ("VARDO_HELPER_IMAGE", "helper_image"),
     ("VARDO_MAX_CONCURRENT_RUNS", "scheduler.max_concurrent_runs"),
     ("VARDO_RUN_LEASE_SECONDS", "scheduler.lease_seconds"),
@@ -105,6 +106,17 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+}
+
+/// `encryption:` — the age identity file the engine decrypts archives with (targets choose
+/// their recipients; identities can also be sealed in the database with `vardo-backup identity`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
 }
 
 /// `events:` — the deploy pipeline's Redis Streams: the messages consumed (in the scheduler
@@ -392,6 +404,9 @@ pub struct SystemTargetConfig {
     pub private_key: Option<SecretString>,
     #[serde(default)]
     pub path: Option<String>,
+    /// `{type: age, recipients: [...]}`; absent: plain archives.
+    #[serde(default)]
+    pub encryption: vardo_actors::encryption::Encryption,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -472,6 +487,10 @@ impl Config {
         }
         if let Some(backup) = &self.backup {
             backup.target_config()?;
+            backup
+                .encryption
+                .recipients()
+                .map_err(|e| ConfigError::Invalid(format!("backup.encryption: {e}")))?;
         }
         if let Some(sb) = &self.self_backup {
             vardo_actors::schedule::Schedule::parse(&sb.schedule, &sb.timezone)
@@ -603,7 +622,11 @@ impl Config {
                 "endpoint": b.endpoint, "prefix": b.prefix, "host": b.host,
                 "username": b.username, "port": b.port,
                 "private_key": b.private_key.as_ref().map(|_| MASK), "path": b.path,
+                "encryption": b.encryption,
             })),
+            "encryption": {
+                "identity_file": self.encryption.identity_file,
+            },
         })
     }
 }

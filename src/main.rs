@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod identity_cmd;
 mod retention_cmd;
 mod role;
 mod shutdown;

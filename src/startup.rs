@@ -23,7 +23,11 @@ use crate::role::Role;
 /// `self_backup:` job (`None`: self backups off).
 #[derive(Clone)]
 pub struct Preparation {
-    pub system_target: Option<(TargetKind, serde_json::Value)>,
+    pub system_target: Option<(
+        TargetKind,
+        serde_json::Value,
+        vardo_actors::encryption::Encryption,
+    )>,
     /// (target name, the rest of the plan).
     pub self_backup: Option<(String, std::sync::Arc<crate::config::SelfBackupConfig>)>,
     /// Disable the system job when `self_backup` is absent: `serve` only, so that a command run
@@ -34,7 +38,10 @@ pub struct Preparation {
 impl Preparation {
     pub fn of(config: &Config) -> Self {
         Self {
-            system_target: config.backup.as_ref().map(|b| (b.kind, b.target_json())),
+            system_target: config
+                .backup
+                .as_ref()
+                .map(|b| (b.kind, b.target_json(), b.encryption.clone())),
             self_backup: config
                 .self_backup
                 .clone()
@@ -46,10 +53,11 @@ impl Preparation {
 
 async fn prepare(engine: &Engine, preparation: Preparation) -> anyhow::Result<()> {
     engine.store().migrate().await.context("migrate")?;
-    if let Some((kind, config)) = preparation.system_target {
+    if let Some((kind, config, encryption)) = preparation.system_target {
+        let encryption = encryption.canonical().map_err(anyhow::Error::msg)?;
         let id = engine
             .store()
-            .upsert_system_target(SYSTEM_TARGET, kind, config)
+            .upsert_system_target(SYSTEM_TARGET, kind, config, &encryption)
             .await
             .context("create the system target from the backup: section")?;
         tracing::info!(target_id = %id, "system target \"{SYSTEM_TARGET}\" is configured");
@@ -116,6 +124,7 @@ impl Application {
             database_pool_size: config.database_pool_size,
             redis_url: config.required_redis_url()?.clone(),
             secret_key: config.required_secret_key()?.clone(),
+            age_identity_file: config.encryption.identity_file.clone(),
             docker_host: config.docker_host.clone(),
             helper_image: config.helper_image.clone(),
             allow_local_backups: config.allow_local_backups,

@@ -171,6 +171,7 @@ pub async fn execute(
             return Ok(RunOutcome::Finished);
         }
     };
+    let storage = engine.equip(storage, &target).await?;
     for (id, (app, volume)) in ids.into_iter().zip(work) {
         let ctx = VolumeJob {
             engine: &engine,
@@ -491,13 +492,29 @@ impl VolumeJob<'_> {
             };
             let marker = chain.as_ref().map_or("", |c| c.marker());
             let extension = format!(
-                "{marker}{}.{}",
+                "{marker}{}.{}{}",
                 archive.extension,
-                self.compression.suffix()
+                self.compression.suffix(),
+                self.storage.sealed_suffix()
             );
             let key = self.reserve_key(&extension).await?;
+            let recipients = self.storage.recipients().map(|r| r.texts());
+            self.engine
+                .store()
+                .set_backup_encryption(self.row, recipients.as_deref())
+                .await?;
+            let sealed = match &recipients {
+                Some(r) => format!(
+                    ", encrypted with age to {}",
+                    r.iter()
+                        .map(|r| crate::encryption::fingerprint(r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
             self.log(&format!(
-                "uploading to {key} ({} compression)",
+                "uploading to {key} ({} compression{sealed})",
                 self.compression.as_str()
             ))
             .await?;

@@ -142,6 +142,17 @@ impl VolumeJob<'_> {
         parent: &Backup,
         limit: std::time::Duration,
     ) -> Result<Option<String>, BackupError> {
+        // A chain is encrypted to one set of recipients: a change of the target's encryption
+        // starts a new chain, so that what is written from now on is all under the new setting.
+        let now = self.storage.recipients().map(|r| r.texts());
+        if parent.encrypted_to != now {
+            return Ok(Some(
+                "the target's encryption changed since the chain's last backup".to_owned(),
+            ));
+        }
+        if let Err(why) = self.storage.opens(parent.encrypted_to.as_deref()) {
+            return Ok(Some(format!("its manifest cannot be read: {why}")));
+        }
         let chain = match chain::ancestry(self.engine.store(), parent).await {
             Ok(chain) => chain,
             Err(chain::ChainError::Store(e)) => return Err(e.into()),

@@ -1,5 +1,6 @@
 //! Downloads of a backup's archive: a pre-signed GET URL (valid one hour) for S3-compatible
-//! targets; for ssh and local targets the object streams through the engine.
+//! targets; for ssh and local targets the object streams through the engine. An encrypted
+//! archive downloads as it is stored (`….tar.gz.age`: `age -d -i key.txt … | tar xz`).
 
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
         .ok_or_else(|| none("its target was deleted"))?;
     let target = store.target(target_id).await?;
     let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
+    let storage = engine.equip(storage, &target).await?;
     // An incremental backup downloads as one archive of the whole tree at that backup, streamed
     // from its chain and compressed as the chain is.
     let chained = crate::chain::resolve(store, &storage, &backup, engine.settings().stall_deadline)
@@ -62,16 +64,34 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
         })?;
     if let Some(chain) = chained {
         let compression = crate::model::Compression::of_key(&key).unwrap_or_default();
-        let (body, _) = crate::codec::compress(
+        // An encrypted chain is read with the engine's identities and downloads encrypted again,
+        // to the recipients its backup was encrypted to: a download is never plainer than the
+        // objects on the target.
+        storage
+            .opens(backup.encrypted_to.as_deref())
+            .map_err(|why| none(&why))?;
+        let recipients = match &backup.encrypted_to {
+            Some(texts) => Some(std::sync::Arc::new(
+                crate::encryption::Recipients::from_texts(texts).map_err(|why| none(&why))?,
+            )),
+            None => None,
+        };
+        let sealed = if recipients.is_some() {
+            crate::encryption::SUFFIX
+        } else {
+            ""
+        };
+        let (body, _) = crate::codec::pack(
             chain.tree(&storage, crate::chain::ReadWatch::default()),
             compression,
             None,
+            recipients,
         );
         let stamp = key.rsplit('/').next().unwrap_or("archive");
         let stamp = stamp.split('.').next().unwrap_or(stamp);
         return Ok(Download::Stream {
             file_name: format!(
-                "{}-{}-{stamp}.tar.{}",
+                "{}-{}-{stamp}.tar.{}{sealed}",
                 backup.app_name,
                 backup.volume_name,
                 compression.suffix()

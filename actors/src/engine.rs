@@ -9,7 +9,7 @@ use tokio::sync::OnceCell;
 use crate::docker::{DockerClient, DockerError};
 use crate::secrets::SecretBox;
 pub use crate::settings::EngineSettings;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -19,6 +19,8 @@ pub enum EngineError {
     Store(#[from] crate::store::StoreError),
     #[error("invalid REDIS_URL: {0}")]
     Redis(String),
+    #[error("VARDO_AGE_IDENTITY_FILE: {0}")]
+    Identity(String),
 }
 
 /// Cheap to clone; shared by the HTTP handlers and every actor.
@@ -43,6 +45,8 @@ struct Inner {
     instance: String,
     /// Cancelled when a graceful shutdown begins: nothing new is taken from then on.
     shutting_down: tokio_util::sync::CancellationToken,
+    /// The identities of `age_identity_file`, read once at start-up.
+    file_keyring: crate::encryption::Keyring,
 }
 
 impl Engine {
@@ -62,6 +66,10 @@ impl Engine {
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
             .map_err(|e| EngineError::Redis(e.to_string()))?;
+        let file_keyring = match &settings.age_identity_file {
+            Some(path) => crate::encryption::Keyring::load(path).map_err(EngineError::Identity)?,
+            None => crate::encryption::Keyring::default(),
+        };
         let run_slots = Arc::new(tokio::sync::Semaphore::new(
             settings.max_concurrent_runs.max(1),
         ));
@@ -80,8 +88,29 @@ impl Engine {
                     &uuid::Uuid::new_v4().simple().to_string()[..8]
                 ),
                 shutting_down: tokio_util::sync::CancellationToken::new(),
+                file_keyring,
             }),
         })
+    }
+
+    /// Every identity the engine decrypts archives with: the identity file's and those sealed
+    /// in the database (read each time, so that one added by `vardo-backup identity` is used
+    /// without a restart).
+    pub async fn keyring(&self) -> Result<Arc<crate::encryption::Keyring>, StoreError> {
+        let sealed = self.inner.store.sealed_keyring().await?;
+        Ok(Arc::new(self.inner.file_keyring.clone().merged(&sealed)))
+    }
+
+    /// `storage`, opened for `target`, with the target's encryption for what it uploads and the
+    /// engine's identities for what it reads.
+    pub async fn equip(
+        &self,
+        storage: crate::storage::TargetStorage,
+        target: &crate::model::Target,
+    ) -> Result<crate::storage::TargetStorage, StoreError> {
+        Ok(storage
+            .sealing_to(target.sealing.clone())
+            .with_keyring(self.keyring().await?))
     }
 
     pub fn settings(&self) -> &EngineSettings {

@@ -13,6 +13,7 @@ pub mod dispatcher;
 pub mod docker;
 pub mod download;
 pub mod drill;
+pub mod encryption;
 pub mod engine;
 pub mod events_out;
 pub mod events_publisher;

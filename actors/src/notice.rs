@@ -383,6 +383,7 @@ mod tests {
             verified_at: None,
             verify_outcome: None,
             chain: Default::default(),
+            encrypted_to: None,
         }
     }
 

@@ -50,6 +50,11 @@ pub async fn restore_self(
         settings.stall_deadline,
     )
     .map_err(|e| e.to_string())?;
+    let storage = engine
+        .equip(storage, &target)
+        .await
+        .map_err(|e| e.to_string())?;
+    storage.opens(backup.encrypted_to.as_deref())?;
     let mut lines = vec![format!(
         "restoring {} ({} bytes, sha256:{}) from target {}",
         archive.key, archive.expected.size, archive.expected.sha256_hex, target.name
@@ -79,7 +84,7 @@ pub async fn restore_self(
         .map_err(|e| e.to_string())?;
     let (sql, done) = codec::unpack(
         codec::same_blocks(download, verified),
-        archive.compression,
+        storage.format(&archive.key)?,
         Payload::Sql,
         archive.expected,
     );

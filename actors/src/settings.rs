@@ -13,6 +13,9 @@ pub struct EngineSettings {
     pub database_pool_size: usize,
     pub redis_url: SecretString,
     pub secret_key: SecretString,
+    /// An age identity file the engine decrypts archives with (besides the identities sealed in
+    /// the database); `None`: those only.
+    pub age_identity_file: Option<std::path::PathBuf>,
     pub docker_host: Option<String>,
     pub helper_image: String,
     pub allow_local_backups: bool,

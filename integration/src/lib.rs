@@ -213,6 +213,7 @@ impl TestBed {
             database_pool_size: 4,
             redis_url: SecretString::from(setting("REDIS_URL")),
             secret_key: SecretString::from(self.secret_key.clone()),
+            age_identity_file: None,
             docker_host: None,
             helper_image: setting("VARDO_HELPER_IMAGE"),
             allow_local_backups: true,

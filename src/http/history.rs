@@ -87,6 +87,9 @@ pub struct HistoryItem {
     /// `sha256:<hex>`.
     pub manifest_path: Option<String>,
     pub manifest_checksum: Option<String>,
+    /// The age recipients the archive (and manifest) is encrypted to, with their fingerprints;
+    /// `{"type": "none"}` for a plain archive.
+    pub encryption: super::targets_json::EncryptionView,
     /// Timestamped log lines; only when one row is fetched by id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -140,6 +143,10 @@ pub fn view(b: Backup, with_log: bool) -> HistoryItem {
         chain_position: b.chain.position,
         manifest_path: b.chain.manifest_path,
         manifest_checksum: b.chain.manifest_checksum,
+        encryption: super::targets_json::EncryptionView::of(&match b.encrypted_to {
+            Some(recipients) => vardo_actors::encryption::Encryption::Age { recipients },
+            None => vardo_actors::encryption::Encryption::None,
+        }),
         log: with_log.then_some(b.log),
     }
 }

@@ -45,7 +45,7 @@ pub(crate) async fn create(
     owner: Option<Uuid>,
     input: TargetInput,
 ) -> Result<HttpResponse, ApiError> {
-    let write = prepare(state, input, None)?;
+    let write = prepare(state, input, None, None)?;
     let store = state.engine.store();
     let id = store
         .insert_sealed_target(owner, &write)
@@ -83,7 +83,12 @@ pub(crate) async fn update(
     input: TargetInput,
 ) -> Result<HttpResponse, ApiError> {
     let record = writable(state, owner, id).await?;
-    let write = prepare(state, input, Some(&record.row.sealed_config))?;
+    let write = prepare(
+        state,
+        input,
+        Some(&record.row.sealed_config),
+        Some(&record.row.encryption),
+    )?;
     let updated = state
         .engine
         .store()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
+use vardo_actors::encryption::{fingerprint, Encryption};
 use vardo_actors::model::target::{secret_fields, LocalConfig, S3Config, SshConfig};
 use vardo_actors::model::{TargetConfig, TargetKind};
 use vardo_actors::storage::TargetStorage;
@@ -110,6 +111,52 @@ pub struct TargetInput {
     pub config: Map<String, Value>,
     #[serde(default)]
     pub is_default: bool,
+    /// `{"type": "none"}` or `{"type": "age", "recipients": ["age1…", "ssh-ed25519 AAAA…"]}`:
+    /// new archives are encrypted to the recipients. Absent: none on create, unchanged on
+    /// update (turning encryption off takes `{"type": "none"}`). Changing it affects new
+    /// archives only.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub encryption: Option<Encryption>,
+}
+
+/// A target's encryption as responses show it: the recipients and their fingerprints (the
+/// private identities are never shown).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionView {
+    /// `none` or `age`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub recipients: Vec<RecipientView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecipientView {
+    pub recipient: String,
+    /// The first 16 hex digits of the recipient's SHA-256: what refusals and logs name.
+    pub fingerprint: String,
+}
+
+impl EncryptionView {
+    pub fn of(encryption: &Encryption) -> Self {
+        match encryption {
+            Encryption::None => Self {
+                kind: "none",
+                recipients: Vec::new(),
+            },
+            Encryption::Age { recipients } => Self {
+                kind: "age",
+                recipients: recipients
+                    .iter()
+                    .map(|r| RecipientView {
+                        recipient: r.clone(),
+                        fingerprint: fingerprint(r),
+                    })
+                    .collect(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -125,6 +172,7 @@ pub struct Target {
     #[schema(value_type = TargetConfigDoc)]
     pub config: Value,
     pub is_default: bool,
+    pub encryption: EncryptionView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -153,6 +201,7 @@ pub fn view(record: TargetRecord) -> Target {
         kind: record.row.kind.into(),
         config,
         is_default: record.row.is_default,
+        encryption: EncryptionView::of(&record.row.encryption),
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
@@ -260,11 +309,12 @@ fn check_config(
 }
 
 /// Validates an input and seals it. `stored` is the current sealed config (PUT): a secret field
-/// sent as the mask keeps the stored value.
-pub(super) fn prepare(
+/// sent as the mask keeps the stored value; `stored_encryption` is kept when none is sent.
+pub(crate) fn prepare(
     state: &State,
     input: TargetInput,
     stored: Option<&Value>,
+    stored_encryption: Option<&Encryption>,
 ) -> Result<TargetWrite, ApiError> {
     check_name("name", &input.name)?;
     let kind: TargetKind = input.kind.into();
@@ -293,6 +343,13 @@ pub(super) fn prepare(
         }
     }
     check_config(kind, &input.config, allow_local)?;
+    let encryption = input
+        .encryption
+        .as_ref()
+        .or(stored_encryption)
+        .unwrap_or(&Encryption::None)
+        .canonical()
+        .map_err(|e| ApiError::invalid("encryption", format!("encryption: {e}")))?;
     let mut sealed = Value::Object(input.config);
     let to_seal: Vec<&str> = secret_fields(kind)
         .iter()
@@ -312,5 +369,6 @@ pub(super) fn prepare(
         kind,
         sealed_config: sealed,
         is_default: input.is_default,
+        encryption,
     })
 }

@@ -40,13 +40,25 @@ fn refused(title: &str, viewer: &Viewer, body: Markup) -> HttpResponse {
     response
 }
 
-/// The API's target body from a form (`name`, `type`, `config` as JSON, `isDefault`).
+/// The API's target body from a form (`name`, `type`, `config` as JSON, `isDefault`, and
+/// `recipients`, one age recipient per line: none turns encryption off).
 fn target_input(f: &Fields) -> Result<TargetInput, String> {
     let config: Value =
         serde_json::from_str(f.get("config")).map_err(|e| format!("config is not JSON: {e}"))?;
+    let recipients: Vec<&str> = f
+        .get("recipients")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let encryption = if recipients.is_empty() {
+        json!({ "type": "none" })
+    } else {
+        json!({ "type": "age", "recipients": recipients })
+    };
     serde_json::from_value(json!({
         "name": f.get("name"), "type": f.get("type"), "config": config,
-        "isDefault": !f.get("isDefault").is_empty(),
+        "isDefault": !f.get("isDefault").is_empty(), "encryption": encryption,
     }))
     .map_err(|e| e.to_string())
 }
@@ -74,6 +86,12 @@ async fn target_list(
                     td { @if t.organization_id.is_none() { "system" } @else { "this organization" } }
                     td {
                         pre { (pretty(&t.config)) }
+                        @if !t.encryption.recipients.is_empty() {
+                            p data-encryption="age" { "Encrypted with age to "
+                                @for (i, r) in t.encryption.recipients.iter().enumerate() {
+                                    @if i > 0 { ", " } code title=(r.recipient) { (r.fingerprint) }
+                                } }
+                        }
                         @if t.organization_id.is_some() {
                             details { summary { "Edit" }
                                 form.stack method="post" action={"/targets/" (t.id) "/edit"} {
@@ -82,6 +100,8 @@ async fn target_list(
                                     label { "Name" input name="name" value=(t.name); }
                                     label { "Configuration (JSON; leave masked secrets as they are to keep them)"
                                         textarea name="config" rows="8" { (pretty(&t.config)) } }
+                                    label { "Encrypt new archives with age to (one recipient per line; empty: no encryption)"
+                                        textarea name="recipients" rows="2" { @for r in &t.encryption.recipients { (r.recipient) "\n" } } }
                                     label { span { input type="checkbox" name="isDefault" checked[t.is_default]; " the organization's default target" } }
                                     button type="submit" { "Save" }
                                 }
@@ -101,6 +121,8 @@ async fn target_list(
             label { "Name" input name="name" required; }
             label { "Kind" select name="type" { @for k in ["s3", "r2", "b2", "ssh", "local"] { option value=(k) { (k) } } } }
             label { "Configuration (JSON, as the API takes it)" textarea name="config" rows="6" { "{}" } }
+            label { "Encrypt archives with age to (one recipient per line: age1… or ssh-ed25519 …; empty: no encryption)"
+                textarea name="recipients" rows="2" {} }
             label { span { input type="checkbox" name="isDefault"; " the organization's default target" } }
             button type="submit" { "Add the target" }
         }

@@ -63,11 +63,17 @@ impl ChainError {
 }
 
 /// The storage key of the manifest beside the archive `key` (`….incr.tar.gz` →
-/// `….incr.manifest.jsonl.gz`).
+/// `….incr.manifest.jsonl.gz`); the manifest of an encrypted archive is encrypted too
+/// (`….tar.gz.age` → `….manifest.jsonl.gz.age`): it holds every file name.
 pub fn manifest_key(key: &str, compression: Compression) -> String {
+    let sealed = crate::encryption::SUFFIX;
+    let (plain, suffix) = match key.strip_suffix(sealed) {
+        Some(plain) => (plain, sealed),
+        None => (key, ""),
+    };
     let archive = format!(".tar.{}", compression.suffix());
-    let stem = key.strip_suffix(&archive).unwrap_or(key);
-    format!("{stem}.manifest.jsonl.{}", compression.suffix())
+    let stem = plain.strip_suffix(&archive).unwrap_or(plain);
+    format!("{stem}.manifest.jsonl.{}{suffix}", compression.suffix())
 }
 
 /// The size and sha256 a row records (`size`, `sha256:…`).
@@ -99,8 +105,7 @@ pub async fn load_manifest(
     };
     let expected = recorded(link.manifest_size, link.manifest_checksum.as_deref())
         .ok_or_else(|| failed("no checksum is recorded".to_owned()))?;
-    let compression =
-        Compression::of_key(&key).ok_or_else(|| failed("unknown compression".into()))?;
+    let format = storage.format(&key).map_err(failed)?;
     let unreachable = |why: String| ChainError::Unreachable {
         key: key.clone(),
         why,
@@ -121,7 +126,7 @@ pub async fn load_manifest(
             seen.store(true, Ordering::Relaxed);
         }
     }));
-    let (decoded, _) = codec::unpack(download, compression, Payload::Raw, expected);
+    let (decoded, _) = codec::unpack(download, format, Payload::Raw, expected);
     let read = tokio::task::spawn_blocking(move || {
         Manifest::read(BufReader::new(codec::blocking_reader(decoded)))
     })
@@ -246,7 +251,7 @@ pub async fn resolve(
             .clone()
             .ok_or_else(|| broken("no storage path"))?;
         parts.push(Part {
-            compression: Compression::of_key(&key).ok_or_else(|| broken("unknown compression"))?,
+            format: storage.format(&key).map_err(|why| broken(&why))?,
             expected: recorded(b.size_bytes, b.checksum.as_deref())
                 .ok_or_else(|| broken("no checksum"))?,
             key,

@@ -21,7 +21,6 @@ use tokio::runtime::Handle;
 
 use super::manifest::{normalize, Entry};
 use crate::codec::{self, Digest, Payload};
-use crate::model::Compression;
 use crate::storage::TargetStorage;
 use crate::stream::ByteStream;
 
@@ -29,7 +28,7 @@ use crate::stream::ByteStream;
 #[derive(Debug, Clone)]
 pub struct Part {
     pub key: String,
-    pub compression: Compression,
+    pub format: codec::Format,
     pub expected: Digest,
 }
 
@@ -81,7 +80,7 @@ pub fn tree(
             }));
             let (decoded, _) = codec::unpack(
                 download,
-                part.compression,
+                part.format.clone(),
                 Payload::Raw,
                 part.expected.clone(),
             );

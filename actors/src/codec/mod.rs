@@ -11,6 +11,7 @@
 
 mod blocks;
 mod gzip_parallel;
+mod sealed;
 mod source;
 
 use std::any::Any;
@@ -24,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::encryption::{Keyring, Recipients};
 use crate::model::Compression;
 use crate::stream::ByteStream;
 use crate::tar_guard::HeldSymlink;
@@ -211,8 +213,34 @@ pub fn compress(
     compression: Compression,
     level: Option<i32>,
 ) -> (ByteStream, oneshot::Receiver<Digest>) {
+    compress_hashing(input, compression, level, true)
+}
+
+/// Compresses `input` and, with `recipients`, encrypts the compressed stream to them; the
+/// receiver yields the size and SHA-256 of what comes out (the object to store).
+pub fn pack(
+    input: ByteStream,
+    compression: Compression,
+    level: Option<i32>,
+    recipients: Option<Arc<Recipients>>,
+) -> (ByteStream, oneshot::Receiver<Digest>) {
+    match recipients {
+        None => compress(input, compression, level),
+        Some(recipients) => {
+            let (compressed, _) = compress_hashing(input, compression, level, false);
+            sealed::encrypt(compressed, recipients)
+        }
+    }
+}
+
+fn compress_hashing(
+    input: ByteStream,
+    compression: Compression,
+    level: Option<i32>,
+    hash: bool,
+) -> (ByteStream, oneshot::Receiver<Digest>) {
     let workers = gzip_parallel::default_workers();
-    blocking_stage(input, true, move |source, writer| {
+    blocking_stage(input, hash, move |source, writer| {
         match compression {
             Compression::Gzip => gzip_parallel::compress(
                 || source.next_chunk(),
@@ -235,6 +263,24 @@ pub fn compress(
     })
 }
 
+/// How a stored object is to be read: its compression and, for an encrypted one (`….age`), the
+/// identities to decrypt it with.
+#[derive(Debug, Clone)]
+pub struct Format {
+    pub compression: Compression,
+    pub keyring: Option<Arc<Keyring>>,
+}
+
+impl From<Compression> for Format {
+    /// A plain (unencrypted) object.
+    fn from(compression: Compression) -> Self {
+        Self {
+            compression,
+            keyring: None,
+        }
+    }
+}
+
 /// What an archive holds once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
@@ -255,14 +301,15 @@ pub enum Payload {
 /// tar check held back (see [`crate::tar_guard`]), for the consumer to create.
 pub fn unpack(
     input: ByteStream,
-    compression: Compression,
+    format: Format,
     payload: Payload,
     expected: Digest,
 ) -> (ByteStream, oneshot::Receiver<Vec<HeldSymlink>>) {
-    // Hashing on a thread of its own: the decompressing thread is the restore's bottleneck.
-    let verified = verify(input, expected);
+    // Hashing (and decrypting) on a thread of its own: the decompressing thread is the
+    // restore's bottleneck.
+    let verified = verify(input, expected, format.keyring);
     blocking_stage(verified, false, move |source, writer| {
-        let mut decoded: Box<dyn Read + '_> = match compression {
+        let mut decoded: Box<dyn Read + '_> = match format.compression {
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut *source)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut *source)?),
         };
@@ -296,27 +343,39 @@ pub fn blocking_reader(input: ByteStream) -> impl io::BufRead + Send {
     ChunkSource::new(input)
 }
 
-/// Passes `input` on unchanged while hashing it on a blocking thread; at the end of the input, a
-/// size or SHA-256 other than `expected` ends the output with an error instead of a clean end.
-fn verify(input: ByteStream, expected: Digest) -> ByteStream {
-    let (verified, _) = blocking_stage(input, true, move |source, writer| {
+/// Passes `input` on unchanged while hashing it on a blocking thread (decrypted with `keyring`
+/// when it is given); at the end of the input, a size or SHA-256 other than `expected` ends the
+/// output with an error instead of a clean end.
+fn verify(input: ByteStream, expected: Digest, keyring: Option<Arc<Keyring>>) -> ByteStream {
+    let hash = keyring.is_none();
+    let (verified, _) = blocking_stage(input, hash, move |source, writer| {
+        if let Some(keyring) = keyring {
+            sealed::verify_and_decrypt(&mut *source, writer, &expected, &keyring)?;
+            writer.finish()?;
+            return Ok(());
+        }
         // Gathered into CHUNK-sized chunks: fewer, larger hand-overs to the decompressing thread.
         while let Some(chunk) = source.next_chunk()? {
             writer.write_all(&chunk)?;
         }
         let actual = writer.finish()?;
         if actual != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "checksum mismatch: the archive has {} bytes with sha256:{}, the backup recorded {} bytes with sha256:{}",
-                    actual.size, actual.sha256_hex, expected.size, expected.sha256_hex
-                ),
-            ));
+            return Err(mismatch(&actual, &expected));
         }
         Ok(())
     });
     verified
+}
+
+/// The error of an archive whose bytes are not those its backup recorded.
+fn mismatch(actual: &Digest, expected: &Digest) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "checksum mismatch: the archive has {} bytes with sha256:{}, the backup recorded {} bytes with sha256:{}",
+            actual.size, actual.sha256_hex, expected.size, expected.sha256_hex
+        ),
+    )
 }
 
 /// Copies `from` to `to` in large reads.

@@ -34,7 +34,7 @@ async fn gzip_and_zstd_round_trip_with_matching_digests() {
         let digest = digest.await.expect("digest");
         assert_eq!(digest.size, packed.len() as u64);
         assert_eq!(digest.sha256_hex, hex::encode(Sha256::digest(&packed)));
-        let back = collect(unpack(stream_of(packed), compression, Payload::Sql, digest).0)
+        let back = collect(unpack(stream_of(packed), compression.into(), Payload::Sql, digest).0)
             .await
             .expect("unpacks");
         assert_eq!(back, data);
@@ -48,9 +48,17 @@ async fn a_changed_byte_fails_the_unpack() {
     let digest = digest.await.expect("digest");
     let mid = packed.len() / 2;
     packed[mid] ^= 0xff;
-    let err = collect(unpack(stream_of(packed), Compression::Gzip, Payload::Sql, digest).0)
-        .await
-        .expect_err("damaged");
+    let err = collect(
+        unpack(
+            stream_of(packed),
+            Compression::Gzip.into(),
+            Payload::Sql,
+            digest,
+        )
+        .0,
+    )
+    .await
+    .expect_err("damaged");
     assert!(!err.to_string().is_empty());
 }
 
@@ -60,9 +68,17 @@ async fn a_wrong_checksum_fails_even_when_the_data_decodes() {
     let packed = collect(out).await.expect("compresses");
     let mut wrong = digest.await.expect("digest");
     wrong.sha256_hex = "0".repeat(64);
-    let err = collect(unpack(stream_of(packed), Compression::Gzip, Payload::Sql, wrong).0)
-        .await
-        .expect_err("mismatch");
+    let err = collect(
+        unpack(
+            stream_of(packed),
+            Compression::Gzip.into(),
+            Payload::Sql,
+            wrong,
+        )
+        .0,
+    )
+    .await
+    .expect_err("mismatch");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
 
@@ -110,7 +126,7 @@ async fn large_inputs_round_trip_at_every_level_kind() {
             "{compression:?} {level:?} compresses"
         );
         assert_eq!(digest.size, packed.len() as u64);
-        let back = collect(unpack(stream_of(packed), compression, Payload::Sql, digest).0)
+        let back = collect(unpack(stream_of(packed), compression.into(), Payload::Sql, digest).0)
             .await
             .expect("unpacks");
         assert!(back == data, "{compression:?} {level:?} round trip");
@@ -157,7 +173,12 @@ async fn a_truncated_archive_fails_the_unpack() {
     let packed = collect(out).await.expect("compresses");
     let digest = digest.await.expect("digest");
     let cut = packed[..packed.len() / 2].to_vec();
-    let (out, done) = unpack(stream_of(cut), Compression::Zstd, Payload::Sql, digest);
+    let (out, done) = unpack(
+        stream_of(cut),
+        Compression::Zstd.into(),
+        Payload::Sql,
+        digest,
+    );
     assert!(collect(out).await.is_err());
     assert!(done.await.is_err());
 }

@@ -112,7 +112,7 @@ pub async fn drill(
             ctx.progress
                 .meter(stage::DOWNLOAD)
                 .stream(codec::same_blocks(download, verified)),
-            source.compression,
+            source.format.clone(),
             Payload::Sql,
             source.expected.clone(),
         );

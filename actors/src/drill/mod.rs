@@ -25,7 +25,7 @@ use crate::crew::Crew;
 use crate::docker::DockerClient;
 use crate::engine::Engine;
 use crate::messages::DrillEnded;
-use crate::model::{Backup, Compression, VolumeKind};
+use crate::model::{Backup, VolumeKind};
 use crate::progress::Progress;
 use crate::storage::TargetStorage;
 use crate::store::StoreError;
@@ -139,7 +139,7 @@ pub(crate) struct Source {
     pub storage: TargetStorage,
     pub key: String,
     pub expected: Digest,
-    pub compression: Compression,
+    pub format: codec::Format,
     /// The app's Docker volume, when it exists (ownership checked): a dump's drill takes the
     /// image of the database container that mounts it.
     pub live_volume: Option<String>,
@@ -171,7 +171,7 @@ impl Source {
             )),
             None => codec::unpack(
                 meter.stream(self.storage.download(&self.key).await?),
-                self.compression,
+                self.format.clone(),
                 codec::Payload::Tar,
                 self.expected.clone(),
             ),
@@ -313,6 +313,11 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
         settings.stall_deadline,
     )
     .map_err(|e| e.to_string())?;
+    let storage = ctx
+        .engine
+        .equip(storage, &target)
+        .await
+        .map_err(|e| e.to_string())?;
     let live_volume = if backup.volume_kind == VolumeKind::Postgres {
         let owner = crate::ownership::Owner {
             organization_id: backup.organization_id,
@@ -330,12 +335,14 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
     let chain = crate::chain::resolve(store, &storage, backup, settings.stall_deadline)
         .await
         .map_err(|e| e.to_string())?;
+    let format = storage.format(&archive.key)?;
+    storage.opens(backup.encrypted_to.as_deref())?;
     Ok(Source {
         name: format!("{}/{}", backup.app_name, backup.volume_name),
         storage,
         key: archive.key,
         expected: archive.expected,
-        compression: archive.compression,
+        format,
         live_volume,
         chain,
     })

@@ -97,6 +97,8 @@ pub struct Backup {
     pub verify_outcome: Option<String>,
     /// Where the backup sits in its chain (a full backup outside any chain by default).
     pub chain: ChainLink,
+    /// The age recipients its archive is encrypted to; `None` for a plain archive.
+    pub encrypted_to: Option<Vec<String>>,
 }
 
 /// A full archive, or one that holds only what changed since its parent.

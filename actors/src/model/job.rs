@@ -29,8 +29,10 @@ impl Compression {
         }
     }
 
-    /// The compression an archive's storage key names (`….gz`, `….zst`).
+    /// The compression an archive's storage key names (`….gz`, `….zst`, and encrypted
+    /// `….gz.age`, `….zst.age`).
     pub fn of_key(key: &str) -> Option<Self> {
+        let key = key.strip_suffix(crate::encryption::SUFFIX).unwrap_or(key);
         if key.ends_with(".gz") {
             Some(Self::Gzip)
         } else if key.ends_with(".zst") {

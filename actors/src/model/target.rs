@@ -114,6 +114,10 @@ pub struct Target {
     pub kind: TargetKind,
     pub config: TargetConfig,
     pub is_default: bool,
+    /// The target's encryption setting.
+    pub encryption: crate::encryption::Encryption,
+    /// Its recipients, parsed: new archives are encrypted to them.
+    pub sealing: Option<crate::encryption::Recipients>,
 }
 
 /// The JSON field names that hold secrets, per kind: encrypted at rest, masked in responses.

@@ -14,7 +14,6 @@ use super::{Log, RestoreError};
 use crate::codec::{self, Digest, Payload};
 use crate::docker::{DockerClient, HelperContainer};
 use crate::lock::VolumeLock;
-use crate::model::Compression;
 use crate::progress::stage;
 use crate::storage::TargetStorage;
 use crate::store::Store;
@@ -25,7 +24,7 @@ pub struct FileRestore<'a> {
     pub store: &'a Store,
     pub storage: &'a TargetStorage,
     pub key: &'a str,
-    pub compression: Compression,
+    pub format: crate::codec::Format,
     pub expected: Digest,
     /// For an incremental backup: its chain, read as one tree instead of `key` alone.
     pub chain: Option<&'a crate::chain::Chained>,
@@ -220,7 +219,7 @@ impl FileRestore<'_> {
                 );
                 codec::unpack(
                     progress.meter(stage::DOWNLOAD).stream(download),
-                    self.compression,
+                    self.format.clone(),
                     Payload::Tar,
                     self.expected.clone(),
                 )

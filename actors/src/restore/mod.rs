@@ -228,6 +228,11 @@ async fn perform(
         settings.allow_local_backups,
         settings.stall_deadline,
     )?;
+    let storage = engine.equip(storage, &target).await?;
+    let format = storage
+        .format(&key)
+        .and_then(|f| storage.opens(backup.encrypted_to.as_deref()).map(|()| f))
+        .map_err(|why| RestoreError::NotRestorable { id: backup.id, why })?;
     let watch = Watch {
         progress: &progress,
         deadline: settings.stall_deadline,
@@ -287,7 +292,7 @@ async fn perform(
                 store,
                 storage: &storage,
                 key: &key,
-                compression,
+                format: format.clone(),
                 expected,
                 chain: chained.as_ref(),
                 volume: &volume,
@@ -313,7 +318,7 @@ async fn perform(
                 docker,
                 storage: &storage,
                 key: &key,
-                compression,
+                format,
                 expected,
                 volume: &volume,
                 restore_id,

@@ -32,7 +32,6 @@ use futures::StreamExt as _;
 use super::{Log, RestoreError};
 use crate::codec::{self, Digest, Fingerprint, Payload};
 use crate::docker::DockerClient;
-use crate::model::Compression;
 use crate::progress::stage;
 use crate::storage::{ObjectPin, StorageError, TargetStorage};
 use crate::stream::ByteStream;
@@ -81,7 +80,7 @@ pub struct DumpRestore<'a> {
     pub docker: &'a DockerClient,
     pub storage: &'a TargetStorage,
     pub key: &'a str,
-    pub compression: Compression,
+    pub format: crate::codec::Format,
     pub expected: Digest,
     pub volume: &'a str,
     pub restore_id: uuid::Uuid,
@@ -155,7 +154,7 @@ impl DumpRestore<'_> {
                         self.cancel.clone(),
                         super::SHUTTING_DOWN,
                     )),
-                self.compression,
+                self.format,
                 Payload::Sql,
                 self.expected,
             );

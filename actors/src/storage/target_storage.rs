@@ -13,7 +13,10 @@ use super::key_file::KeyFile;
 use super::keys;
 use super::operators;
 use super::StorageError;
+use crate::codec::Format;
+use crate::encryption::{Keyring, Recipients, SUFFIX as SEALED_SUFFIX};
 use crate::model::target::TargetConfig;
+use crate::model::Compression;
 use crate::stream::ByteStream;
 
 /// Which adapter a `TargetStorage` drives; r2 and b2 are the S3 adapter with another endpoint.
@@ -45,6 +48,11 @@ pub struct TargetStorage {
     pub(super) redactor: Redactor,
     /// Kept alive for the SFTP sessions opened later; never read.
     _key_file: Option<Arc<KeyFile>>,
+    /// The target's age recipients: archives uploaded are encrypted to them (see
+    /// [`Self::sealing_to`]).
+    recipients: Option<Arc<Recipients>>,
+    /// The engine's identities, to read encrypted objects with.
+    keyring: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for TargetStorage {
@@ -82,6 +90,8 @@ impl TargetStorage {
                 prefix: keys::normalize_prefix(c.prefix.as_deref()).map(str::to_owned),
                 redactor: Redactor::new(vec![c.secret_access_key.clone()]),
                 _key_file: None,
+                recipients: None,
+                keyring: Arc::default(),
             }),
             TargetConfig::Ssh(c) => {
                 let key_file = c.private_key.as_ref().map(KeyFile::write).transpose()?;
@@ -93,6 +103,8 @@ impl TargetStorage {
                     prefix: None,
                     redactor: Redactor::new(secrets),
                     _key_file: key_file.map(Arc::new),
+                    recipients: None,
+                    keyring: Arc::default(),
                 })
             }
             TargetConfig::Local(c) => {
@@ -105,9 +117,61 @@ impl TargetStorage {
                     prefix: None,
                     redactor: Redactor::default(),
                     _key_file: None,
+                    recipients: None,
+                    keyring: Arc::default(),
                 })
             }
         }
+    }
+
+    /// This storage, encrypting what it uploads to `recipients` (a target with age encryption);
+    /// `None` uploads plain objects.
+    pub fn sealing_to(mut self, recipients: Option<Recipients>) -> Self {
+        self.recipients = recipients.map(Arc::new);
+        self
+    }
+
+    /// This storage, reading encrypted objects with `keyring`.
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// Whether the engine's identities open an archive encrypted to `recipients` (a backup's
+    /// `encrypted_to`; `None`: a plain archive, always readable); if not, why, naming the
+    /// fingerprints it would need.
+    pub fn opens(&self, recipients: Option<&[String]>) -> Result<(), String> {
+        match recipients {
+            None => Ok(()),
+            Some(r) => self.keyring.opens(r),
+        }
+    }
+
+    /// The recipients uploads are encrypted to, if any.
+    pub fn recipients(&self) -> Option<&Arc<Recipients>> {
+        self.recipients.as_ref()
+    }
+
+    /// The suffix of the keys of objects uploaded here: `.age` when they are encrypted.
+    pub fn sealed_suffix(&self) -> &'static str {
+        if self.recipients.is_some() {
+            SEALED_SUFFIX
+        } else {
+            ""
+        }
+    }
+
+    /// How the object at `key` is read: its compression from the key, decrypted with the
+    /// engine's identities when the key ends in `.age`.
+    pub fn format(&self, key: &str) -> Result<Format, String> {
+        let compression =
+            Compression::of_key(key).ok_or_else(|| format!("unknown archive format of {key}"))?;
+        Ok(Format {
+            compression,
+            keyring: key
+                .ends_with(SEALED_SUFFIX)
+                .then(|| Arc::clone(&self.keyring)),
+        })
     }
 
     pub fn kind(&self) -> StorageKind {

@@ -22,7 +22,7 @@ pub(super) const COLUMNS: &str =
     "id, run_id, job_id, organization_id, app_id, app_name, target_id, \
     volume_name, volume_kind, status, size_bytes, storage_path, checksum, log, started_at, \
     finished_at, created_at, verified_at, verify_outcome, kind, parent_backup_id, chain_position, \
-    manifest_path, manifest_checksum, manifest_size";
+    manifest_path, manifest_checksum, manifest_size, encrypted_to";
 
 /// A log line as stored: `2024-01-15T02:00:00.123Z message`.
 pub fn log_line(message: &str) -> String {
@@ -70,6 +70,7 @@ pub(super) fn backup_row(row: &Row) -> Result<Backup, StoreError> {
                 manifest_size: row.get("manifest_size"),
             }
         },
+        encrypted_to: row.get("encrypted_to"),
     })
 }
 
@@ -288,6 +289,23 @@ impl Store {
                     manifest_path = NULL, manifest_checksum = NULL, manifest_size = NULL
                  WHERE id = $1 AND status = 'running' AND manifest_path IS NOT NULL",
                 &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the age recipients a running backup's archive is encrypted to (`None`: plain),
+    /// before its upload starts.
+    pub async fn set_backup_encryption(
+        &self,
+        id: Uuid,
+        recipients: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup SET encrypted_to = $2 WHERE id = $1 AND status = 'running'",
+                &[&id, &recipients],
             )
             .await?;
         Ok(())

@@ -10,6 +10,7 @@ mod drills;
 mod events;
 mod health;
 mod history;
+mod identities;
 mod instances;
 mod job_admin;
 mod jobs;

@@ -25,6 +25,7 @@ pub struct TargetWrite {
     pub kind: TargetKind,
     pub sealed_config: serde_json::Value,
     pub is_default: bool,
+    pub encryption: crate::encryption::Encryption,
 }
 
 /// What deleting a target did.
@@ -36,7 +37,8 @@ pub enum TargetDelete {
     InUse(Vec<(Uuid, String)>),
 }
 
-const COLUMNS: &str = "id, organization_id, name, type, config, is_default, created_at, updated_at";
+const COLUMNS: &str =
+    "id, organization_id, name, type, config, is_default, encryption, created_at, updated_at";
 
 fn record(row: &Row) -> Result<TargetRecord, StoreError> {
     let kind: String = row.get("type");
@@ -49,6 +51,7 @@ fn record(row: &Row) -> Result<TargetRecord, StoreError> {
                 .ok_or_else(|| StoreError::Corrupt(format!("target type {kind}")))?,
             sealed_config: row.get("config"),
             is_default: row.get("is_default"),
+            encryption: super::targets::encryption_of(row)?,
         },
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -100,14 +103,15 @@ impl Store {
         }
         let row = tx
             .query_one(
-                "INSERT INTO backup_target (organization_id, name, type, config, is_default)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO backup_target (organization_id, name, type, config, is_default, encryption)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 &[
                     &organization_id,
                     &write.name,
                     &write.kind.as_str(),
                     &write.sealed_config,
                     &write.is_default,
+                    &write.encryption.to_column(),
                 ],
             )
             .await?;
@@ -154,7 +158,7 @@ impl Store {
             .query_opt(
                 &format!(
                     "UPDATE backup_target SET name = $3, type = $4, config = $5, is_default = $6,
-                        updated_at = now()
+                        encryption = $7, updated_at = now()
                      WHERE id = $1 AND organization_id IS NOT DISTINCT FROM $2
                      RETURNING {COLUMNS}"
                 ),
@@ -165,6 +169,7 @@ impl Store {
                     &write.kind.as_str(),
                     &write.sealed_config,
                     &write.is_default,
+                    &write.encryption.to_column(),
                 ],
             )
             .await?

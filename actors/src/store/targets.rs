@@ -4,6 +4,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
+use crate::encryption::Encryption;
 use crate::model::target::secret_fields;
 use crate::model::{Target, TargetConfig, TargetKind};
 
@@ -16,9 +17,17 @@ pub struct TargetRow {
     pub kind: TargetKind,
     pub sealed_config: serde_json::Value,
     pub is_default: bool,
+    pub encryption: Encryption,
 }
 
-const COLUMNS: &str = "id, organization_id, name, type, config, is_default";
+const COLUMNS: &str = "id, organization_id, name, type, config, is_default, encryption";
+
+/// A target's `encryption` column.
+pub(super) fn encryption_of(row: &Row) -> Result<Encryption, StoreError> {
+    let id: Uuid = row.get("id");
+    Encryption::from_column(row.get("encryption"))
+        .map_err(|e| StoreError::Corrupt(format!("target {id} encryption: {e}")))
+}
 
 fn target_row(row: &Row) -> Result<TargetRow, StoreError> {
     let kind: String = row.get("type");
@@ -30,6 +39,7 @@ fn target_row(row: &Row) -> Result<TargetRow, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("target type {kind}")))?,
         sealed_config: row.get("config"),
         is_default: row.get("is_default"),
+        encryption: encryption_of(row)?,
     })
 }
 
@@ -40,7 +50,13 @@ impl Store {
             .open_fields(&mut config, secret_fields(row.kind))?;
         let config = TargetConfig::from_json(row.kind, config)
             .map_err(|e| StoreError::Corrupt(format!("target {} config: {e}", row.id)))?;
+        let sealing = row
+            .encryption
+            .recipients()
+            .map_err(|e| StoreError::Corrupt(format!("target {} encryption: {e}", row.id)))?;
         Ok(Target {
+            encryption: row.encryption,
+            sealing,
             id: row.id,
             organization_id: row.organization_id,
             name: row.name,
@@ -92,20 +108,38 @@ impl Store {
         name: &str,
         kind: TargetKind,
         mut config: serde_json::Value,
+        encryption: &Encryption,
     ) -> Result<Uuid, StoreError> {
         self.secrets().seal_fields(&mut config, secret_fields(kind));
         let client = self.pool().get().await?;
         let row = client
             .query_one(
-                "INSERT INTO backup_target (organization_id, name, type, config)
-                 VALUES (NULL, $1, $2, $3)
+                "INSERT INTO backup_target (organization_id, name, type, config, encryption)
+                 VALUES (NULL, $1, $2, $3, $4)
                  ON CONFLICT (name) WHERE organization_id IS NULL
-                 DO UPDATE SET type = EXCLUDED.type, config = EXCLUDED.config, updated_at = now()
+                 DO UPDATE SET type = EXCLUDED.type, config = EXCLUDED.config,
+                    encryption = EXCLUDED.encryption, updated_at = now()
                  RETURNING id",
-                &[&name, &kind.as_str(), &config],
+                &[&name, &kind.as_str(), &config, &encryption.to_column()],
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Sets a target's encryption (for archives written from now on; existing ones keep theirs).
+    pub async fn set_target_encryption(
+        &self,
+        id: Uuid,
+        encryption: &Encryption,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                "UPDATE backup_target SET encryption = $2, updated_at = now() WHERE id = $1",
+                &[&id, &encryption.to_column()],
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn target(&self, id: Uuid) -> Result<Target, StoreError> {

@@ -26,8 +26,9 @@ pub enum UploadError {
     Unavailable { key: String, why: String },
 }
 
-/// Compresses `archive`, uploads it to `key` and returns the stored object's digest; the bytes
-/// compressed and the bytes the target accepted are counted on `progress`.
+/// Compresses `archive` (and encrypts it, for a target with age encryption: see
+/// [`TargetStorage::sealing_to`]), uploads it to `key` and returns the stored object's digest;
+/// the bytes compressed and the bytes the target accepted are counted on `progress`.
 #[tracing::instrument(skip(storage, archive, progress))]
 pub async fn upload(
     storage: &TargetStorage,
@@ -37,7 +38,7 @@ pub async fn upload(
     level: Option<i32>,
     progress: &Progress,
 ) -> Result<Digest, UploadError> {
-    let (packed, digest) = codec::compress(archive, compression, level);
+    let (packed, digest) = codec::pack(archive, compression, level, storage.recipients().cloned());
     let packed = progress.meter(stage::COMPRESSION).stream(packed);
     let stored = storage
         .upload_metered(key, packed, Some(progress.meter(stage::UPLOAD)))

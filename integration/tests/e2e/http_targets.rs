@@ -305,3 +305,107 @@ async fn local_targets_are_refused_unless_allowed() {
     assert_eq!(n, 0);
     t.cleanup().await;
 }
+
+/// A target's age encryption through the API: recipients stored in their canonical form and
+/// shown with fingerprints (never an identity), bad recipients refused naming the field, a PUT
+/// without `encryption` keeping it, `{"type": "none"}` turning it off.
+#[tokio::test]
+async fn target_encryption_round_trips_is_validated_and_kept_by_a_put_without_it() {
+    let t = ApiBed::start("web").await;
+    let org = t.org("enc").await;
+    let recipient = vardo_actors::encryption::Keyring::generate().1;
+    let ssh =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB/VHtZlwD+C ops@host";
+    let config = t.bed.bucket.target_json(None);
+    let created = org
+        .api
+        .post(
+            &org.path("/backups/targets"),
+            &json!({"name": "sealed", "type": "s3", "config": config,
+                    "encryption": {"type": "age", "recipients": [format!(" {recipient} "), ssh]}}),
+        )
+        .await
+        .expect(201);
+    let id = created.id();
+    let enc = &created.body["encryption"];
+    assert_eq!(enc["type"], "age");
+    assert_eq!(enc["recipients"][0]["recipient"], recipient.as_str());
+    assert_eq!(
+        enc["recipients"][0]["fingerprint"],
+        vardo_actors::encryption::fingerprint(&recipient).as_str()
+    );
+    assert!(
+        !enc["recipients"][1]["recipient"]
+            .as_str()
+            .unwrap_or("ops@host")
+            .contains("ops@host"),
+        "{enc}"
+    );
+    let stored = t.bed.store.target(id).await.expect("target");
+    assert!(stored.sealing.is_some());
+
+    for (bad, field) in [
+        (json!({"type": "age", "recipients": []}), "encryption"),
+        (
+            json!({"type": "age", "recipients": ["age1notakey"]}),
+            "encryption",
+        ),
+        (
+            json!({"type": "age", "recipients": [recipient, recipient]}),
+            "encryption",
+        ),
+    ] {
+        let r = org
+            .api
+            .post(
+                &org.path("/backups/targets"),
+                &json!({"name": "bad", "type": "s3", "config": config, "encryption": bad}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.field(), Some(field), "{bad}");
+    }
+    let r = org
+        .api
+        .post(
+            &org.path("/backups/targets"),
+            &json!({"name": "bad", "type": "s3", "config": config,
+                    "encryption": {"type": "gpg", "recipients": []}}),
+        )
+        .await;
+    assert!(
+        r.status >= 400 && r.status < 500,
+        "an unknown type is refused"
+    );
+
+    // A PUT without `encryption` keeps it; `none` turns it off.
+    let mut masked = created.body["config"].clone();
+    masked["prefix"] = json!("p2");
+    let put = org
+        .api
+        .put(
+            &org.path(&format!("/backups/targets/{id}")),
+            &json!({"name": "sealed", "type": "s3", "config": masked}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(put.body["encryption"]["type"], "age");
+    let put = org
+        .api
+        .put(
+            &org.path(&format!("/backups/targets/{id}")),
+            &json!({"name": "sealed", "type": "s3", "config": masked, "encryption": {"type": "none"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(put.body["encryption"]["type"], "none");
+    assert!(t
+        .bed
+        .store
+        .target(id)
+        .await
+        .expect("target")
+        .sealing
+        .is_none());
+    t.cleanup().await;
+}

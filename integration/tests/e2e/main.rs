@@ -8,6 +8,7 @@ mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;
 mod drills;
+mod encryption;
 mod faults;
 mod foundation;
 mod host_volume;

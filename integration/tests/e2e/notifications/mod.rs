@@ -567,6 +567,7 @@ async fn an_overdue_job_sends_one_overdue_notice_per_episode() {
         database_pool_size: 2,
         redis_url: vardo_integration::setting("REDIS_URL").into(),
         secret_key: bed.secret_key.clone().into(),
+        age_identity_file: None,
         docker_host: None,
         helper_image: vardo_integration::setting("VARDO_HELPER_IMAGE"),
         allow_local_backups: true,

@@ -1,0 +1,127 @@
+//! age encryption as a stage of the pipeline: after compression on the way out (the digest is of
+//! the encrypted object), before decompression on the way back, on the thread that hashes the
+//! download, so that the decompressing thread, a restore's bottleneck, does no more work.
+
+use std::io::{self, BufRead, Read, Write};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::oneshot;
+
+use super::{blocking_stage, mismatch, pump, ChannelWriter, Digest};
+use crate::encryption::{Keyring, Recipients};
+use crate::stream::ByteStream;
+
+/// Encrypts `input` to `recipients` (age's STREAM format, 64 KiB chunks); the receiver yields
+/// the size and SHA-256 of the encrypted output once it ended successfully.
+pub fn encrypt(
+    input: ByteStream,
+    recipients: Arc<Recipients>,
+) -> (ByteStream, oneshot::Receiver<Digest>) {
+    blocking_stage(input, true, move |source, writer| {
+        let encryptor = recipients
+            .encryptor()
+            .map_err(|e| io::Error::other(format!("age encryption cannot start: {e}")))?;
+        let mut sealed = encryptor.wrap_output(&mut *writer)?;
+        while let Some(chunk) = source.next_chunk()? {
+            sealed.write_all(&chunk)?;
+        }
+        sealed.finish()?;
+        writer.finish()
+    })
+}
+
+/// Hashes the bytes its reader hands out (read or consumed).
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: BufRead> Hashing<R> {
+    fn digest(self) -> Digest {
+        Digest {
+            size: self.size,
+            sha256_hex: hex::encode(self.hasher.finalize()),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Hashing<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        // The buffered bytes are still there: a second fill_buf does no I/O.
+        if let Ok(buf) = self.inner.fill_buf() {
+            let n = amt.min(buf.len());
+            self.hasher.update(&buf[..n]);
+            self.size += n as u64;
+        }
+        self.inner.consume(amt);
+    }
+}
+
+/// Checks the encrypted `source` against `expected` while decrypting it into `writer` with
+/// `keyring`. A checksum mismatch is reported before a failed decryption (a changed byte fails
+/// both; the mismatch says what happened).
+pub(super) fn verify_and_decrypt(
+    source: &mut dyn BufRead,
+    writer: &mut ChannelWriter,
+    expected: &Digest,
+    keyring: &Keyring,
+) -> io::Result<()> {
+    let mut hashed = Hashing {
+        inner: source,
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let opened = decrypt(&mut hashed, writer, keyring);
+    let drained = io::copy(&mut hashed, &mut io::sink());
+    let actual = hashed.digest();
+    if &actual != expected {
+        return Err(mismatch(&actual, expected));
+    }
+    opened?;
+    drained?;
+    Ok(())
+}
+
+fn decrypt(
+    source: &mut dyn BufRead,
+    writer: &mut ChannelWriter,
+    keyring: &Keyring,
+) -> io::Result<()> {
+    let decryptor = age::Decryptor::new_buffered(source).map_err(|e| failed(&e, keyring))?;
+    let mut plain = decryptor
+        .decrypt(keyring.identities())
+        .map_err(|e| failed(&e, keyring))?;
+    pump(&mut plain, writer)
+}
+
+fn failed(e: &age::DecryptError, keyring: &Keyring) -> io::Error {
+    let why = match e {
+        age::DecryptError::NoMatchingKeys => format!(
+            "no identity of this engine opens the archive (it holds {})",
+            if keyring.is_empty() {
+                "none: set VARDO_AGE_IDENTITY_FILE or add one with `vardo-backup identity`"
+                    .to_owned()
+            } else {
+                format!("identities {}", keyring.fingerprints().join(", "))
+            }
+        ),
+        age::DecryptError::Io(io) => return io::Error::new(io.kind(), io.to_string()),
+        other => format!("the archive does not decrypt: {other}"),
+    };
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
