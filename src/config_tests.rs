@@ -252,3 +252,40 @@ fn self_backup_is_off_unless_configured_and_its_schedule_and_compression_are_che
         Ok(())
     });
 }
+
+#[test]
+fn the_example_file_loads_as_it_ships() {
+    Jail::expect_with(|jail| {
+        base(jail);
+        let example = repo_file("config/vardo.example.yml");
+        jail.create_file("example.yml", &example)?;
+        let c = Config::load(Some(Path::new("example.yml"))).map_err(|e| e.to_string())?;
+        assert!(c.encryption.identity_file.is_none());
+        jail.set_env("VARDO_AGE_IDENTITY_FILE", "/etc/vardo/key.txt");
+        let c = Config::load(Some(Path::new("example.yml"))).map_err(|e| e.to_string())?;
+        assert_eq!(
+            c.encryption.identity_file.as_deref(),
+            Some(Path::new("/etc/vardo/key.txt"))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_system_target_with_a_bad_recipient_is_refused_naming_it() {
+    Jail::expect_with(|jail| {
+        base(jail);
+        jail.create_file(
+            "v.yml",
+            "backup:\n  type: local\n  path: /b\n  encryption:\n    type: age\n    recipients: [age1nope]\n",
+        )?;
+        let err = Config::load(Some(Path::new("v.yml"))).expect_err("bad recipient");
+        assert!(err.to_string().contains("backup.encryption"), "{err}");
+        Ok(())
+    });
+}
+
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(path)).expect("a file of the repository")
+}

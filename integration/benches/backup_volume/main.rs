@@ -16,11 +16,14 @@
 //!    for comparison. GNU tar, gzip and zstd reading vardo's archives is checked on the way: every
 //!    restored volume must match the original's fingerprint.
 //!
-//! 6. `incremental` (not in the default steps): incremental backups against restic, see
+//! 6. `gzip-age`, `zstd-age`: the backups of 2 and 3 to a target with age encryption, and the
+//!    restore of the `.tar.gz.age`, beside the plain ones (the cost of encryption).
+//! 7. `incremental` (not in the default steps): incremental backups against restic, see
 //!    [`incremental`].
 //!
 //! Settings (environment): `VARDO_BENCH_MIB` (volume size, default 1024), `VARDO_BENCH_STEPS`
-//! (comma-separated subset of `baseline,gzip,zstd,gzip-host,zstd-host,raw,restore,incremental`,
+//! (comma-separated subset of
+//! `baseline,gzip,zstd,gzip-age,zstd-age,gzip-host,zstd-host,raw,restore,incremental`,
 //! default all but `incremental`),
 //! `VARDO_BENCH_GZIP_LEVEL` / `VARDO_BENCH_ZSTD_LEVEL` (the jobs' level; default: the job default),
 //! `VARDO_BENCH_PERF=<dir>` (sample the whole machine with `perf` during each run and print where
@@ -75,7 +78,10 @@ impl Config {
         Ok(Self {
             mib: u64::try_from(mib)?,
             steps: var("VARDO_BENCH_STEPS")
-                .unwrap_or_else(|| "baseline,gzip,zstd,gzip-host,zstd-host,raw,restore".to_owned())
+                .unwrap_or_else(|| {
+                    "baseline,gzip,zstd,gzip-age,zstd-age,gzip-host,zstd-host,raw,restore"
+                        .to_owned()
+                })
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .collect(),
@@ -148,19 +154,69 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
     if config.wants("baseline") {
         report.push(baseline_backup(bed, &volume, &storage).await?);
     }
+    // The same bucket, archives encrypted with age to an identity of this run.
+    let sealed_target = bed
+        .target(
+            Some(org.id),
+            TargetKind::S3,
+            bed.bucket.target_json(Some("vardo-age")),
+        )
+        .await;
+    let (identity_text, recipient) = vardo_actors::encryption::Keyring::generate();
+    let identity = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        identity.path(),
+        secrecy::ExposeSecret::expose_secret(&identity_text),
+    )?;
+    bed.store
+        .set_target_encryption(
+            sealed_target,
+            &vardo_actors::encryption::Encryption::Age {
+                recipients: vec![recipient],
+            },
+        )
+        .await?;
     let mut backups = Vec::new();
-    for (step, compression, level, from_host) in [
-        ("gzip", Compression::Gzip, config.gzip_level, false),
-        ("zstd", Compression::Zstd, config.zstd_level, false),
-        ("gzip-host", Compression::Gzip, config.gzip_level, true),
-        ("zstd-host", Compression::Zstd, config.zstd_level, true),
+    for (step, compression, level, from_host, sealed) in [
+        ("gzip", Compression::Gzip, config.gzip_level, false, false),
+        ("zstd", Compression::Zstd, config.zstd_level, false, false),
+        (
+            "gzip-age",
+            Compression::Gzip,
+            config.gzip_level,
+            false,
+            true,
+        ),
+        (
+            "zstd-age",
+            Compression::Zstd,
+            config.zstd_level,
+            false,
+            true,
+        ),
+        (
+            "gzip-host",
+            Compression::Gzip,
+            config.gzip_level,
+            true,
+            false,
+        ),
+        (
+            "zstd-host",
+            Compression::Zstd,
+            config.zstd_level,
+            true,
+            false,
+        ),
     ] {
         if config.wants(step) {
-            let job = insert_job(bed, &org, target, &app.id, compression, level).await?;
+            let to = if sealed { sealed_target } else { target };
+            let job = insert_job(bed, &org, to, &app.id, compression, level).await?;
             let (row, backup) =
                 vardo_backup(bed, &binary, job, compression, from_host, &storage).await?;
             report.push(row);
-            if config.wants("restore") && !from_host {
+            let restored = !from_host && !(sealed && compression == Compression::Zstd);
+            if config.wants("restore") && restored {
                 backups.push((compression, backup));
             } else if let Some(key) = &backup.storage_path {
                 // Not needed any more: a 10 GiB run needs the disk.
@@ -180,7 +236,18 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
                 report
                     .push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
             }
-            report.push(vardo_restore(bed, &binary, &volume, backup, *compression, &source).await?);
+            report.push(
+                vardo_restore(
+                    bed,
+                    &binary,
+                    &volume,
+                    backup,
+                    *compression,
+                    &source,
+                    identity.path(),
+                )
+                .await?,
+            );
             if *compression == Compression::Zstd {
                 report
                     .push(plain_restore(bed, &volume, &storage, key, *compression, &source).await?);
@@ -340,11 +407,14 @@ async fn vardo_backup(
         "backup {id} did not read the volume the way it was asked to: {}",
         backup.log
     );
-    let id = match (compression, from_host) {
-        (Compression::Gzip, false) => Id::GzipBackup,
-        (Compression::Zstd, false) => Id::ZstdBackup,
-        (Compression::Gzip, true) => Id::GzipHostBackup,
-        (Compression::Zstd, true) => Id::ZstdHostBackup,
+    let sealed = key.ends_with(".age");
+    let id = match (compression, from_host, sealed) {
+        (Compression::Gzip, false, false) => Id::GzipBackup,
+        (Compression::Zstd, false, false) => Id::ZstdBackup,
+        (Compression::Gzip, true, _) => Id::GzipHostBackup,
+        (Compression::Zstd, true, _) => Id::ZstdHostBackup,
+        (Compression::Gzip, false, true) => Id::GzipAgeBackup,
+        (Compression::Zstd, false, true) => Id::ZstdAgeBackup,
     };
     Ok((
         Row {
@@ -481,16 +551,22 @@ async fn vardo_restore(
     backup: &Backup,
     compression: Compression,
     source: &str,
+    identity: &Path,
 ) -> anyhow::Result<Row> {
     volumes::remove(&bed.docker, volume).await;
+    let sealed = backup
+        .storage_path
+        .as_deref()
+        .is_some_and(|k| k.ends_with(".age"));
     let label = format!("vardo-restore-{}", compression.as_str());
     let (out, cost) = timed(
         &label,
-        &mut vardo(
+        vardo(
             bed,
             binary,
             &["restore", "--backup", &backup.id.to_string()],
-        ),
+        )
+        .env("VARDO_AGE_IDENTITY_FILE", identity),
     )
     .with_context(|| format!("vardo-backup restore ({})", compression.as_str()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -503,9 +579,10 @@ async fn vardo_restore(
         "the restored volume differs from the original"
     );
     Ok(Row {
-        id: match compression {
-            Compression::Gzip => Id::RestoreGz,
-            Compression::Zstd => Id::RestoreZst,
+        id: match (compression, sealed) {
+            (Compression::Gzip, false) => Id::RestoreGz,
+            (Compression::Zstd, _) => Id::RestoreZst,
+            (Compression::Gzip, true) => Id::RestoreGzAge,
         },
         cost,
         archive_bytes: None,

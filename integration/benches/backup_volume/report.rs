@@ -21,6 +21,10 @@ pub enum Id {
     RestoreZst,
     /// Not a goal: what GNU tar and zstd make of the .tar.zst, for comparison.
     PlainRestoreZst,
+    /// The gzip and zstd backups, and the gzip restore, on a target with age encryption.
+    GzipAgeBackup,
+    ZstdAgeBackup,
+    RestoreGzAge,
 }
 
 impl Id {
@@ -37,6 +41,9 @@ impl Id {
             Id::RestoreGz => "vardo-backup restore .tar.gz",
             Id::RestoreZst => "vardo-backup restore .tar.zst",
             Id::PlainRestoreZst => "(curl | tar x --zstd)",
+            Id::GzipAgeBackup => "vardo-backup .tar.gz.age",
+            Id::ZstdAgeBackup => "vardo-backup .tar.zst.age",
+            Id::RestoreGzAge => "vardo-backup restore .tar.gz.age",
         }
     }
 
@@ -47,6 +54,9 @@ impl Id {
                 Some((Id::BaselineBackup, "baseline"))
             }
             Id::RestoreGz | Id::RestoreZst => Some((Id::BaselineRestoreGz, "curl|tar xz")),
+            Id::GzipAgeBackup => Some((Id::GzipBackup, "plain")),
+            Id::ZstdAgeBackup => Some((Id::ZstdBackup, "plain")),
+            Id::RestoreGzAge => Some((Id::RestoreGz, "plain")),
             _ => None,
         }
     }
@@ -61,6 +71,9 @@ impl Id {
                 | Id::ZstdHostBackup
                 | Id::RestoreGz
                 | Id::RestoreZst
+                | Id::GzipAgeBackup
+                | Id::ZstdAgeBackup
+                | Id::RestoreGzAge
         )
     }
 }
@@ -246,6 +259,25 @@ impl Report {
                     "  {} at least 0.8x the throughput of curl | tar xz: {x:.2}x ({})",
                     ours.label(),
                     verdict(x >= 0.8)
+                );
+            }
+        }
+        for (sealed, plain) in [
+            (Id::GzipAgeBackup, Id::GzipBackup),
+            (Id::ZstdAgeBackup, Id::ZstdBackup),
+            (Id::RestoreGzAge, Id::RestoreGz),
+        ] {
+            if let (Some(x), Some(s), Some(p)) = (
+                self.speedup(sealed, plain),
+                self.get(sealed).and_then(|r| r.cost.peak_rss_kib),
+                self.get(plain).and_then(|r| r.cost.peak_rss_kib),
+            ) {
+                println!(
+                    "  (cost of encryption) {}: {x:.2}x the throughput of the plain one, peak RSS \
+                     {:.1} vs {:.1} MiB",
+                    sealed.label(),
+                    s as f64 / 1024.0,
+                    p as f64 / 1024.0
                 );
             }
         }

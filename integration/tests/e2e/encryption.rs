@@ -254,6 +254,16 @@ async fn encrypted_round_trip(kind: TargetKind, compression: Compression) {
         before,
         "the restored volume is exactly the backed-up one"
     );
+    // A drill decrypts on the fly too; without the identity it fails, naming what it needs.
+    let out = cli(&bed, &["drill", "--job", &job.to_string()], Some(&identity));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bed, &["drill", "--job", &job.to_string()], None);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&fingerprint(&recipient)),
+        "{}",
+        text(&out)
+    );
     // The plain archive from before still restores: turning encryption on changed nothing old.
     let out = cli(
         &bed,
