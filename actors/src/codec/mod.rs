@@ -213,54 +213,62 @@ pub fn compress(
     compression: Compression,
     level: Option<i32>,
 ) -> (ByteStream, oneshot::Receiver<Digest>) {
-    compress_hashing(input, compression, level, true)
+    pack(input, compression, level, None)
 }
 
-/// Compresses `input` and, with `recipients`, encrypts the compressed stream to them; the
-/// receiver yields the size and SHA-256 of what comes out (the object to store).
+/// Compresses `input` and, with `recipients`, encrypts the compressed stream to them on the same
+/// thread (age's STREAM format, 64 KiB chunks: no stage, no buffer more than the plain
+/// pipeline's); the receiver yields the size and SHA-256 of what comes out (the object to store).
 pub fn pack(
     input: ByteStream,
     compression: Compression,
     level: Option<i32>,
     recipients: Option<Arc<Recipients>>,
 ) -> (ByteStream, oneshot::Receiver<Digest>) {
-    match recipients {
-        None => compress(input, compression, level),
-        Some(recipients) => {
-            let (compressed, _) = compress_hashing(input, compression, level, false);
-            sealed::encrypt(compressed, recipients)
-        }
-    }
-}
-
-fn compress_hashing(
-    input: ByteStream,
-    compression: Compression,
-    level: Option<i32>,
-    hash: bool,
-) -> (ByteStream, oneshot::Receiver<Digest>) {
     let workers = gzip_parallel::default_workers();
-    blocking_stage(input, hash, move |source, writer| {
-        match compression {
-            Compression::Gzip => gzip_parallel::compress(
-                || source.next_chunk(),
-                |member| writer.write_all(member),
-                level.unwrap_or(DEFAULT_GZIP_LEVEL),
-                workers,
-            )?,
-            Compression::Zstd => {
-                let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 19);
-                let mut enc = zstd::stream::write::Encoder::new(&mut *writer, level)?;
-                enc.multithread(u32::try_from(workers).unwrap_or(2))?;
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
-                while let Some(chunk) = source.next_chunk()? {
-                    enc.write_all(&chunk)?;
-                }
-                enc.finish()?;
+    blocking_stage(input, true, move |source, writer| {
+        match recipients {
+            None => compress_into(source, &mut *writer, compression, level, workers)?,
+            Some(recipients) => {
+                let encryptor = recipients
+                    .encryptor()
+                    .map_err(|e| io::Error::other(format!("age encryption cannot start: {e}")))?;
+                let mut sealed = encryptor.wrap_output(&mut *writer)?;
+                compress_into(source, &mut sealed, compression, level, workers)?;
+                sealed.finish()?;
             }
         }
         writer.finish()
     })
+}
+
+/// Compresses everything `source` gives into `out`: gzip in independent members on `workers`
+/// threads, zstd as one frame with the library's worker threads.
+fn compress_into<W: Write>(
+    source: &mut ChunkSource,
+    out: &mut W,
+    compression: Compression,
+    level: Option<i32>,
+    workers: usize,
+) -> io::Result<()> {
+    match compression {
+        Compression::Gzip => gzip_parallel::compress(
+            || source.next_chunk(),
+            |member| out.write_all(member),
+            level.unwrap_or(DEFAULT_GZIP_LEVEL),
+            workers,
+        ),
+        Compression::Zstd => {
+            let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 19);
+            let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+            enc.multithread(u32::try_from(workers).unwrap_or(2))?;
+            enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+            while let Some(chunk) = source.next_chunk()? {
+                enc.write_all(&chunk)?;
+            }
+            enc.finish().map(drop)
+        }
+    }
 }
 
 /// How a stored object is to be read: its compression and, for an encrypted one (`….age`), the

@@ -1,35 +1,13 @@
-//! age encryption as a stage of the pipeline: after compression on the way out (the digest is of
-//! the encrypted object), before decompression on the way back, on the thread that hashes the
-//! download, so that the decompressing thread, a restore's bottleneck, does no more work.
+//! age decryption on the way back: before decompression, on the thread that hashes the download,
+//! so that the decompressing thread, a restore's bottleneck, does no more work. (Encryption runs
+//! on the compressing thread, see [`super::pack`].)
 
-use std::io::{self, BufRead, Read, Write};
-use std::sync::Arc;
+use std::io::{self, BufRead, Read};
 
 use sha2::{Digest as _, Sha256};
-use tokio::sync::oneshot;
 
-use super::{blocking_stage, mismatch, pump, ChannelWriter, Digest};
-use crate::encryption::{Keyring, Recipients};
-use crate::stream::ByteStream;
-
-/// Encrypts `input` to `recipients` (age's STREAM format, 64 KiB chunks); the receiver yields
-/// the size and SHA-256 of the encrypted output once it ended successfully.
-pub fn encrypt(
-    input: ByteStream,
-    recipients: Arc<Recipients>,
-) -> (ByteStream, oneshot::Receiver<Digest>) {
-    blocking_stage(input, true, move |source, writer| {
-        let encryptor = recipients
-            .encryptor()
-            .map_err(|e| io::Error::other(format!("age encryption cannot start: {e}")))?;
-        let mut sealed = encryptor.wrap_output(&mut *writer)?;
-        while let Some(chunk) = source.next_chunk()? {
-            sealed.write_all(&chunk)?;
-        }
-        sealed.finish()?;
-        writer.finish()
-    })
-}
+use super::{mismatch, pump, ChannelWriter, Digest};
+use crate::encryption::Keyring;
 
 /// Hashes the bytes its reader hands out (read or consumed).
 struct Hashing<R> {
