@@ -404,9 +404,10 @@ pub struct SystemTargetConfig {
     pub private_key: Option<SecretString>,
     #[serde(default)]
     pub path: Option<String>,
-    /// `{type: age, recipients: [...]}`; absent: plain archives.
+    /// `{type: age, recipients: [...]}` or `{type: none}`; absent: the stored setting is kept
+    /// (plain for a new target), so that one set through the API survives a restart.
     #[serde(default)]
-    pub encryption: vardo_actors::encryption::Encryption,
+    pub encryption: Option<vardo_actors::encryption::Encryption>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -487,10 +488,11 @@ impl Config {
         }
         if let Some(backup) = &self.backup {
             backup.target_config()?;
-            backup
-                .encryption
-                .recipients()
-                .map_err(|e| ConfigError::Invalid(format!("backup.encryption: {e}")))?;
+            if let Some(encryption) = &backup.encryption {
+                encryption
+                    .recipients()
+                    .map_err(|e| ConfigError::Invalid(format!("backup.encryption: {e}")))?;
+            }
         }
         if let Some(sb) = &self.self_backup {
             vardo_actors::schedule::Schedule::parse(&sb.schedule, &sb.timezone)

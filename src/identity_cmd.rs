@@ -16,12 +16,13 @@ use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
-    /// Creates a new X25519 identity, seals it in the database and prints its recipient (put it
-    /// in a target's `encryption.recipients`). `--out` also writes the identity to a new file
-    /// (mode 0600): keep it somewhere safe, it opens the archives by hand.
+    /// Creates a new X25519 identity, writes it to a new file (`--out`, mode 0600; an existing
+    /// file is never replaced), seals it in the database and prints its recipient (put it in a
+    /// target's `encryption.recipients`). Keep the file somewhere safe, away from the database:
+    /// it opens the archives by hand when the database is lost.
     Generate {
         #[arg(long)]
-        out: Option<PathBuf>,
+        out: PathBuf,
     },
     /// Seals the identities of an age identity file (or an unencrypted OpenSSH private key) in
     /// the database.
@@ -32,9 +33,14 @@ pub enum IdentityCommand {
     /// Lists the sealed identities (recipient and fingerprint), and those of
     /// VARDO_AGE_IDENTITY_FILE.
     List,
-    /// Removes a sealed identity, named by its recipient or fingerprint. Archives encrypted only
-    /// to it can no longer be opened by the engine.
-    Remove { which: String },
+    /// Removes a sealed identity, named by its recipient or fingerprint; refused while a target
+    /// or a successful backup is encrypted to it, unless `--force` (archives encrypted only to it
+    /// can then no longer be opened by the engine).
+    Remove {
+        which: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub async fn identity(config: &Config, command: IdentityCommand) -> anyhow::Result<ExitCode> {
@@ -46,18 +52,15 @@ pub async fn identity(config: &Config, command: IdentityCommand) -> anyhow::Resu
     match command {
         IdentityCommand::Generate { out } => {
             let (text, recipient) = Keyring::generate();
-            if let Some(path) = &out {
-                write_new(path, text.expose_secret())?;
-            }
+            write_new(&out, text.expose_secret())?;
             let keyring = Keyring::parse(text.expose_secret(), "the new identity")
                 .map_err(anyhow::Error::msg)?;
             store.add_identities(&keyring).await?;
             println!("{recipient}");
             eprintln!(
-                "sealed identity {} in the database{}",
+                "sealed identity {} in the database, written to {}",
                 fingerprint(&recipient),
-                out.map(|p| format!(", written to {}", p.display()))
-                    .unwrap_or_default()
+                out.display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -86,7 +89,15 @@ pub async fn identity(config: &Config, command: IdentityCommand) -> anyhow::Resu
             }
             Ok(ExitCode::SUCCESS)
         }
-        IdentityCommand::Remove { which } => {
+        IdentityCommand::Remove { which, force } => {
+            let users = store.identity_users(&which).await?;
+            if users > 0 && !force {
+                eprintln!(
+                    "error: {users} targets or successful backups are encrypted to {which}; \
+                     removing it leaves them to other identities only (--force to remove anyway)"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             if store.remove_identity(&which).await? {
                 println!("removed {which}");
                 Ok(ExitCode::SUCCESS)

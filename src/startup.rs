@@ -26,7 +26,7 @@ pub struct Preparation {
     pub system_target: Option<(
         TargetKind,
         serde_json::Value,
-        vardo_actors::encryption::Encryption,
+        Option<vardo_actors::encryption::Encryption>,
     )>,
     /// (target name, the rest of the plan).
     pub self_backup: Option<(String, std::sync::Arc<crate::config::SelfBackupConfig>)>,
@@ -54,10 +54,13 @@ impl Preparation {
 async fn prepare(engine: &Engine, preparation: Preparation) -> anyhow::Result<()> {
     engine.store().migrate().await.context("migrate")?;
     if let Some((kind, config, encryption)) = preparation.system_target {
-        let encryption = encryption.canonical().map_err(anyhow::Error::msg)?;
+        let encryption = encryption
+            .map(|e| e.canonical())
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let id = engine
             .store()
-            .upsert_system_target(SYSTEM_TARGET, kind, config, &encryption)
+            .upsert_system_target(SYSTEM_TARGET, kind, config, encryption.as_ref())
             .await
             .context("create the system target from the backup: section")?;
         tracing::info!(target_id = %id, "system target \"{SYSTEM_TARGET}\" is configured");

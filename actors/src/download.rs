@@ -55,7 +55,12 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
     let storage = TargetStorage::open(&target.config, engine.settings().allow_local_backups)?;
     let storage = engine.equip(storage, &target).await?;
     // An incremental backup downloads as one archive of the whole tree at that backup, streamed
-    // from its chain and compressed as the chain is.
+    // from its chain and compressed as the chain is; an encrypted one needs the identity.
+    if backup.chain.kind == crate::model::BackupKind::Incremental {
+        storage
+            .opens(backup.encrypted_to.as_deref())
+            .map_err(|why| none(&why))?;
+    }
     let chained = crate::chain::resolve(store, &storage, &backup, engine.settings().stall_deadline)
         .await
         .map_err(|e| match e {
@@ -67,9 +72,6 @@ pub async fn download(engine: &Engine, backup_id: Uuid) -> Result<Download, Down
         // An encrypted chain is read with the engine's identities and downloads encrypted again,
         // to the recipients its backup was encrypted to: a download is never plainer than the
         // objects on the target.
-        storage
-            .opens(backup.encrypted_to.as_deref())
-            .map_err(|why| none(&why))?;
         let recipients = match &backup.encrypted_to {
             Some(texts) => Some(std::sync::Arc::new(
                 crate::encryption::Recipients::from_texts(texts).map_err(|why| none(&why))?,

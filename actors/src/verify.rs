@@ -161,7 +161,46 @@ pub async fn execute(
     // An encrypted archive that the engine holds no identity for: its stored object is checked
     // (there, of its size and sha256, which are of the encrypted bytes); its content cannot be.
     if let Err(why) = storage.opens(backup.encrypted_to.as_deref()) {
-        return stored_only(&storage, &key, &expected, &why, progress, log).await;
+        // Every archive the backup needs (its chain's, for an incremental one), each against
+        // its own row.
+        let parts = match crate::chain::ancestry(store, &backup).await {
+            Ok(chain) => chain
+                .iter()
+                .map(|b| {
+                    let part = b
+                        .storage_path
+                        .clone()
+                        .zip(crate::chain::recorded(b.size_bytes, b.checksum.as_deref()));
+                    part.ok_or_else(|| format!("backup {} of the chain records no archive", b.id))
+                })
+                .collect::<Result<Vec<_>, _>>(),
+            Err(crate::chain::ChainError::Store(e)) => return Err(e.into()),
+            Err(e) => Err(e.to_string()),
+        };
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err(why) => return Ok(Verdict::Damaged(why)),
+        };
+        for (key, expected) in &parts {
+            if let Some(damage) = stored_only(&storage, key, expected, &progress, log).await? {
+                return Ok(Verdict::Damaged(damage));
+            }
+        }
+        log(format!("content not read: {why}"), None).await?;
+        return Ok(Verdict::Intact(format!(
+            "intact as stored: {} bytes, sha256:{}{} (encrypted; its content was not read: the \
+             engine holds no identity for it)",
+            expected.size,
+            expected.sha256_hex,
+            if parts.len() > 1 {
+                format!(
+                    ", and the {} archives of its chain before it",
+                    parts.len() - 1
+                )
+            } else {
+                String::new()
+            }
+        )));
     }
 
     // An incremental backup is its chain: every archive of it, read as one tree.
@@ -314,24 +353,23 @@ pub async fn execute(
     )))
 }
 
-/// The verification of an encrypted archive without its identity: the object is there and its
-/// bytes are those the backup recorded; `why` says that the content was not read.
+/// Checks one stored object without reading its content (an encrypted archive the engine holds
+/// no identity for): there, and its bytes those the backup recorded. `Some(why)` if not.
 async fn stored_only<L, F>(
     storage: &TargetStorage,
     key: &str,
     expected: &codec::Digest,
-    why: &str,
-    progress: Progress,
+    progress: &Progress,
     log: L,
-) -> Result<Verdict, VerifyError>
+) -> Result<Option<String>, VerifyError>
 where
     L: Fn(String, Option<&'static str>) -> F,
     F: std::future::Future<Output = Result<(), crate::store::StoreError>>,
 {
     match storage.stat(key).await? {
-        None => return Ok(Verdict::Damaged(format!("the object {key} is missing"))),
+        None => return Ok(Some(format!("the object {key} is missing"))),
         Some(size) if size != expected.size => {
-            return Ok(Verdict::Damaged(format!(
+            return Ok(Some(format!(
                 "the object {key} has {size} bytes, the backup recorded {}",
                 expected.size
             )))
@@ -343,26 +381,21 @@ where
         .stream(storage.download(key).await?);
     let actual = codec::digest(body).await.map_err(VerifyError::Read)?;
     if &actual != expected {
-        return Ok(Verdict::Damaged(format!(
-            "checksum mismatch: the archive has {} bytes with sha256:{}, the backup recorded {} \
-             bytes with sha256:{}",
+        return Ok(Some(format!(
+            "checksum mismatch: the archive {key} has {} bytes with sha256:{}, the backup \
+             recorded {} bytes with sha256:{}",
             actual.size, actual.sha256_hex, expected.size, expected.sha256_hex
         )));
     }
     log(
         format!(
-            "size and sha256:{} of the encrypted object match the backup",
+            "size and sha256:{} of the encrypted object {key} match the backup",
             expected.sha256_hex
         ),
         Some("sha256"),
     )
     .await?;
-    log(format!("content not read: {why}"), None).await?;
-    Ok(Verdict::Intact(format!(
-        "intact as stored: {} bytes, sha256:{} (encrypted; its content was not read: the engine \
-         holds no identity for it)",
-        expected.size, expected.sha256_hex
-    )))
+    Ok(None)
 }
 
 /// Why an archive whose read failed is damaged: a decompressor meets a changed byte before the

@@ -82,6 +82,11 @@ impl Fields {
             .map_or("", String::as_str)
     }
 
+    /// Whether the form sent the field at all (an empty one counts).
+    pub fn has(&self, k: &str) -> bool {
+        self.0.contains_key(k)
+    }
+
     fn all(&self, k: &str) -> &[String] {
         self.0.get(k).map_or(&[], Vec::as_slice)
     }

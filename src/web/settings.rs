@@ -51,7 +51,10 @@ fn target_input(f: &Fields) -> Result<TargetInput, String> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let encryption = if recipients.is_empty() {
+    // A form without the field (one loaded before it existed) keeps the stored setting.
+    let encryption = if !f.has("recipients") {
+        Value::Null
+    } else if recipients.is_empty() {
         json!({ "type": "none" })
     } else {
         json!({ "type": "age", "recipients": recipients })

@@ -90,12 +90,12 @@ fn decrypt(
 fn failed(e: &age::DecryptError, keyring: &Keyring) -> io::Error {
     let why = match e {
         age::DecryptError::NoMatchingKeys => format!(
-            "no identity of this engine opens the archive (it holds {})",
+            "no identity of this engine opens the archive{}",
             if keyring.is_empty() {
-                "none: set VARDO_AGE_IDENTITY_FILE or add one with `vardo-backup identity`"
-                    .to_owned()
+                " (it holds none: set VARDO_AGE_IDENTITY_FILE or add one with `vardo-backup \
+                 identity`)"
             } else {
-                format!("identities {}", keyring.fingerprints().join(", "))
+                ""
             }
         ),
         age::DecryptError::Io(io) => return io::Error::new(io.kind(), io.to_string()),

@@ -332,11 +332,11 @@ async fn source_of(ctx: &Ctx<'_>, backup: &Backup) -> Result<Source, String> {
     } else {
         None
     };
+    storage.opens(backup.encrypted_to.as_deref())?;
     let chain = crate::chain::resolve(store, &storage, backup, settings.stall_deadline)
         .await
         .map_err(|e| e.to_string())?;
     let format = storage.format(&archive.key)?;
-    storage.opens(backup.encrypted_to.as_deref())?;
     Ok(Source {
         name: format!("{}/{}", backup.app_name, backup.volume_name),
         storage,

@@ -116,29 +116,44 @@ impl Recipient {
         if text.starts_with("age1") {
             let key: age::x25519::Recipient = text
                 .parse()
-                .map_err(|e: &str| format!("{text:?} is not an age recipient: {e}"))?;
+                .map_err(|e: &str| format!("{} is not an age recipient: {e}", shown(text)))?;
             return Ok(Self {
                 text: key.to_string(),
                 key: Key::X25519(key),
             });
         }
         if text.starts_with("ssh-") {
+            if text.contains('\n') || text.contains('\r') {
+                return Err(
+                    "an ssh recipient is one line: name each key as a recipient of its own"
+                        .to_owned(),
+                );
+            }
             let mut words = text.split_whitespace();
             let key_text = match (words.next(), words.next()) {
                 (Some(kind), Some(data)) => format!("{kind} {data}"),
-                _ => return Err(format!("{text:?} is not an ssh public key")),
+                _ => return Err(format!("{} is not an ssh public key", shown(text))),
             };
-            let key: age::ssh::Recipient = key_text
-                .parse()
-                .map_err(|e| format!("{key_text:?} is not an ssh public key age can use: {e:?}"))?;
+            if words.any(|w| w.starts_with("ssh-") || w.starts_with("age1")) {
+                return Err(format!(
+                    "{} holds more than one key: name each key as a recipient of its own",
+                    shown(text)
+                ));
+            }
+            let key: age::ssh::Recipient = key_text.parse().map_err(|e| {
+                format!(
+                    "{} is not an ssh public key age can use: {e:?}",
+                    shown(&key_text)
+                )
+            })?;
             return Ok(Self {
                 text: key.to_string(),
                 key: Key::Ssh(key),
             });
         }
         Err(format!(
-            "{:?} is neither an age recipient (age1…) nor an ssh public key (ssh-ed25519 / ssh-rsa)",
-            text.chars().take(80).collect::<String>()
+            "{} is neither an age recipient (age1…) nor an ssh public key (ssh-ed25519 / ssh-rsa)",
+            shown(text)
         ))
     }
 
@@ -148,6 +163,15 @@ impl Recipient {
             Key::Ssh(k) => k,
         }
     }
+}
+
+/// A recipient as an error quotes it: at most 80 characters.
+fn shown(text: &str) -> String {
+    let mut s: String = text.chars().take(80).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
 }
 
 /// The recipients an archive is encrypted to.

@@ -270,6 +270,19 @@ async fn perform(
     if let Some(chained) = &chained {
         log.line(&chained.describe()).await?;
     }
+    // The safety backup is written to the target's current recipients: an engine that could not
+    // open it could not undo this restore.
+    if safety && existed {
+        if let Some(recipients) = storage.recipients() {
+            storage.opens(Some(&recipients.texts())).map_err(|why| {
+                RestoreError::Failed(format!(
+                    "the safety backup would be encrypted to the target's recipients, and {why}; \
+                         this restore could not be undone, so nothing was changed (add the \
+                         identity, or restore without a safety backup)"
+                ))
+            })?;
+        }
+    }
     let lock = crew.lock_volume(&volume).await?;
     let safety = SafetyStep {
         wanted: safety && existed,

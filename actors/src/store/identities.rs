@@ -57,6 +57,29 @@ impl Store {
             .collect())
     }
 
+    /// How many targets and successful backups are encrypted to the stored identity with this
+    /// recipient or fingerprint (0 when none is stored).
+    pub async fn identity_users(&self, which: &str) -> Result<i64, StoreError> {
+        let stored = self.list_identities().await?;
+        let Some(found) = stored
+            .iter()
+            .find(|s| s.recipient == which.trim() || s.fingerprint == which.trim())
+        else {
+            return Ok(0);
+        };
+        let client = self.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM backup_target
+                          WHERE encryption->'recipients' ? $1)
+                      + (SELECT count(*) FROM backup
+                          WHERE status = 'success' AND $1 = ANY (encrypted_to))",
+                &[&found.recipient],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Removes the identity with this recipient or fingerprint; true if one was removed.
     pub async fn remove_identity(&self, which: &str) -> Result<bool, StoreError> {
         let stored = self.list_identities().await?;

@@ -108,19 +108,24 @@ impl Store {
         name: &str,
         kind: TargetKind,
         mut config: serde_json::Value,
-        encryption: &Encryption,
+        encryption: Option<&Encryption>,
     ) -> Result<Uuid, StoreError> {
         self.secrets().seal_fields(&mut config, secret_fields(kind));
         let client = self.pool().get().await?;
+        // `None`: the stored encryption is kept (one set through the API survives a restart).
+        let given = encryption.is_some();
+        let column = encryption.and_then(Encryption::to_column);
         let row = client
             .query_one(
                 "INSERT INTO backup_target (organization_id, name, type, config, encryption)
                  VALUES (NULL, $1, $2, $3, $4)
                  ON CONFLICT (name) WHERE organization_id IS NULL
                  DO UPDATE SET type = EXCLUDED.type, config = EXCLUDED.config,
-                    encryption = EXCLUDED.encryption, updated_at = now()
+                    encryption = CASE WHEN $5 THEN EXCLUDED.encryption
+                                      ELSE backup_target.encryption END,
+                    updated_at = now()
                  RETURNING id",
-                &[&name, &kind.as_str(), &config, &encryption.to_column()],
+                &[&name, &kind.as_str(), &config, &column, &given],
             )
             .await?;
         Ok(row.get(0))

@@ -215,7 +215,7 @@ async fn bench(bed: &TestBed, config: &Config) -> anyhow::Result<()> {
             let (row, backup) =
                 vardo_backup(bed, &binary, job, compression, from_host, &storage).await?;
             report.push(row);
-            let restored = !from_host && !(sealed && compression == Compression::Zstd);
+            let restored = !(from_host || sealed && compression == Compression::Zstd);
             if config.wants("restore") && restored {
                 backups.push((compression, backup));
             } else if let Some(key) = &backup.storage_path {

@@ -265,15 +265,19 @@ async fn encrypted_round_trip(kind: TargetKind, compression: Compression) {
         text(&out)
     );
     // The plain archive from before still restores: turning encryption on changed nothing old.
-    let out = cli(
-        &bed,
-        &[
-            "restore",
-            "--backup",
-            &rows_first(&bed, job).await.to_string(),
-        ],
-        None,
+    // Its safety backup is encrypted to the target's recipients, so an engine without their
+    // identity refuses (it could not undo the restore), before anything changes.
+    let plain_id = rows_first(&bed, job).await.to_string();
+    let out = cli(&bed, &["restore", "--backup", &plain_id], None);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("could not be undone"), "{}", text(&out));
+    assert_eq!(
+        volumes::listing(&bed.docker, &volume)
+            .await
+            .expect("listing"),
+        before
     );
+    let out = cli(&bed, &["restore", "--backup", &plain_id], Some(&identity));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         volumes::listing(&bed.docker, &volume)
@@ -394,7 +398,11 @@ async fn an_encrypted_dump_restores_with_a_sealed_identity_and_is_refused_once_i
         format!("one,{MARKER}")
     );
 
+    // Removing an identity that archives need is refused unless forced.
     let out = bed.cli(&["identity", "remove", &fingerprint(&recipient)]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    let out = bed.cli(&["identity", "remove", "--force", &fingerprint(&recipient)]);
     assert!(out.status.success(), "{}", text(&out));
     sql("DROP TABLE items").await;
     let out = bed.cli(&["restore", "--backup", &row.id.to_string()]);
@@ -518,6 +526,31 @@ async fn an_encrypted_chain_encrypts_its_manifests_and_restores_exactly() {
             .expect("listing"),
         want
     );
+    // Verified without the identity: every archive of the chain is checked as stored; one
+    // changed on the target is found.
+    let out = bed.cli(&["verify", "--backup", &second.id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("and the 1 archives of its chain before it"),
+        "{}",
+        text(&out)
+    );
+    let full_key = first.storage_path.clone().expect("key");
+    let mut bytes = object(&bed, target, &full_key).await;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let t = bed.store.target(target).await.expect("target");
+    let storage = TargetStorage::open(&t.config, true).expect("storage");
+    storage
+        .upload(
+            &full_key,
+            Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(bytes))])),
+        )
+        .await
+        .expect("replace");
+    let out = bed.cli(&["verify", "--backup", &second.id.to_string()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
     // Without the identity: refused before anything changes.
     let out = bed.cli(&["restore", "--backup", &second.id.to_string()]);
     assert!(!out.status.success(), "{}", text(&out));
