@@ -109,6 +109,10 @@ pub enum Command {
     Drill {
         #[arg(long)]
         job: Uuid,
+        /// One JSON object on stdout (`id`, `jobId`, `status`, `log`) instead of the log; the
+        /// exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Plans a retention policy over RFC 3339 timestamps read on stdin, one per line, and prints
     /// the plan as JSON, newest first; exits 2 on bad input. Needs no configuration.
@@ -238,13 +242,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Drill { job } => {
+        Command::Drill { job, json } => {
             let app = Application::build(&config).await?;
             app.prepare(&config).await?;
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
             let d = app.drill_now(job).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": d.id, "jobId": d.job_id, "status": d.status.as_str(), "log": d.log,
+                    })
+                );
+                return Ok(exit_of(d.status));
+            }
             Ok(report_end("drill", d.id, d.status, &d.log))
         }
     }

@@ -98,6 +98,21 @@ async fn a_file_volume_and_a_postgres_volume_drill_green_and_leave_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let drill = bed.store.drill(drill_id(&out)).await.expect("drill row");
     assert_eq!(drill.status, Status::Success, "{}", drill.log);
+    // For scripts: one JSON object, the same exit code, the row it names.
+    let out = bed.cli(&["drill", "--job", &job.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let body: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["jobId"], job.to_string().as_str());
+    let row: uuid::Uuid = body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    assert_eq!(
+        bed.store.drill(row).await.expect("drill row").status,
+        Status::Success
+    );
     assert!(
         drill.log.contains("/files: restored 8 entries")
             && drill.log.contains(
