@@ -435,4 +435,4 @@ pub async fn digest(input: ByteStream) -> io::Result<Digest> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@
 use super::*;
 use futures::StreamExt as _;
 
-fn stream_of(data: Vec<u8>) -> ByteStream {
+pub(crate) fn stream_of(data: Vec<u8>) -> ByteStream {
     let chunks: Vec<io::Result<Bytes>> = data
         .chunks(10_000)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -11,7 +11,7 @@ fn stream_of(data: Vec<u8>) -> ByteStream {
     Box::pin(futures::stream::iter(chunks))
 }
 
-async fn collect(mut s: ByteStream) -> io::Result<Vec<u8>> {
+pub(crate) async fn collect(mut s: ByteStream) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(c) = s.next().await {
         out.extend_from_slice(&c?);

@@ -1,16 +1,13 @@
 //! Recipients, keyrings, and the encrypted pipeline's round trips and refusals.
 
-use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::StreamExt as _;
 use secrecy::ExposeSecret as _;
 
 use super::*;
+use crate::codec::tests::{collect, stream_of};
 use crate::codec::{self, Format, Payload};
 use crate::model::Compression;
-use crate::stream::ByteStream;
 
 /// The public key of an ssh-ed25519 test key (no private key needed to encrypt).
 const SSH_ED25519: &str =
@@ -22,20 +19,17 @@ fn keyring_and_recipient() -> (Keyring, String) {
     (keyring, recipient)
 }
 
-fn stream_of(data: Vec<u8>) -> ByteStream {
-    let chunks: Vec<io::Result<Bytes>> = data
-        .chunks(7_001)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    Box::pin(futures::stream::iter(chunks))
-}
-
-async fn collect(mut s: ByteStream) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c?);
-    }
-    Ok(out)
+/// `sample()` packed with gzip and encrypted to `recipient`, and its digest.
+async fn seal(recipient: String) -> (Vec<u8>, codec::Digest) {
+    let recipients = Arc::new(Recipients::from_texts(&[recipient]).expect("parse"));
+    let (out, digest) = codec::pack(
+        stream_of(sample()),
+        Compression::Gzip,
+        None,
+        Some(recipients),
+    );
+    let sealed = collect(out).await.expect("packs");
+    (sealed, digest.await.expect("digest"))
 }
 
 fn sample() -> Vec<u8> {
@@ -199,15 +193,7 @@ async fn an_encrypted_pack_unpacks_with_the_identity_for_gzip_and_zstd() {
 async fn encrypted_archives_refuse_a_wrong_identity_a_changed_byte_and_a_cut_end() {
     let (_, recipient) = keyring_and_recipient();
     let (stranger, _) = keyring_and_recipient();
-    let recipients = Arc::new(Recipients::from_texts(&[recipient]).expect("parse"));
-    let (out, digest) = codec::pack(
-        stream_of(sample()),
-        Compression::Gzip,
-        None,
-        Some(recipients),
-    );
-    let sealed = collect(out).await.expect("packs");
-    let digest = digest.await.expect("digest");
+    let (sealed, digest) = seal(recipient).await;
     let unpack = |bytes: Vec<u8>, keyring: Keyring| {
         let format = Format {
             compression: Compression::Gzip,
@@ -231,15 +217,7 @@ async fn encrypted_archives_refuse_a_wrong_identity_a_changed_byte_and_a_cut_end
     // A changed byte (in the header, in the payload) and a cut end are reported as what they
     // are: the bytes are not those recorded.
     let (keyring, recipient) = keyring_and_recipient();
-    let recipients = Arc::new(Recipients::from_texts(&[recipient]).expect("parse"));
-    let (out, digest) = codec::pack(
-        stream_of(sample()),
-        Compression::Gzip,
-        None,
-        Some(recipients),
-    );
-    let sealed = collect(out).await.expect("packs");
-    let digest = digest.await.expect("digest");
+    let (sealed, digest) = seal(recipient).await;
     for damage in [30, sealed.len() / 2, sealed.len() - 3] {
         let mut bad = sealed.clone();
         bad[damage] ^= 0x01;
