@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `config`, `backup`, `restore`, `prune`, `retention`.
+//! The command line: `serve`, `migrate`, `config`, `healthcheck`, `backup`, `restore`, `prune`, `retention`.
 //!
 //! Exit codes: 0 when the command did all it was asked (every volume backed up, the restore
 //! succeeded, every prune delete done); 1 when it ran and something failed, or it refused (an
@@ -58,6 +58,12 @@ pub enum Command {
     },
     /// Prints the effective configuration, secrets masked.
     Config,
+    /// Asks the engine's `/readyz` (at `listen`, or --url) and exits 0 when it answers 200, 1
+    /// otherwise, the reason on stderr: the container image's HEALTHCHECK. Needs no other setting.
+    Healthcheck {
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Runs a backup job now, waits, prints one line per volume; exits 1 unless every volume
     /// succeeded (an unknown job, a run that backed up nothing), the reason on stderr.
     Backup {
@@ -138,6 +144,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(url) => url,
+                None => crate::healthcheck_cmd::readyz_url(&config.listen)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            Ok(crate::healthcheck_cmd::healthcheck(&url).await)
         }
         Command::Migrate => {
             let store = crate::status_cmd::database_only(&config)?;

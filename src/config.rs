@@ -67,7 +67,9 @@ const DEFAULT_FILE: &str = "config/vardo.yml";
 pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: String,
-    pub database_url: SecretString,
+    /// Needed by every command but `config`, `healthcheck` and `retention`.
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
     #[serde(default = "default_pool_size")]
     pub database_pool_size: usize,
     /// Needed by the commands that run work (`serve`, `backup`, `restore`, …), not by `migrate`,
@@ -465,6 +467,14 @@ impl Config {
         Ok(config)
     }
 
+    /// `database_url`, or the error naming the setting.
+    pub fn required_database_url(&self) -> Result<&SecretString, ConfigError> {
+        self.database_url.as_ref().ok_or(ConfigError::Missing {
+            key: "database_url",
+            env: "DATABASE_URL",
+        })
+    }
+
     /// `redis_url`, or the error naming the setting.
     pub fn required_redis_url(&self) -> Result<&SecretString, ConfigError> {
         self.redis_url.as_ref().ok_or(ConfigError::Missing {
@@ -570,7 +580,7 @@ impl Config {
         let mask = |s: &SecretString| mask_url_or_secret(s.expose_secret());
         serde_json::json!({
             "listen": self.listen,
-            "database_url": mask(&self.database_url),
+            "database_url": self.database_url.as_ref().map(mask),
             "database_pool_size": self.database_pool_size,
             "redis_url": self.redis_url.as_ref().map(mask),
             "docker_host": self.docker_host,

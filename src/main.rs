@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod healthcheck_cmd;
 mod http;
 mod identity_cmd;
 mod retention_cmd;

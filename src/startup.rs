@@ -108,6 +108,8 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // colours only on a terminal: `docker logs` and log files get plain text
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -123,7 +125,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let engine = Engine::build(EngineSettings {
-            database_url: config.database_url.clone(),
+            database_url: config.required_database_url()?.clone(),
             database_pool_size: config.database_pool_size,
             redis_url: config.required_redis_url()?.clone(),
             secret_key: config.required_secret_key()?.clone(),

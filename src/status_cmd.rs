@@ -51,7 +51,7 @@ pub fn database_only(config: &Config) -> anyhow::Result<Store> {
         ))?,
     };
     Ok(Store::connect(
-        config.database_url.expose_secret(),
+        config.required_database_url()?.expose_secret(),
         config.database_pool_size.max(1),
         secrets,
     )?)

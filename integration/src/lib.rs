@@ -1,6 +1,7 @@
 //! Test harness for vardo-backup's end-to-end tests: every test gets its own database, bucket,
 //! Docker volumes and containers, against the real services that `scripts/services` starts.
 
+pub mod compose;
 pub mod db;
 pub mod env;
 pub mod fault_proxy;

@@ -4,6 +4,7 @@
 
 mod backup_restore;
 mod cli_exit_codes;
+mod container;
 mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;
