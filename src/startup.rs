@@ -174,6 +174,7 @@ impl Application {
             loop {
                 match prepare(&engine, preparation.clone()).await {
                     Ok(()) => {
+                        engine.mark_prepared();
                         let _ = done.send(());
                         return;
                     }

@@ -47,6 +47,8 @@ struct Inner {
     shutting_down: tokio_util::sync::CancellationToken,
     /// The identities of `age_identity_file`, read once at start-up.
     file_keyring: crate::encryption::Keyring,
+    /// Set once start-up applied the schema (and the configured targets): ready from then on.
+    prepared: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -89,6 +91,7 @@ impl Engine {
                 ),
                 shutting_down: tokio_util::sync::CancellationToken::new(),
                 file_keyring,
+                prepared: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -194,6 +197,15 @@ impl Engine {
     }
 
     /// Each dependency's state: `None` when it answers, else why not.
+    /// Start-up applied the schema: `/readyz` may answer 200 from now on.
+    pub fn mark_prepared(&self) {
+        self.inner
+            .prepared
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Postgres, Redis and Docker, each `None` when it answers or the reason it does not; and
+    /// `schema`, failing while start-up is still applying it (only said when Postgres answers).
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
         let limit = Duration::from_secs(3);
         let timed = |name: &'static str, r: Result<Result<(), String>, _>| match r {
@@ -214,8 +226,18 @@ impl Engine {
                 .map_err(|e| e.to_string())
         });
         let (pg, redis, docker) = tokio::join!(pg, redis, docker);
+        let pg = timed("postgres", pg);
+        let applied = self
+            .inner
+            .prepared
+            .load(std::sync::atomic::Ordering::Acquire);
+        let schema = match (&pg.1, applied) {
+            (None, false) => Some("start-up is still applying the schema".to_owned()),
+            _ => None,
+        };
         vec![
-            timed("postgres", pg),
+            pg,
+            ("schema", schema),
             timed("redis", redis),
             timed("docker", docker),
         ]

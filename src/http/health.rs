@@ -1,4 +1,5 @@
-//! `/healthz` (the process runs) and `/readyz` (Postgres, Redis and Docker answer).
+//! `/healthz` (the process runs) and `/readyz` (Postgres, Redis and Docker answer, and start-up
+//! has applied the schema).
 
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;

@@ -5,6 +5,7 @@
 mod backup_restore;
 mod cli_exit_codes;
 mod container;
+mod demo;
 mod deploy_events;
 mod docker_adapter;
 mod downloads_and_locks;
