@@ -20,11 +20,23 @@ use crate::config::Config;
 use crate::role::Role;
 use crate::startup::Application;
 
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the command did all it was asked: every volume backed up, the restore succeeded, the backup
+     is intact, every prune delete done; `status`: no enabled job failed or is overdue
+  1  it ran and something failed, or it refused (an unknown job or backup id, a run that backed
+     up nothing); the reason on stderr
+  2  it could not run at all: bad configuration or input, the database away
+
+On a terminal, backup, restore, verify and drill draw a progress bar on stderr; piped, they print
+plain lines; --json prints one JSON object instead.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vardo-backup",
     version,
-    about = "Backs up Docker volumes and restores them"
+    about = "Backs up Docker volumes and restores them",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// The YAML config file (default: $VARDO_CONFIG, else config/vardo.yml when present).
@@ -177,8 +189,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
-            let finished = app.run_job_now(job).await?;
-            Ok(report_run(&finished, json))
+            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
+            let finished = app.run_job_now(job).await;
+            bar.clear().await;
+            Ok(report_run(&finished?, json))
         }
         Command::Retention(args) => Ok(crate::retention_cmd::retention(&args)),
         Command::Prune { job, dry_run } => {
@@ -199,7 +213,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
-            let restore = app.restore_now(backup, !no_safety_backup).await?;
+            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
+            let restore = app.restore_now(backup, !no_safety_backup).await;
+            bar.clear().await;
+            let restore = restore?;
             if json {
                 println!(
                     "{}",
@@ -226,7 +243,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
-            let v = app.verify_now(backup).await?;
+            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
+            let v = app.verify_now(backup).await;
+            bar.clear().await;
+            let v = v?;
             if json {
                 println!(
                     "{}",
@@ -262,7 +282,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
-            let d = app.drill_now(job).await?;
+            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
+            let d = app.drill_now(job).await;
+            bar.clear().await;
+            let d = d?;
             if json {
                 println!(
                     "{}",

@@ -5,6 +5,7 @@ mod config;
 mod healthcheck_cmd;
 mod http;
 mod identity_cmd;
+mod progress_bar;
 mod retention_cmd;
 mod role;
 mod shutdown;

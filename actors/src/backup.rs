@@ -285,6 +285,10 @@ impl VolumeJob<'_> {
     }
 
     async fn mark_running(&self) -> Result<(), StoreError> {
+        self.progress.describe(
+            format!("backing up {}/{}", self.app.name, self.volume.name),
+            None,
+        );
         let store = self.engine.store();
         store
             .mark_backup_running(

@@ -36,7 +36,7 @@ impl Actor for BackupRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let progress = crate::progress::Progress::new();
+        let progress = self.engine.board().start();
         let work = actix::spawn(crate::backup::execute(
             self.engine.clone(),
             self.crew.clone(),

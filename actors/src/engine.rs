@@ -49,6 +49,8 @@ struct Inner {
     file_keyring: crate::encryption::Keyring,
     /// Set once start-up applied the schema (and the configured targets): ready from then on.
     prepared: std::sync::atomic::AtomicBool,
+    /// The runs, restores, verifications and drills of this process under way.
+    board: crate::progress::Board,
 }
 
 impl Engine {
@@ -92,6 +94,7 @@ impl Engine {
                 shutting_down: tokio_util::sync::CancellationToken::new(),
                 file_keyring,
                 prepared: std::sync::atomic::AtomicBool::new(false),
+                board: Default::default(),
             }),
         })
     }
@@ -197,6 +200,11 @@ impl Engine {
     }
 
     /// Each dependency's state: `None` when it answers, else why not.
+    /// The progress of this process's work under way (a command's progress bar reads it).
+    pub fn board(&self) -> &crate::progress::Board {
+        &self.inner.board
+    }
+
     /// Start-up applied the schema: `/readyz` may answer 200 from now on.
     pub fn mark_prepared(&self) {
         self.inner

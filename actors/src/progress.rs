@@ -8,6 +8,10 @@
 //! have drained what reached them. The stalled stage is therefore the unfinished one whose last
 //! progress is the oldest; when none moved at all, the first one (the source).
 //!
+//! The same record is what a person at the command line watches: each piece of work registers on
+//! the engine's [`Board`] and says what it is doing ([`Progress::describe`]); the CLI's progress
+//! bar reads the source stage's bytes off it ([`Board::current`]).
+//!
 //! The same record drives the heartbeats: a run refreshes its rows' heartbeat only while its
 //! watched work is fresh (or while it does nothing that moves bytes, such as waiting for a run
 //! slot), so a heartbeat says the run makes progress, not only that its process is alive.
@@ -54,6 +58,22 @@ struct State {
     watching: Option<Vec<Stage>>,
     /// The last time any stage moved (or watched work began).
     last: Option<Instant>,
+    /// What the work does now (`backing up shop/uploads`), and the size of its source if known.
+    label: Option<(String, Option<u64>)>,
+    /// The bytes the source stage of the last watched work moved, kept once that work ended.
+    ended: u64,
+}
+
+/// What a person watching the work sees of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub label: String,
+    /// The source stage that runs now (the first watched: volume read, pg_dump, download).
+    pub stage: Option<&'static str>,
+    /// The bytes that stage moved so far.
+    pub bytes: u64,
+    /// The source's size, where it is known (a stored object's).
+    pub total: Option<u64>,
 }
 
 /// One run's (or restore's) progress; clones share it.
@@ -105,6 +125,26 @@ impl Progress {
         );
         state.last = Some(now);
         Watch(self)
+    }
+
+    /// Says what the work does from now on, and how many bytes its source has if that is known.
+    pub fn describe(&self, label: impl Into<String>, total: Option<u64>) {
+        let mut state = self.state();
+        state.label = Some((label.into(), total));
+        state.ended = 0;
+    }
+
+    /// What the work does now and how far its source stage got; `None` before it said.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let state = self.state();
+        let (label, total) = state.label.clone()?;
+        let source = state.watching.as_ref().and_then(|s| s.first());
+        Some(Snapshot {
+            label,
+            stage: source.map(|s| s.name),
+            bytes: source.map_or(state.ended, |s| s.bytes),
+            total,
+        })
     }
 
     /// A meter of `stage`, for the work watched next or now.
@@ -172,13 +212,44 @@ fn stalled_stage(stages: &[Stage]) -> &'static str {
     best.or(stages.last()).map_or("work", |s| s.name)
 }
 
+/// The work of this process that is under way, for a command to show how far it got. Holds no
+/// work alive: what ended drops off by itself.
+#[derive(Debug, Default)]
+pub struct Board {
+    live: Mutex<Vec<std::sync::Weak<Mutex<State>>>>,
+}
+
+impl Board {
+    /// A new piece of work's progress, on the board while any clone of it lives.
+    pub fn start(&self) -> Progress {
+        let progress = Progress::new();
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&progress.state));
+        progress
+    }
+
+    /// The newest work under way that said what it does.
+    pub fn current(&self) -> Option<Snapshot> {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.iter()
+            .rev()
+            .filter_map(std::sync::Weak::upgrade)
+            .find_map(|state| Progress { state }.snapshot())
+    }
+}
+
 /// Ends the watch when the watched work ends or is dropped.
 struct Watch<'a>(&'a Progress);
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
         let mut state = self.0.state();
-        state.watching = None;
+        state.ended = state
+            .watching
+            .take()
+            .and_then(|s| s.first().map(|s| s.bytes))
+            .unwrap_or(0);
         state.last = None;
     }
 }
@@ -315,5 +386,51 @@ mod tests {
             .deadline(Duration::from_secs(10), &[DOWNLOAD], work)
             .await;
         assert_eq!(out, Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_board_shows_the_newest_described_work_and_forgets_what_ended() {
+        let board = Board::default();
+        let first = board.start();
+        first.describe("backing up shop/uploads", None);
+        let second = board.start();
+        assert_eq!(
+            board.current().map(|s| s.label),
+            Some("backing up shop/uploads".into())
+        );
+        second.describe("restoring shop/db", Some(10));
+        let meter = second.meter(DOWNLOAD);
+        let seen = second
+            .deadline(Duration::from_secs(3), &[DOWNLOAD, EXTRACTION], async {
+                meter.add(4);
+                board.current()
+            })
+            .await;
+        let expected = Snapshot {
+            label: "restoring shop/db".into(),
+            stage: Some(DOWNLOAD),
+            bytes: 4,
+            total: Some(10),
+        };
+        assert_eq!(seen, Ok(Some(expected.clone())));
+        // Once the watched work ended, what its source moved is still shown.
+        let ended = Snapshot {
+            stage: None,
+            ..expected
+        };
+        assert_eq!(board.current(), Some(ended));
+        // A meter holds the work's progress too: it stays on the board until both are gone.
+        drop(second);
+        assert_eq!(
+            board.current().map(|s| s.label),
+            Some("restoring shop/db".into())
+        );
+        drop(meter);
+        assert_eq!(
+            board.current().map(|s| s.label),
+            Some("backing up shop/uploads".into())
+        );
+        drop(first);
+        assert_eq!(board.current(), None);
     }
 }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use crate::codec::{self, Payload};
 use crate::engine::Engine;
 use crate::model::{Status, VolumeKind};
-use crate::progress::Progress;
 use crate::storage::TargetStorage;
 
 /// Restores backup `backup_id` (of the engine's database) into the empty database at `to`;
@@ -66,7 +65,11 @@ pub async fn restore_self(
              into an empty database (create one with `createdb`), nothing was changed"
         ));
     }
-    let progress = Progress::new();
+    let progress = engine.board().start();
+    progress.describe(
+        "restoring the engine's database",
+        Some(archive.expected.size),
+    );
     let pin = storage.pin(&archive.key).await.map_err(|e| e.to_string())?;
     let verified = crate::restore::sql::verify_first(
         &storage,

@@ -79,7 +79,7 @@ impl Actor for VerifyRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let progress = Progress::new();
+        let progress = self.engine.board().start();
         let work = actix::spawn(execute(
             self.engine.clone(),
             self.verification_id,
@@ -135,6 +135,10 @@ pub async fn execute(
     };
     let verification = store.verification(verification_id).await?;
     let backup = store.backup(verification.backup_id).await?;
+    progress.describe(
+        format!("verifying {}/{}", backup.app_name, backup.volume_name),
+        backup.size_bytes.and_then(|s| u64::try_from(s).ok()),
+    );
     let crate::restore::ArchiveRef {
         key,
         expected,

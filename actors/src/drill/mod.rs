@@ -69,7 +69,7 @@ impl Actor for DrillRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let progress = Progress::new();
+        let progress = self.engine.board().start();
         let work = actix::spawn(execute(
             self.engine.clone(),
             self.crew.clone(),
@@ -258,6 +258,10 @@ async fn drill_volume(
     n: usize,
 ) -> Result<String, String> {
     let source = source_of(ctx, backup).await?;
+    ctx.progress.describe(
+        format!("drilling {}/{}", backup.app_name, backup.volume_name),
+        backup.size_bytes.and_then(|s| u64::try_from(s).ok()),
+    );
     let key = format!("drill:{}/{}", backup.app_id, backup.volume_name);
     let started = std::time::Instant::now();
     let _lock = loop {

@@ -98,7 +98,7 @@ impl Actor for RestoreRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let progress = Progress::new();
+        let progress = self.engine.board().start();
         let work = actix::spawn(execute(
             self.engine.clone(),
             self.crew.clone(),
@@ -284,6 +284,10 @@ async fn perform(
         }
     }
     let lock = crew.lock_volume(&volume).await?;
+    let (restoring, size) = (
+        format!("restoring {}/{}", backup.app_name, backup.volume_name),
+        expected.size,
+    );
     let safety = SafetyStep {
         wanted: safety && existed,
         backup: safety::SafetyBackup {
@@ -319,6 +323,7 @@ async fn perform(
             async {
                 restore.recover_earlier(&log).await?;
                 safety.take(&lock, &log).await?;
+                progress.describe(restoring.clone(), Some(size));
                 restore.run(&log).await
             }
             .await
@@ -340,6 +345,7 @@ async fn perform(
             };
             async {
                 safety.take(&lock, &log).await?;
+                progress.describe(restoring.clone(), Some(size));
                 restore.run(&log).await
             }
             .await

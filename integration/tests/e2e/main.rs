@@ -4,6 +4,7 @@
 
 mod backup_restore;
 mod cli_exit_codes;
+mod cli_progress;
 mod container;
 mod demo;
 mod deploy_events;

@@ -1,0 +1,104 @@
+//! The command line's progress bar: what the engine's work under way says of itself (its board),
+//! read ten times a second and drawn on stderr — only when stdout and stderr are a terminal and
+//! no `--json` was asked for. A new bar starts whenever the work moves on (the next volume, the
+//! restore after its safety backup); it is cleared at the end, before the summary lines.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::oneshot;
+use vardo_actors::engine::Engine;
+use vardo_actors::progress::Snapshot;
+
+/// Whether a bar is drawn: a person at a terminal, not a script.
+pub fn wanted(json: bool) -> bool {
+    !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A bar following the engine's work until [`Shown::clear`].
+pub struct Shown {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts following the engine's board, if `wanted`.
+pub fn show(engine: &Engine, wanted: bool) -> Shown {
+    if !wanted {
+        return Shown {
+            stop: None,
+            task: None,
+        };
+    }
+    let (stop, mut stopped) = oneshot::channel();
+    let engine = engine.clone();
+    let task = actix::spawn(async move {
+        let mut drawn: Option<(String, ProgressBar)> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {}
+            }
+            let Some(now) = engine.board().current() else {
+                continue;
+            };
+            match &drawn {
+                Some((label, bar)) if *label == now.label => update(bar, &now),
+                _ => {
+                    if let Some((_, bar)) = drawn.take() {
+                        bar.finish_and_clear();
+                    }
+                    let bar = bar_for(&now);
+                    update(&bar, &now);
+                    drawn = Some((now.label.clone(), bar));
+                }
+            }
+        }
+        if let Some((_, bar)) = drawn {
+            bar.finish_and_clear();
+        }
+    });
+    Shown {
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Shown {
+    /// Clears the bar (the command prints its summary next).
+    pub async fn clear(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A bar with the size (and so an ETA) where the source's size is known, a spinner where not.
+fn bar_for(now: &Snapshot) -> ProgressBar {
+    let (bar, template) = match now.total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{msg} [{bar:24}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+             {elapsed} ETA {eta}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {msg} {binary_bytes} {binary_bytes_per_sec} {elapsed}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn update(bar: &ProgressBar, now: &Snapshot) {
+    let stage = now.stage.map(|s| format!(" ({s})")).unwrap_or_default();
+    bar.set_message(format!("{}{stage}", now.label));
+    bar.set_position(now.bytes);
+    bar.tick();
+}
