@@ -20,8 +20,11 @@ pub fn readyz_url(listen: &str) -> Result<String, String> {
 
 /// Exits 0 when `url` answers 200 within five seconds, else 1 with the reason on stderr.
 pub async fn healthcheck(url: &str) -> ExitCode {
+    // Loopback, straight: never through an HTTP_PROXY set for the targets, never redirected.
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,
@@ -31,7 +34,7 @@ pub async fn healthcheck(url: &str) -> ExitCode {
         }
     };
     match client.get(url).send().await {
-        Ok(resp) if resp.status().is_success() => {
+        Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
             println!("{url}: {}", resp.status());
             ExitCode::SUCCESS
         }

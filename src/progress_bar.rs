@@ -11,6 +11,36 @@ use tokio::sync::oneshot;
 use vardo_actors::engine::Engine;
 use vardo_actors::progress::Snapshot;
 
+/// The bar on the screen now, which log lines are written around (see [`LogWriter`]).
+static ON_SCREEN: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+fn on_screen(bar: Option<&ProgressBar>) {
+    *ON_SCREEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bar.cloned();
+}
+
+/// stderr for the log: a line logged while a bar is drawn is written above it (the bar is
+/// hidden, the line written, the bar drawn again), never into it.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ON_SCREEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Whether a bar is drawn: a person at a terminal, not a script.
 pub fn wanted(json: bool) -> bool {
     !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
@@ -51,10 +81,12 @@ pub fn show(engine: &Engine, wanted: bool) -> Shown {
                     }
                     let bar = bar_for(&now);
                     update(&bar, &now);
+                    on_screen(Some(&bar));
                     drawn = Some((now.label.clone(), bar));
                 }
             }
         }
+        on_screen(None);
         if let Some((_, bar)) = drawn {
             bar.finish_and_clear();
         }

@@ -107,7 +107,7 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::progress_bar::LogWriter)
         // colours only on a terminal: `docker logs` and log files get plain text
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -183,6 +183,7 @@ impl Application {
                             error = format!("{e:#}"),
                             "start-up preparation failed; retrying"
                         );
+                        engine.note_unprepared(format!("{e:#}"));
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(10));
                     }

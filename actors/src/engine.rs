@@ -49,6 +49,8 @@ struct Inner {
     file_keyring: crate::encryption::Keyring,
     /// Set once start-up applied the schema (and the configured targets): ready from then on.
     prepared: std::sync::atomic::AtomicBool,
+    /// Why start-up's last attempt to prepare failed, while it retries.
+    unprepared: std::sync::Mutex<Option<String>>,
     /// The runs, restores, verifications and drills of this process under way.
     board: crate::progress::Board,
 }
@@ -94,6 +96,7 @@ impl Engine {
                 shutting_down: tokio_util::sync::CancellationToken::new(),
                 file_keyring,
                 prepared: std::sync::atomic::AtomicBool::new(false),
+                unprepared: std::sync::Mutex::new(None),
                 board: Default::default(),
             }),
         })
@@ -205,6 +208,15 @@ impl Engine {
         &self.inner.board
     }
 
+    /// Start-up's attempt to prepare failed (it retries): `/readyz` says why meanwhile.
+    pub fn note_unprepared(&self, why: String) {
+        *self
+            .inner
+            .unprepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+    }
+
     /// Start-up applied the schema: `/readyz` may answer 200 from now on.
     pub fn mark_prepared(&self) {
         self.inner
@@ -240,7 +252,18 @@ impl Engine {
             .prepared
             .load(std::sync::atomic::Ordering::Acquire);
         let schema = match (&pg.1, applied) {
-            (None, false) => Some("start-up is still applying the schema".to_owned()),
+            (None, false) => Some(
+                match self
+                    .inner
+                    .unprepared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_deref()
+                {
+                    Some(why) => format!("start-up failed and retries: {why}"),
+                    None => "start-up is still applying the schema".to_owned(),
+                },
+            ),
             _ => None,
         };
         vec![

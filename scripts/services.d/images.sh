@@ -117,11 +117,15 @@ build_postgres_image() {
 # reachable; a real one already present is kept
 build_debian_slim_image() {
     local tarball=$DEV/build/debian-slim-rootfs.tar logfile=$LOG/debian-slim-image.log
-    # the -slim images keep leaving manuals and docs out of what apt installs later
+    # the -slim images keep leaving manuals and docs out of what apt installs later; apt is set up
+    # as in Debian's own image: the build's options (a proxy, Valid-Until) stay out of it, and
+    # security updates reach what the Dockerfile installs
     # shellcheck disable=SC2016 # $1 is the hook's argument
     mmdebstrap_rootfs debian-slim "$tarball" \
         --customize-hook='printf "path-exclude /usr/share/man/*\npath-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/locale/*\n" >"$1/etc/dpkg/dpkg.cfg.d/docker"' \
-        --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin'
+        --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+        --customize-hook='rm -f "$1"/etc/apt/apt.conf.d/99mmdebstrap "$1"/etc/apt/sources.list.d/*' \
+        --customize-hook='printf "deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n" >"$1/etc/apt/sources.list"'
     docker import --change 'CMD ["bash"]' "$tarball" "$DEBIAN_SLIM_IMAGE" >>"$logfile" 2>&1 ||
         { log_tail "$logfile"; die "docker import $DEBIAN_SLIM_IMAGE failed"; }
     rm -f "$tarball"

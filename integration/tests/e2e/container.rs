@@ -158,6 +158,31 @@ async fn the_compose_stack_backs_up_and_restores_a_volume_through_its_api() {
         },
     )
     .await;
+    // Unprivileged, and a healthcheck that can say unhealthy: exit 1 where nothing answers 200.
+    let uid = stack.compose(&["exec", "-T", "vardo", "id", "-u"]);
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "10001",
+        "{}",
+        vardo_integration::describe(&uid)
+    );
+    let down = stack.compose(&[
+        "exec",
+        "-T",
+        "vardo",
+        "vardo-backup",
+        "healthcheck",
+        "--url",
+        "http://127.0.0.1:1/readyz",
+    ]);
+    assert_eq!(
+        down.status.code(),
+        Some(1),
+        "{}",
+        vardo_integration::describe(&down)
+    );
+    let up = stack.compose(&["exec", "-T", "vardo", "vardo-backup", "healthcheck"]);
+    assert!(up.status.success(), "{}", vardo_integration::describe(&up));
     // SIGTERM through tini: the engine drains and exits 0.
     let stop = stack.compose(&["stop", "--timeout", "60", "vardo"]);
     assert!(
