@@ -96,6 +96,29 @@ impl Stack {
             .expect("docker-compose runs")
     }
 
+    /// One SQL query in the stack's own database (psql in its postgres container); the output,
+    /// trimmed.
+    pub fn sql(&self, query: &str) -> String {
+        let out = self.compose(&[
+            "exec",
+            "-T",
+            "postgres",
+            "psql",
+            "-X",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "vardo",
+            "-d",
+            "vardo",
+            "-c",
+            query,
+        ]);
+        assert!(out.status.success(), "psql: {}", crate::describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Waits for `/readyz` to answer 200.
     pub async fn ready(&self, limit: Duration) {
         let url = format!("{}/readyz", self.base);
@@ -150,9 +173,18 @@ impl Stack {
         left
     }
 
-    /// `docker-compose down -v`: containers, network and volumes of the project.
+    /// `docker-compose down -v`: containers (the scheduler replicas' too), network and volumes of
+    /// the project.
     pub fn down(&self) -> Output {
-        self.compose(&["down", "-v", "--remove-orphans", "--timeout", "30"])
+        self.compose(&[
+            "--profile",
+            "replicas",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "--timeout",
+            "30",
+        ])
     }
 }
 

@@ -196,6 +196,43 @@ async fn the_compose_stack_backs_up_and_restores_a_volume_through_its_api() {
         "a graceful stop exits 0: {state}"
     );
 
+    // Two scheduler replicas (README): with the `all` engine stopped, a run asked for is taken
+    // by one of them and backs the volume up.
+    let scaled = stack.compose(&[
+        "--profile",
+        "replicas",
+        "up",
+        "-d",
+        "--scale",
+        "scheduler=2",
+        "scheduler",
+    ]);
+    assert!(
+        scaled.status.success(),
+        "{}",
+        vardo_integration::describe(&scaled)
+    );
+    let run = uuid::Uuid::new_v4();
+    stack.sql(&format!(
+        "INSERT INTO run_request (id, job_id, reason) VALUES ('{run}', '{job}', 'manual')"
+    ));
+    let outcome = eventually(Duration::from_secs(90), "a replica's run", || {
+        let row = stack.sql(&format!(
+            "SELECT r.claimed_by || ' ' || b.status FROM run_request r JOIN backup b ON b.run_id = r.id \
+             WHERE r.id = '{run}' AND b.status IN ('success', 'failed')"
+        ));
+        async move { (!row.is_empty()).then_some(row) }
+    })
+    .await;
+    let (claimed_by, status) = outcome.split_once(' ').expect("instance and status");
+    assert_eq!(status, "success", "{outcome}");
+    let replicas = stack.sql("SELECT count(*) FROM engine_instance WHERE stopped_at IS NULL");
+    assert_eq!(replicas, "2", "the two replicas are the live instances");
+    let live = stack.sql(&format!(
+        "SELECT count(*) FROM engine_instance WHERE id = '{claimed_by}' AND stopped_at IS NULL"
+    ));
+    assert_eq!(live, "1", "a live replica ({claimed_by}) took the run");
+
     assert!(
         stack.leftovers().len() >= 6,
         "the stack's containers, volumes and network are seen before it is taken down"
