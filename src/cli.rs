@@ -189,10 +189,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
-            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
-            let finished = app.run_job_now(job).await;
-            bar.clear().await;
-            Ok(report_run(&finished?, json))
+            let finished =
+                crate::progress_bar::around(app.engine(), json, app.run_job_now(job)).await?;
+            Ok(report_run(&finished, json))
         }
         Command::Retention(args) => Ok(crate::retention_cmd::retention(&args)),
         Command::Prune { job, dry_run } => {
@@ -213,10 +212,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
-            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
-            let restore = app.restore_now(backup, !no_safety_backup).await;
-            bar.clear().await;
-            let restore = restore?;
+            let restore = crate::progress_bar::around(
+                app.engine(),
+                json,
+                app.restore_now(backup, !no_safety_backup),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -243,10 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().backup(backup).await)? {
                 return Ok(code);
             }
-            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
-            let v = app.verify_now(backup).await;
-            bar.clear().await;
-            let v = v?;
+            let v = crate::progress_bar::around(app.engine(), json, app.verify_now(backup)).await?;
             if json {
                 println!(
                     "{}",
@@ -282,10 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refused(app.engine().store().job(job).await)? {
                 return Ok(code);
             }
-            let bar = crate::progress_bar::show(app.engine(), crate::progress_bar::wanted(json));
-            let d = app.drill_now(job).await;
-            bar.clear().await;
-            let d = d?;
+            let d = crate::progress_bar::around(app.engine(), json, app.drill_now(job)).await?;
             if json {
                 println!(
                     "{}",

@@ -42,18 +42,18 @@ impl std::io::Write for LogWriter {
 }
 
 /// Whether a bar is drawn: a person at a terminal, not a script.
-pub fn wanted(json: bool) -> bool {
+fn wanted(json: bool) -> bool {
     !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// A bar following the engine's work until [`Shown::clear`].
-pub struct Shown {
+struct Shown {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts following the engine's board, if `wanted`.
-pub fn show(engine: &Engine, wanted: bool) -> Shown {
+fn show(engine: &Engine, wanted: bool) -> Shown {
     if !wanted {
         return Shown {
             stop: None,
@@ -99,7 +99,7 @@ pub fn show(engine: &Engine, wanted: bool) -> Shown {
 
 impl Shown {
     /// Clears the bar (the command prints its summary next).
-    pub async fn clear(mut self) {
+    async fn clear(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -107,6 +107,18 @@ impl Shown {
             let _ = task.await;
         }
     }
+}
+
+/// Awaits `work` with a bar following it when [`wanted`] (not `json`), cleared once it ends.
+pub async fn around<T>(
+    engine: &Engine,
+    json: bool,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let bar = show(engine, wanted(json));
+    let done = work.await;
+    bar.clear().await;
+    done
 }
 
 /// A bar with the size (and so an ETA) where the source's size is known, a spinner where not.
